@@ -1,0 +1,79 @@
+"""Entry point of the ``pydamon`` command.
+
+Each subcommand lives in its own module under :mod:`pydamon.cli` and exposes
+``register(subparsers)``, which adds its parser and sets ``func`` (taking the parsed arguments and
+returning an exit code). Errors a user can cause raise :class:`CliError` (or one of the known
+error types below) and are printed as one line, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+#: Subcommand modules, in the order ``pydamon --help`` lists them.
+COMMAND_MODULES: list[str] = [
+    "pydamon.cli.demo",
+]
+
+#: Exit codes: 0 success, 1 runtime failure, 2 usage error (argparse's), 3 missing feature or
+#: privilege, 130 interrupted.
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_UNSUPPORTED = 3
+EXIT_INTERRUPTED = 130
+
+
+class CliError(Exception):
+    """An error to show the user as one line; ``exit_code`` is the process exit code."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pydamon",
+        description="User-space DAMON: data access monitoring and access-aware memory management.",
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def _version() -> str:
+    from pydamon import __version__
+
+    return f"pydamon {__version__}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(func(args) or 0)
+    except CliError as err:
+        print(f"pydamon {args.command}: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print(f"pydamon {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 0
+    except (OSError, ValueError) as err:
+        # Known failure kinds (bad files, bad values) still get one line, not a traceback.
+        print(f"pydamon {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

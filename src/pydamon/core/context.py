@@ -1,0 +1,544 @@
+"""Monitoring contexts, targets and the monitoring loop (the kernel's ``kdamond_fn``).
+
+A :class:`Context` owns an operations set, a list of :class:`Target` and the monitoring
+attributes. :meth:`Context.run` runs the loop in the calling thread; :meth:`Context.start` runs it
+in a background thread. Functions can be run inside the loop with :meth:`Context.call` (the
+kernel's ``damon_call()``), and callbacks fire after each aggregation, after each watermarks check
+and before termination.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import numpy as np
+
+from pydamon.core.attrs import BP, Attrs, age_for_new_attrs, nr_accesses_for_new_attrs
+from pydamon.core.clock import Clock, RealClock
+from pydamon.core.feedback import feed_loop_next_input
+from pydamon.core.regions import PAGE_SIZE, Regions
+from pydamon.core.snapshot import Snapshot
+
+if TYPE_CHECKING:
+    from pydamon.ops.base import Operations
+
+#: A callback returns a true value to stop monitoring (as a non-zero return in the kernel).
+Callback = Callable[["Context"], object]
+CallbackKind = Literal["after_aggregation", "after_wmarks_check", "before_terminate"]
+
+
+class SchemesRunner(Protocol):
+    """What the core needs from DAMOS (implemented by :mod:`pydamon.damos`).
+
+    The core only drives the timing; all scheme policy lives behind this interface.
+    """
+
+    def init(self, ctx: Context) -> None:
+        """At loop start: set each scheme's next apply time, default filter behaviour."""
+
+    def wmark_wait_us(self, ctx: Context) -> int:
+        """Check watermarks; 0 if any scheme is active, else how long to wait (µs)."""
+        ...
+
+    def apply(self, ctx: Context) -> None:
+        """``kdamond_apply_schemes()``: apply every due scheme to every region."""
+
+    def attrs_changed(self, ctx: Context) -> None:
+        """Monitoring attributes changed: recompute the schemes' next apply times."""
+
+
+@dataclass(eq=False)
+class Target:
+    """A monitoring target: a process (``pid``) or an address space given by ``ranges``.
+
+    ``ranges`` are user-given initial regions; operations sets that update regions themselves
+    (vaddr) leave targets with user-given ranges alone, as the kernel does.
+    """
+
+    pid: int | None = None
+    ranges: list[tuple[int, int]] | None = None
+    regions: Regions = field(default_factory=Regions)
+    #: False once the operations set reported the target gone (e.g. the process exited).
+    valid: bool = True
+    #: Per-target state private to the operations set.
+    ops_private: Any = None
+
+    @property
+    def target_id(self) -> int | None:
+        return self.pid
+
+
+@dataclass
+class _CallRequest:
+    fn: Callable[[Context], object]
+    repeat: bool
+    done: threading.Event = field(default_factory=threading.Event)
+    result: object = None
+    error: BaseException | None = None
+    canceled: bool = False
+
+
+class CallCanceled(RuntimeError):
+    """The monitoring loop ended before a :meth:`Context.call` request ran."""
+
+
+class Context:
+    """A monitoring context: operations set, targets, attributes, schemes and the loop state."""
+
+    def __init__(
+        self,
+        ops: Operations,
+        targets: Iterable[Target] = (),
+        attrs: Attrs | None = None,
+        *,
+        schemes: Sequence[Any] = (),
+        seed: int | None = None,
+        clock: Clock | None = None,
+        min_region_sz: int = PAGE_SIZE,
+    ) -> None:
+        attrs = (attrs or Attrs()).with_aggr_samples()
+        attrs.validate()
+        self.ops = ops
+        self.targets: list[Target] = list(targets)
+        self._attrs = attrs
+        self.min_region_sz = min_region_sz
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.clock: Clock = clock or ops.default_clock() or RealClock()
+        self.callbacks: dict[str, list[Callback]] = {
+            "after_aggregation": [],
+            "after_wmarks_check": [],
+            "before_terminate": [],
+        }
+        self.schemes: list[Any] = []
+        self.schemes_runner: SchemesRunner | None = None
+        if schemes:
+            self.set_schemes(schemes)
+
+        # loop state, counted in passed sample intervals as the kernel does
+        self.passed_sample_intervals = 0
+        self.next_aggregation_sis = 0
+        self.next_ops_update_sis = 0
+        self.next_intervals_tune_sis = 0
+        self.nr_aggregations = 0
+        self.aggregation_start_us = 0
+        self.last_max_nr_accesses = 0
+        self._last_nr_regions_at_split = 0
+        self._sz_limit = min_region_sz
+        self._next_sample_deadline_us = 0
+        #: CPU seconds the monitoring loop itself has used (its thread's CPU time).
+        self.monitor_cpu_s = 0.0
+
+        self._calls: list[_CallRequest] = []
+        self._calls_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._running = False
+        self._loop_thread: threading.Thread | None = None
+        self._loop_error: BaseException | None = None
+
+    # -- attributes -------------------------------------------------------------------------
+    @property
+    def attrs(self) -> Attrs:
+        return self._attrs
+
+    def set_attrs(self, attrs: Attrs) -> None:
+        """Change the monitoring attributes, online if the loop runs (``damon_set_attrs()``).
+
+        Monitoring results are rescaled to the new intervals: nr_accesses through its access
+        ratio, age by the ratio of aggregation intervals.
+        """
+        attrs.with_aggr_samples().validate()
+        if self._running and threading.current_thread() is not self._loop_thread:
+            self.call(lambda ctx: ctx._set_attrs(attrs))
+        else:
+            self._set_attrs(attrs)
+
+    def _set_attrs(self, attrs: Attrs) -> None:
+        attrs = attrs.with_aggr_samples()
+        attrs.validate()
+        sample = attrs.sample_interval_us or 1
+        aggregating = self.passed_sample_intervals < self.next_aggregation_sis
+        self.next_aggregation_sis = self.passed_sample_intervals + attrs.aggr_interval_us // sample
+        self.next_ops_update_sis = (
+            self.passed_sample_intervals + attrs.ops_update_interval_us // sample
+        )
+        self._update_monitoring_results(attrs, aggregating)
+        self._attrs = attrs
+        if self.schemes_runner is not None:
+            self.schemes_runner.attrs_changed(self)
+
+    def _update_monitoring_results(self, new: Attrs, aggregating: bool) -> None:
+        old = self._attrs
+        if not (
+            old.sample_interval_us
+            and old.aggr_interval_us
+            and new.sample_interval_us
+            and new.aggr_interval_us
+        ):
+            return
+        for t in self.targets:
+            r = t.regions
+            if not len(r):
+                continue
+            if not aggregating:
+                nr = [nr_accesses_for_new_attrs(x, old, new) for x in r.nr_accesses.tolist()]
+                r.nr_accesses = np.asarray(nr, dtype=np.int64)
+                r.nr_accesses_bp = r.nr_accesses * BP
+            else:
+                # Mid-aggregation: forget this aggregation's partial counts, as if
+                # kdamond_reset_aggregated() had just run.
+                last = [nr_accesses_for_new_attrs(x, old, new) for x in r.last_nr_accesses.tolist()]
+                r.last_nr_accesses = np.asarray(last, dtype=np.int64)
+                r.nr_accesses_bp = r.last_nr_accesses * BP
+                r.nr_accesses = np.zeros(len(r), np.int64)
+            r.age = np.asarray(
+                [age_for_new_attrs(a, old, new) for a in r.age.tolist()], dtype=np.int64
+            )
+
+    # -- schemes ------------------------------------------------------------------------------
+    def set_schemes(self, schemes: Sequence[Any]) -> None:
+        """Install DAMOS schemes (objects of :mod:`pydamon.damos`)."""
+        self.schemes = list(schemes)
+        if self.schemes and self.schemes_runner is None:
+            from pydamon.damos.engine import SchemesEngine  # DAMOS sits on top of the core
+
+            self.schemes_runner = SchemesEngine()
+        if self.schemes_runner is not None and self._running:
+            self.schemes_runner.init(self)
+
+    # -- callbacks and calls ----------------------------------------------------------------------
+    def add_callback(self, kind: CallbackKind, fn: Callback) -> None:
+        if kind not in self.callbacks:
+            raise ValueError(f"unknown callback kind {kind!r}; use one of {list(self.callbacks)}")
+        self.callbacks[kind].append(fn)
+
+    def remove_callback(self, kind: CallbackKind, fn: Callback) -> None:
+        self.callbacks[kind].remove(fn)
+
+    def _run_callbacks(self, kind: str) -> bool:
+        stop = False
+        for fn in list(self.callbacks[kind]):
+            if fn(self):
+                stop = True
+        return stop
+
+    def call(self, fn: Callable[[Context], object], *, wait: bool = True, repeat: bool = False):
+        """Run ``fn(ctx)`` inside the monitoring loop, after a sampling (``damon_call()``).
+
+        From another thread while the loop runs, the request is queued and (``wait=True``) this
+        returns ``fn``'s result once it ran, raising :class:`CallCanceled` if the loop ended first.
+        ``repeat=True`` runs it after every sampling until the loop ends (never waited for).
+        From the loop thread, or when the loop is not running, ``fn`` runs at once.
+        """
+        if not self._running or threading.current_thread() is self._loop_thread:
+            if repeat:
+                raise ValueError("repeat calls need a running monitoring loop")
+            return fn(self)
+        req = _CallRequest(fn, repeat)
+        with self._calls_lock:
+            self._calls.append(req)
+        if not wait or repeat:
+            return None
+        req.done.wait()
+        if req.canceled:
+            raise CallCanceled("monitoring stopped before the call ran")
+        if req.error is not None:
+            raise req.error
+        return req.result
+
+    def _kdamond_call(self, cancel: bool = False) -> None:
+        with self._calls_lock:
+            requests = list(self._calls)
+        keep = []
+        for req in requests:
+            if cancel:
+                req.canceled = True
+            else:
+                try:
+                    req.result = req.fn(self)
+                except Exception as err:  # delivered to the caller, not fatal to the loop
+                    req.error = err
+                if req.repeat:
+                    keep.append(req)
+                    continue
+            req.done.set()
+        with self._calls_lock:
+            self._calls = keep + [r for r in self._calls if r not in requests]
+
+    # -- results -----------------------------------------------------------------------------
+    @property
+    def nr_regions(self) -> int:
+        return sum(len(t.regions) for t in self.targets)
+
+    def snapshot(self, target_index: int = 0) -> Snapshot:
+        """The current regions of one target as a :class:`Snapshot`.
+
+        Inside ``after_aggregation`` callbacks this is the result of the aggregation just ended.
+        """
+        t = self.targets[target_index]
+        r = t.regions
+        return Snapshot(
+            target_index=target_index,
+            target_id=t.target_id,
+            start_us=self.aggregation_start_us,
+            end_us=self.clock.now_us(),
+            sample_interval_us=self._attrs.sample_interval_us,
+            aggr_interval_us=self._attrs.aggr_interval_us,
+            starts=r.start.copy(),
+            ends=r.end.copy(),
+            nr_accesses=r.nr_accesses.copy(),
+            age=r.age.copy(),
+        )
+
+    def snapshots(self) -> list[Snapshot]:
+        return [self.snapshot(i) for i in range(len(self.targets))]
+
+    # -- running ---------------------------------------------------------------------------------
+    @property
+    def is_running(self) -> bool:
+        return self._running
+
+    def stop(self) -> None:
+        """Ask the loop to stop after the current step (safe from any thread or callback)."""
+        self._stop.set()
+
+    def start(self) -> threading.Thread:
+        """Run the monitoring loop in a background thread; :meth:`wait` or :meth:`stop` it."""
+        if self._running:
+            raise RuntimeError("this context is already running")
+        self._stop.clear()
+        self._running = True  # before the thread starts, so call() queues from now on
+        thread = threading.Thread(target=self._thread_main, name="pydamon-kdamond", daemon=True)
+        self._loop_thread = thread
+        thread.start()
+        return thread
+
+    def _thread_main(self) -> None:
+        try:
+            self._run_loop(None, None)
+        except BaseException as err:  # re-raised by wait()
+            self._loop_error = err
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for a background loop to end; re-raise what ended it. True if it ended."""
+        thread = self._loop_thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            if thread.is_alive():
+                return False
+        if self._loop_error is not None:
+            err, self._loop_error = self._loop_error, None
+            raise err
+        return True
+
+    def run(self, *, duration_us: int | None = None, nr_aggregations: int | None = None) -> None:
+        """Run the monitoring loop in this thread until stopped, all targets are gone, or a
+        limit (monitor clock time, number of aggregations) is reached."""
+        if self._running:
+            raise RuntimeError("this context is already running")
+        self._stop.clear()
+        self._running = True
+        self._loop_thread = threading.current_thread()
+        self._run_loop(duration_us, nr_aggregations)
+
+    def _need_stop(self) -> bool:
+        if self._stop.is_set():
+            return True
+        any_valid = False
+        for t in self.targets:
+            if t.valid and not self.ops.target_valid(self, t):
+                t.valid = False
+            any_valid = any_valid or t.valid
+        return not any_valid
+
+    def _run_loop(self, duration_us: int | None, nr_aggregations: int | None) -> None:
+        cpu_start = time.thread_time()
+        try:
+            self.ops.init(self)
+            self._sz_limit = self._region_sz_limit()
+            self._init_loop_state()
+            end_us = None if duration_us is None else self.clock.now_us() + duration_us
+            target_aggregations = (
+                None if nr_aggregations is None else self.nr_aggregations + nr_aggregations
+            )
+            while not self._need_stop():
+                if end_us is not None and self.clock.now_us() >= end_us:
+                    break
+                if target_aggregations is not None and self.nr_aggregations >= target_aggregations:
+                    break
+                if self._step():
+                    break
+                self.monitor_cpu_s = time.thread_time() - cpu_start
+        finally:
+            try:
+                self._run_callbacks("before_terminate")
+                self.ops.cleanup(self)
+            finally:
+                self._kdamond_call(cancel=True)
+                self.monitor_cpu_s = time.thread_time() - cpu_start
+                self._running = False
+
+    def _init_loop_state(self) -> None:
+        """``kdamond_init_ctx()``."""
+        sample = self._attrs.sample_interval_us or 1
+        self.passed_sample_intervals = 0
+        self.next_aggregation_sis = self._attrs.aggr_interval_us // sample
+        self.next_ops_update_sis = self._attrs.ops_update_interval_us // sample
+        self.next_intervals_tune_sis = self.next_aggregation_sis * self._attrs.intervals_goal.aggrs
+        self.aggregation_start_us = self.clock.now_us()
+        self._next_sample_deadline_us = self.clock.now_us()
+        if self.schemes_runner is not None:
+            self.schemes_runner.init(self)
+
+    def _region_sz_limit(self) -> int:
+        """``damon_region_sz_limit()``: the largest region merging may produce."""
+        sz = sum(t.regions.total_size for t in self.targets)
+        if self._attrs.min_nr_regions:
+            sz //= self._attrs.min_nr_regions
+        return max(sz, self.min_region_sz)
+
+    def _sleep_sample_interval(self, interval_us: int) -> None:
+        # Sleep to a deadline rather than for a fixed time so that the loop's own processing
+        # does not stretch the sampling interval; never try to catch up more than one interval.
+        now = self.clock.now_us()
+        deadline = self._next_sample_deadline_us + interval_us
+        if deadline < now:
+            deadline = now
+        self.clock.sleep_until(deadline)
+        self._next_sample_deadline_us = deadline
+
+    def _wait_activation(self) -> bool:
+        """``kdamond_wait_activation()``: True if monitoring should stop."""
+        runner = self.schemes_runner
+        if runner is None or not self.schemes:
+            return False
+        while not self._need_stop():
+            wait_us = runner.wmark_wait_us(self)
+            if not wait_us:
+                return False
+            self.clock.sleep_until(self.clock.now_us() + wait_us)
+            self._next_sample_deadline_us = self.clock.now_us()
+            if self._run_callbacks("after_wmarks_check"):
+                return True
+            self._kdamond_call()
+        return True
+
+    def _step(self) -> bool:
+        """One iteration of ``kdamond_fn``'s loop; True to stop."""
+        # Read these once: callbacks may change attrs, which applies from the next iteration.
+        next_aggregation_sis = self.next_aggregation_sis
+        next_ops_update_sis = self.next_ops_update_sis
+        sample_interval = self._attrs.sample_interval_us
+
+        if self._wait_activation():
+            return True
+        self.ops.prepare_access_checks(self)
+        self._sleep_sample_interval(sample_interval)
+        self.passed_sample_intervals += 1
+        max_nr_accesses = self.ops.check_accesses(self)
+        self.last_max_nr_accesses = max_nr_accesses
+
+        stop = False
+        aggregated = self.passed_sample_intervals >= next_aggregation_sis
+        if aggregated:
+            self._merge_regions(max_nr_accesses // 10, self._sz_limit)
+            self.nr_aggregations += 1
+            stop = self._run_callbacks("after_aggregation")
+        if stop:
+            return True
+        self._kdamond_call()
+        if self.schemes and self.schemes_runner is not None:
+            self.schemes_runner.apply(self)
+
+        sample_interval = self._attrs.sample_interval_us or 1
+        if aggregated:
+            goal = self._attrs.intervals_goal
+            if goal.aggrs and self.passed_sample_intervals >= self.next_intervals_tune_sis:
+                # A call may have moved next_aggregation_sis; restore it so the attrs update
+                # below does not think it is mid-aggregation and drop the results.
+                self.next_aggregation_sis = next_aggregation_sis
+                self.next_intervals_tune_sis += self._attrs.aggr_samples * goal.aggrs
+                self._tune_intervals()
+                sample_interval = self._attrs.sample_interval_us or 1
+            self.next_aggregation_sis = (
+                next_aggregation_sis + self._attrs.aggr_interval_us // sample_interval
+            )
+            self._reset_aggregated()
+            self._split_regions()
+
+        if self.passed_sample_intervals >= next_ops_update_sis:
+            self.next_ops_update_sis = (
+                next_ops_update_sis + self._attrs.ops_update_interval_us // sample_interval
+            )
+            self.ops.update(self)
+            self._sz_limit = self._region_sz_limit()
+        return False
+
+    # -- adaptive regions adjustment --------------------------------------------------------------
+    def _merge_regions(self, threshold: int, sz_limit: int) -> None:
+        """``kdamond_merge_regions()``: merge, doubling the threshold while too many regions."""
+        attrs = self._attrs
+        max_thres = attrs.aggr_interval_us // (attrs.sample_interval_us or 1)
+        while True:
+            nr_regions = 0
+            for t in self.targets:
+                t.regions.merge_regions(threshold, sz_limit)
+                nr_regions += len(t.regions)
+            threshold = max(1, threshold * 2)
+            if not (nr_regions > attrs.max_nr_regions and threshold // 2 < max_thres):
+                break
+
+    def _reset_aggregated(self) -> None:
+        for t in self.targets:
+            t.regions.reset_aggregated()
+        self.aggregation_start_us = self.clock.now_us()
+
+    def _split_regions(self) -> None:
+        """``kdamond_split_regions()``: split into 2 (or 3 if stuck) while under max/2."""
+        nr_regions = self.nr_regions
+        max_nr = self._attrs.max_nr_regions
+        if nr_regions > max_nr // 2:
+            return
+        nr_subs = 2
+        # Maybe the middle of the region has a different access frequency.
+        if self._last_nr_regions_at_split == nr_regions and nr_regions < max_nr // 3:
+            nr_subs = 3
+        for t in self.targets:
+            t.regions.split_regions(nr_subs, self.rng, self.min_region_sz)
+        self._last_nr_regions_at_split = nr_regions
+
+    # -- monitoring intervals auto-tuning ----------------------------------------------------
+    def intervals_score_bp(self) -> int:
+        """``damon_get_intervals_score()``: observed access events per goal, in bp."""
+        attrs = self._attrs
+        max_events = 0
+        events = 0
+        for t in self.targets:
+            sizes = t.regions.sizes
+            max_events += int(sizes.sum()) * attrs.aggr_samples
+            events += int((sizes * t.regions.nr_accesses).sum())
+        target_events = max_events * attrs.intervals_goal.access_bp // BP
+        return events * BP // (target_events or 1)
+
+    def intervals_adaptation_bp(self) -> int:
+        adaptation_bp = feed_loop_next_input(100_000_000, self.intervals_score_bp()) // BP
+        # The loop's output ranges 1..20000; shrink no faster than to half per step.
+        if adaptation_bp <= BP:
+            adaptation_bp = 5000 + adaptation_bp // 2
+        return adaptation_bp
+
+    def _tune_intervals(self) -> None:
+        adaptation_bp = self.intervals_adaptation_bp()
+        if adaptation_bp == BP:
+            return
+        attrs = self._attrs
+        goal = attrs.intervals_goal
+        sample = attrs.sample_interval_us * adaptation_bp // BP
+        sample = max(goal.min_sample_us, min(goal.max_sample_us, sample))
+        self._set_attrs(
+            replace(attrs, sample_interval_us=sample, aggr_interval_us=sample * attrs.aggr_samples)
+        )

@@ -1,0 +1,380 @@
+"""Monitoring target regions, kept as a structure of numpy arrays.
+
+The per-sample work (picking sampling addresses, counting accesses, the nr_accesses_bp moving
+sum) is vectorised over all regions of a target, so it costs a few numpy calls per target
+regardless of the number of regions. Structural changes (merge, split, set_regions) happen once
+per aggregation or ops update and rebuild the arrays.
+
+The semantics follow the kernel's ``mm/damon/core.c`` (``damon_split_region_at``,
+``damon_merge_two_regions``, ``damon_merge_regions_of``, ``damon_split_regions_of``,
+``damon_set_regions``) and ``vaddr.c`` (``damon_va_evenly_split_region``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from pydamon.core.attrs import BP
+
+#: DAMON_MIN_REGION: every region boundary is aligned to a page.
+PAGE_SIZE = 4096
+
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+FIELDS = (
+    "start",
+    "end",
+    "sampling_addr",
+    "nr_accesses",
+    "nr_accesses_bp",
+    "last_nr_accesses",
+    "age",
+)
+
+
+def align_down(value: int, alignment: int) -> int:
+    return value - value % alignment
+
+
+def align_up(value: int, alignment: int) -> int:
+    return -(-value // alignment) * alignment
+
+
+@dataclass
+class Region:
+    """One region as plain data (a copy; change regions through :class:`Regions`)."""
+
+    start: int
+    end: int
+    nr_accesses: int = 0
+    age: int = 0
+    nr_accesses_bp: int = 0
+    last_nr_accesses: int = 0
+    sampling_addr: int = 0
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+class Regions:
+    """The regions of one target: sorted, non-overlapping ``[start, end)`` address ranges.
+
+    Each attribute in :data:`FIELDS` is an ``int64`` numpy array of the same length. Arrays are
+    replaced (not resized in place) by structural changes, so hold on to the ``Regions`` object,
+    not to its arrays.
+    """
+
+    __slots__ = FIELDS
+
+    start: IntArray
+    end: IntArray
+    sampling_addr: IntArray
+    nr_accesses: IntArray
+    nr_accesses_bp: IntArray
+    last_nr_accesses: IntArray
+    age: IntArray
+
+    def __init__(self, ranges: Sequence[tuple[int, int]] = ()) -> None:
+        n = len(ranges)
+        starts = np.fromiter((r[0] for r in ranges), dtype=np.int64, count=n)
+        ends = np.fromiter((r[1] for r in ranges), dtype=np.int64, count=n)
+        self._assign(
+            start=starts,
+            end=ends,
+            sampling_addr=starts.copy(),
+            nr_accesses=np.zeros(n, np.int64),
+            nr_accesses_bp=np.zeros(n, np.int64),
+            last_nr_accesses=np.zeros(n, np.int64),
+            age=np.zeros(n, np.int64),
+        )
+
+    # -- construction helpers -------------------------------------------------------------
+    def _assign(self, **arrays: IntArray) -> None:
+        for name in FIELDS:
+            object.__setattr__(self, name, np.ascontiguousarray(arrays[name], dtype=np.int64))
+
+    @classmethod
+    def from_regions(cls, regions: Sequence[Region]) -> Regions:
+        out = cls()
+        out._assign(
+            **{
+                name: np.fromiter(
+                    (getattr(r, name) for r in regions), dtype=np.int64, count=len(regions)
+                )
+                for name in FIELDS
+            }
+        )
+        return out
+
+    def copy(self) -> Regions:
+        out = Regions()
+        out._assign(**{name: getattr(self, name).copy() for name in FIELDS})
+        return out
+
+    def _columns(self) -> dict[str, list[int]]:
+        return {name: getattr(self, name).tolist() for name in FIELDS}
+
+    def _set_columns(self, cols: dict[str, list[int]]) -> None:
+        self._assign(**{name: np.asarray(cols[name], dtype=np.int64) for name in FIELDS})
+
+    # -- plain accessors --------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self.start.shape[0])
+
+    def __getitem__(self, index: int) -> Region:
+        return Region(**{name: int(getattr(self, name)[index]) for name in FIELDS})
+
+    def __iter__(self) -> Iterator[Region]:
+        cols = self._columns()
+        for i in range(len(self)):
+            yield Region(**{name: cols[name][i] for name in FIELDS})
+
+    def __repr__(self) -> str:
+        body = ", ".join(
+            f"[{s:#x}, {e:#x}): {n}/{a}"
+            for s, e, n, a in zip(
+                self.start.tolist(), self.end.tolist(), self.nr_accesses.tolist(), self.age.tolist()
+            )
+        )
+        return f"Regions({body})"
+
+    @property
+    def sizes(self) -> IntArray:
+        return self.end - self.start
+
+    @property
+    def total_size(self) -> int:
+        return int(self.sizes.sum())
+
+    def ranges(self) -> list[tuple[int, int]]:
+        return list(zip(self.start.tolist(), self.end.tolist()))
+
+    # -- per-sample work (vectorised) ------------------------------------------------------
+    def pick_sampling_addrs(self, rng: np.random.Generator) -> IntArray:
+        """Set a random sampling address in each region (``damon_rand(start, end)``)."""
+        if len(self):
+            self.sampling_addr = self.start + rng.integers(0, self.sizes, dtype=np.int64)
+        return self.sampling_addr
+
+    def update_access_rate(self, accessed: BoolArray, max_nr_accesses: int) -> None:
+        """``damon_update_region_access_rate()`` for every region at once.
+
+        nr_accesses_bp is a pseudo moving sum over the last ``max_nr_accesses`` samples: each
+        sample drops one window's share of the last aggregation's count and adds the new one.
+        """
+        len_window = max(max_nr_accesses, 1)
+        hit = accessed.astype(np.int64)
+        bp = self.nr_accesses_bp - (self.last_nr_accesses * BP) // len_window + hit * BP
+        # Unsigned in the kernel; a negative moving sum can only come from inconsistent input.
+        np.maximum(bp, 0, out=bp)
+        self.nr_accesses_bp = bp
+        self.nr_accesses = self.nr_accesses + hit
+
+    def reset_aggregated(self) -> None:
+        """Start a new aggregation: ``last_nr_accesses = nr_accesses; nr_accesses = 0``."""
+        self.last_nr_accesses = self.nr_accesses
+        self.nr_accesses = np.zeros(len(self), np.int64)
+
+    # -- structural changes -------------------------------------------------------------------
+    def split_at(self, index: int, sz_left: int) -> None:
+        """Split region ``index`` so its left piece is ``sz_left`` bytes (damon_split_region_at).
+
+        The new right piece inherits every attribute but its start.
+        """
+        start = int(self.start[index])
+        if not 0 < sz_left < int(self.end[index]) - start:
+            raise ValueError(f"cannot split a region of {self.sizes[index]} bytes at {sz_left}")
+        arrays = {}
+        for name in FIELDS:
+            col = getattr(self, name)
+            arrays[name] = np.insert(col, index + 1, col[index])
+        arrays["end"][index] = start + sz_left
+        arrays["start"][index + 1] = start + sz_left
+        self._assign(**arrays)
+
+    def merge_two(self, index: int) -> None:
+        """Merge region ``index`` with the one after it (damon_merge_two_regions).
+
+        nr_accesses and age become size-weighted averages; nr_accesses_bp follows nr_accesses.
+        """
+        cols = self._columns()
+        _merge_two_in(cols, index)
+        self._set_columns(cols)
+
+    def evenly_split(self, index: int, nr_pieces: int, min_region_sz: int = PAGE_SIZE) -> None:
+        """Split region ``index`` into ``nr_pieces`` equal, aligned pieces.
+
+        The kernel's ``damon_va_evenly_split_region()``: the last piece absorbs the rounding
+        remainder. Raises ``ValueError`` where the kernel returns -EINVAL.
+        """
+        if nr_pieces <= 0:
+            raise ValueError("nr_pieces must be positive")
+        if nr_pieces == 1:
+            return
+        start = int(self.start[index])
+        orig_end = int(self.end[index])
+        sz_piece = align_down((orig_end - start) // nr_pieces, min_region_sz)
+        if sz_piece == 0:
+            raise ValueError("region too small to split into that many pieces")
+        cols = self._columns()
+        template = {name: cols[name][index] for name in FIELDS}
+        pieces = []
+        piece_start = start
+        while piece_start + sz_piece <= orig_end:
+            pieces.append((piece_start, piece_start + sz_piece))
+            piece_start += sz_piece
+        # complement the last piece for the rounding error
+        pieces[-1] = (pieces[-1][0], orig_end)
+        for name in FIELDS:
+            cols[name][index : index + 1] = [template[name]] * len(pieces)
+        cols["start"][index : index + len(pieces)] = [p[0] for p in pieces]
+        cols["end"][index : index + len(pieces)] = [p[1] for p in pieces]
+        self._set_columns(cols)
+
+    def merge_regions(self, threshold: int, sz_limit: int) -> None:
+        """One ``damon_merge_regions_of()`` pass: update ages, merge similar neighbours."""
+        n = len(self)
+        if not n:
+            return
+        cols = self._columns()
+        nr_acc = cols["nr_accesses"]
+        last = cols["last_nr_accesses"]
+        ages = cols["age"]
+        for i in range(n):
+            ages[i] = 0 if abs(nr_acc[i] - last[i]) > threshold else ages[i] + 1
+        out: dict[str, list[int]] = {name: [] for name in FIELDS}
+        for i in range(n):
+            if out["start"]:
+                p = len(out["start"]) - 1
+                if (
+                    out["end"][p] == cols["start"][i]
+                    and abs(out["nr_accesses"][p] - nr_acc[i]) <= threshold
+                    and (out["end"][p] - out["start"][p]) + (cols["end"][i] - cols["start"][i])
+                    <= sz_limit
+                ):
+                    for name in FIELDS:
+                        out[name].append(cols[name][i])
+                    _merge_two_in(out, p)
+                    continue
+            for name in FIELDS:
+                out[name].append(cols[name][i])
+        self._set_columns(out)
+
+    def split_regions(
+        self, nr_subs: int, rng: np.random.Generator, min_region_sz: int = PAGE_SIZE
+    ) -> None:
+        """``damon_split_regions_of()``: split each region into up to ``nr_subs`` pieces.
+
+        Each cut leaves a left piece of a random 10%..90% of the remaining region (aligned);
+        regions of two pages or less are left alone.
+        """
+        n = len(self)
+        if not n or nr_subs < 2:
+            return
+        cols = self._columns()
+        out: dict[str, list[int]] = {name: [] for name in FIELDS}
+        for i in range(n):
+            start, end = cols["start"][i], cols["end"][i]
+            # Cuts are made on the left piece repeatedly, as the kernel does; collect the
+            # boundaries, then emit the pieces in address order.
+            bounds = [end]
+            sz_region = end - start
+            for _ in range(nr_subs - 1):
+                if sz_region <= 2 * min_region_sz:
+                    break
+                sz_sub = align_down(int(rng.integers(1, 10)) * sz_region // 10, min_region_sz)
+                if sz_sub == 0 or sz_sub >= sz_region:
+                    continue
+                bounds.append(start + sz_sub)
+                sz_region = sz_sub
+            bounds.sort()
+            piece_start = start
+            for piece_end in bounds:
+                for name in FIELDS:
+                    out[name].append(cols[name][i])
+                out["start"][-1] = piece_start
+                out["end"][-1] = piece_end
+                piece_start = piece_end
+        self._set_columns(out)
+
+    def set_regions(
+        self, ranges: Sequence[tuple[int, int]], min_region_sz: int = PAGE_SIZE
+    ) -> None:
+        """``damon_set_regions()``: make the regions cover exactly ``ranges``.
+
+        Regions intersecting no range are dropped; the first and last region intersecting each
+        range are stretched or shrunk to its (aligned) bounds; holes inside a range are filled with
+        new regions. Surviving regions keep their monitoring results.
+        """
+        cols = self._columns()
+        keep = [
+            i
+            for i in range(len(self))
+            if any(
+                cols["start"][i] < r_end and r_start < cols["end"][i] for r_start, r_end in ranges
+            )
+        ]
+        regions = [{name: cols[name][i] for name in FIELDS} for i in keep]
+        out: list[dict[str, int]] = []
+        ri = 0
+        for r_start, r_end in sorted(ranges):
+            a_start = align_down(r_start, min_region_sz)
+            a_end = align_up(r_end, min_region_sz)
+            # regions entirely before this range stay where they are
+            while ri < len(regions) and regions[ri]["end"] <= r_start:
+                out.append(regions[ri])
+                ri += 1
+            inside = []
+            while ri < len(regions) and regions[ri]["start"] < r_end:
+                inside.append(regions[ri])
+                ri += 1
+            if not inside:
+                out.append(_new_region(a_start, a_end))
+                continue
+            inside[0]["start"] = a_start
+            inside[-1]["end"] = a_end
+            for j, region in enumerate(inside):
+                if j and out[-1]["end"] != region["start"]:
+                    out.append(_new_region(out[-1]["end"], region["start"]))
+                out.append(region)
+        out.extend(regions[ri:])
+        self._set_columns({name: [r[name] for r in out] for name in FIELDS})
+
+    def check_invariants(self, min_region_sz: int = PAGE_SIZE) -> None:
+        """Raise AssertionError unless regions are sorted, non-empty, disjoint and aligned."""
+        s, e = self.start, self.end
+        assert np.all(s < e), "empty region"
+        assert np.all(e[:-1] <= s[1:]), "regions overlap or are unsorted"
+        assert np.all(s % min_region_sz == 0) and np.all(e % min_region_sz == 0), "unaligned"
+
+
+def _new_region(start: int, end: int) -> dict[str, int]:
+    return {
+        "start": start,
+        "end": end,
+        "sampling_addr": start,
+        "nr_accesses": 0,
+        "nr_accesses_bp": 0,
+        "last_nr_accesses": 0,
+        "age": 0,
+    }
+
+
+def _merge_two_in(cols: dict[str, list[int]], index: int) -> None:
+    """Merge entry ``index + 1`` into ``index`` in column lists (damon_merge_two_regions)."""
+    sz_l = cols["end"][index] - cols["start"][index]
+    sz_r = cols["end"][index + 1] - cols["start"][index + 1]
+    total = sz_l + sz_r
+    nr = (cols["nr_accesses"][index] * sz_l + cols["nr_accesses"][index + 1] * sz_r) // total
+    cols["nr_accesses"][index] = nr
+    cols["nr_accesses_bp"][index] = nr * BP
+    cols["age"][index] = (cols["age"][index] * sz_l + cols["age"][index + 1] * sz_r) // total
+    cols["end"][index] = cols["end"][index + 1]
+    for name in FIELDS:
+        del cols[name][index + 1]

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 #: Subcommand modules, in the order ``pydamon --help`` lists them.
 COMMAND_MODULES: list[str] = [
     "pydamon.cli.demo",
+    "pydamon.cli.module",
 ]
 
 #: Exit codes: 0 success, 1 runtime failure, 2 usage error (argparse's), 3 missing feature or

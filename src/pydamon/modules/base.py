@@ -1,0 +1,240 @@
+"""The module API: access-aware policies written in a few lines on top of DAMON/DAMOS.
+
+A module is a subclass of :class:`Module` that declares typed :class:`Param` s (defaults, units,
+validation), builds its monitoring context(s) and schemes from them, may react in callbacks, and
+exposes its stats as a dict. :class:`pydamon.modules.runner.ModuleRunner` runs it and applies new
+parameters online, inside the monitoring loop (the kernel modules' ``commit_inputs``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydamon.core import Attrs, Context
+
+
+class ParamError(ValueError):
+    """A module parameter that is unknown or has a bad value (one-line message)."""
+
+
+class ModuleError(RuntimeError):
+    """A module cannot be loaded, built or run (one-line message)."""
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_TIME_UNITS_US = {"us": 1, "ms": 1000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000}
+_TRUE = {"1", "y", "yes", "true", "on"}
+_FALSE = {"0", "n", "no", "false", "off"}
+
+
+def parse_size(text: str) -> int:
+    """``4096``, ``4K``, ``128M``, ``1GiB`` -> bytes."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgtb]?)(?:i?b)?\s*", text.lower())
+    if not m:
+        raise ValueError(f"{text!r} is not a size (e.g. 4096, 4K, 128M, 1G)")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+
+
+def parse_duration_us(text: str, default_unit: str) -> int:
+    """``120s``, ``100ms``, ``5000us``, ``2m``; a bare number is in ``default_unit``."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h)?\s*", text.lower())
+    if not m:
+        raise ValueError(f"{text!r} is not a duration (e.g. 120s, 100ms, 5000us)")
+    return int(float(m.group(1)) * _TIME_UNITS_US[m.group(2) or default_unit])
+
+
+@dataclass(frozen=True)
+class Param:
+    """A typed module parameter.
+
+    ``unit`` documents the value and lets text values carry suffixes: ``us``/``ms`` accept
+    ``120s``, ``100ms``...; ``bytes`` accepts ``4K``, ``128M``...; ``permil``/``bp`` are plain
+    integers. ``online=False`` parameters (what is monitored) cannot change while running.
+    """
+
+    name: str
+    type: type
+    default: Any
+    help: str = ""
+    unit: str = ""
+    min: float | None = None
+    max: float | None = None
+    choices: Sequence[Any] | None = None
+    optional: bool = False
+    online: bool = True
+
+    def parse(self, value: Any) -> Any:
+        """Convert (from text if needed) and validate ``value``; raise :class:`ParamError`."""
+        try:
+            converted = self._convert(value)
+        except (ValueError, TypeError) as err:
+            raise ParamError(f"parameter {self.name}: {err}") from None
+        if converted is None:
+            return None
+        if self.choices is not None and converted not in self.choices:
+            allowed = ", ".join(str(c) for c in self.choices)
+            raise ParamError(f"parameter {self.name}: {converted!r} is not one of {allowed}")
+        unit = f" {self.unit}" if self.unit else ""
+        if self.min is not None and converted < self.min:
+            raise ParamError(f"parameter {self.name}: {converted}{unit} is below {self.min}{unit}")
+        if self.max is not None and converted > self.max:
+            raise ParamError(f"parameter {self.name}: {converted}{unit} is above {self.max}{unit}")
+        return converted
+
+    def _convert(self, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+            if self.optional:
+                return None
+            raise ValueError("a value is required")
+        if self.type is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+            raise ValueError(f"{value!r} is not a boolean (use true or false)")
+        if self.type is int:
+            if isinstance(value, bool):
+                raise ValueError(f"{value!r} is not an integer")
+            if isinstance(value, int):
+                return value
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            text = str(value)
+            if self.unit in ("us", "ms"):
+                us = parse_duration_us(text, self.unit)
+                return us if self.unit == "us" else us // 1000
+            if self.unit == "bytes":
+                return parse_size(text)
+            try:
+                return int(text, 0)
+            except ValueError:
+                raise ValueError(f"{value!r} is not an integer") from None
+        if self.type is float:
+            try:
+                return float(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not a number") from None
+        return self.type(value)
+
+    def describe(self) -> str:
+        unit = f" [{self.unit}]" if self.unit else ""
+        online = "" if self.online else " (fixed while running)"
+        return f"{self.name}={self.default!r}{unit}: {self.help}{online}"
+
+
+class Params:
+    """Validated parameter values; read them as attributes (``p.min_age``)."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = dict(values)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["_values"][name]
+        except KeyError:
+            raise AttributeError(f"no parameter {name!r}") from None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    def __repr__(self) -> str:
+        return f"Params({self._values!r})"
+
+
+class Module:
+    """Base class of modules. Subclasses set :attr:`name`, :attr:`params` and build contexts.
+
+    Either override :meth:`build` (full control), or the three parts the default :meth:`build`
+    and :meth:`commit` use: :meth:`make_targets`, :meth:`make_attrs`, :meth:`make_schemes`.
+    Callbacks :meth:`after_aggregation` / :meth:`after_wmarks_check` run in the monitoring loop
+    (return a true value to stop it); :meth:`stats` must be cheap and safe from other threads,
+    so compute stats in the callbacks and return a copy.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    params: ClassVar[Sequence[Param]] = ()
+    #: How often ``pydamon module run`` prints the stats (seconds of wall time).
+    report_interval_s: ClassVar[float] = 5.0
+
+    def __init__(self, **values: Any) -> None:
+        self.p = self.parse_params(values)
+        self.contexts: list[Context] = []
+
+    # -- parameters --------------------------------------------------------------------------
+    @classmethod
+    def param(cls, name: str) -> Param:
+        for p in cls.params:
+            if p.name == name:
+                return p
+        known = ", ".join(p.name for p in cls.params) or "none"
+        raise ParamError(f"{cls.name or cls.__name__} has no parameter {name!r} (known: {known})")
+
+    @classmethod
+    def parse_params(cls, values: Mapping[str, Any], base: Params | None = None) -> Params:
+        """Validate ``values`` over ``base`` (or the defaults); raise :class:`ParamError`."""
+        merged: dict[str, Any] = (
+            base.as_dict() if base is not None else {p.name: p.default for p in cls.params}
+        )
+        for key, value in values.items():
+            merged[key.replace("-", "_")] = cls.param(key.replace("-", "_")).parse(value)
+        params = Params(merged)
+        cls.check_params(params)
+        return params
+
+    @classmethod
+    def check_params(cls, p: Params) -> None:
+        """Rules across parameters (e.g. watermarks order); raise :class:`ParamError`."""
+
+    # -- building ----------------------------------------------------------------------------
+    def make_targets(self) -> tuple[Any, list[Any]]:
+        """The operations set and targets to monitor."""
+        raise NotImplementedError(f"module {self.name} does not define make_targets()")
+
+    def make_attrs(self) -> Attrs:
+        return Attrs()
+
+    def make_schemes(self) -> list[Any]:
+        return []
+
+    def build(self) -> list[Context]:
+        """Create the monitoring context(s) from the parameters."""
+        ops, targets = self.make_targets()
+        return [Context(ops, targets, self.make_attrs(), schemes=self.make_schemes())]
+
+    def commit(self, ctx: Context, old: Params) -> None:
+        """Apply ``self.p`` (just changed from ``old``) to ``ctx``, inside its monitoring loop.
+
+        Monitoring results are kept: attributes change through ``set_attrs`` (which rescales
+        nr_accesses and age) and regions stay as they are.
+        """
+        attrs = self.make_attrs().with_aggr_samples()
+        if attrs != ctx.attrs:
+            ctx.set_attrs(attrs)
+        schemes = self.make_schemes()
+        if schemes or ctx.schemes:
+            ctx.set_schemes(schemes)
+
+    # -- callbacks and stats -------------------------------------------------------------------
+    def after_aggregation(self, ctx: Context) -> object:
+        return None
+
+    def after_wmarks_check(self, ctx: Context) -> object:
+        return None
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def format_stats(cls, stats: Mapping[str, Any]) -> str:
+        """Human-readable stats for ``pydamon module run`` / ``status``."""
+        return "\n".join(f"{k}: {v}" for k, v in stats.items())
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what the module holds (servers, files) after its contexts stopped."""

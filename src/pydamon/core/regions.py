@@ -177,9 +177,45 @@ class Regions:
         self.nr_accesses = self.nr_accesses + hit
 
     def reset_aggregated(self) -> None:
-        """Start a new aggregation: ``last_nr_accesses = nr_accesses; nr_accesses = 0``."""
+        """Start a new aggregation: ``last_nr_accesses = nr_accesses; nr_accesses = 0``.
+
+        Like ``kdamond_reset_aggregated()`` (``damon_warn_fix_nr_accesses_corruption()``), the
+        moving sum is first re-synchronised to ``nr_accesses * 10000``: the pseudo moving sum
+        drifts when ``max_nr_accesses`` does not divide ``last_nr_accesses * 10000``.
+        """
+        self.nr_accesses_bp = self.nr_accesses * BP
         self.last_nr_accesses = self.nr_accesses
         self.nr_accesses = np.zeros(len(self), np.int64)
+
+    def update_monitoring_results(
+        self,
+        old_max_nr_accesses: int,
+        new_max_nr_accesses: int,
+        age_scale: tuple[int, int],
+        aggregating: bool,
+    ) -> None:
+        """``damon_update_monitoring_result()`` for every region at once.
+
+        nr_accesses is converted through its access ratio in bp
+        (``nr * 10000 // old_max * new_max // 10000``); ``age`` is multiplied by
+        ``age_scale[0] / age_scale[1]`` (old / new aggregation interval). In the middle of an
+        aggregation (``aggregating``) the partial counts are dropped as if
+        ``kdamond_reset_aggregated()`` had just run, and ``last_nr_accesses`` is converted.
+        """
+        if not len(self):
+            return
+
+        def convert(nr: IntArray) -> IntArray:
+            return (nr * BP // old_max_nr_accesses) * new_max_nr_accesses // BP
+
+        if not aggregating:
+            self.nr_accesses = convert(self.nr_accesses)
+            self.nr_accesses_bp = self.nr_accesses * BP
+        else:
+            self.last_nr_accesses = convert(self.last_nr_accesses)
+            self.nr_accesses_bp = self.last_nr_accesses * BP
+            self.nr_accesses = np.zeros(len(self), np.int64)
+        self.age = self.age * age_scale[0] // age_scale[1]
 
     # -- structural changes -------------------------------------------------------------------
     def split_at(self, index: int, sz_left: int) -> None:
@@ -210,8 +246,11 @@ class Regions:
     def evenly_split(self, index: int, nr_pieces: int, min_region_sz: int = PAGE_SIZE) -> None:
         """Split region ``index`` into ``nr_pieces`` equal, aligned pieces.
 
-        The kernel's ``damon_va_evenly_split_region()``: the last piece absorbs the rounding
-        remainder. Raises ``ValueError`` where the kernel returns -EINVAL.
+        The kernel's ``damon_va_evenly_split_region()``: exactly ``nr_pieces`` pieces of
+        ``ALIGN_DOWN(size / nr_pieces)`` bytes, the last one absorbing the rounding remainder.
+        The first piece keeps the region's monitoring results; the others are new regions
+        (``damon_new_region()``: all counters zero). Raises ``ValueError`` where the kernel
+        returns -EINVAL (no pieces, or pieces smaller than ``min_region_sz``).
         """
         if nr_pieces <= 0:
             raise ValueError("nr_pieces must be positive")
@@ -221,21 +260,23 @@ class Regions:
         orig_end = int(self.end[index])
         sz_piece = align_down((orig_end - start) // nr_pieces, min_region_sz)
         if sz_piece == 0:
-            raise ValueError("region too small to split into that many pieces")
-        cols = self._columns()
-        template = {name: cols[name][index] for name in FIELDS}
-        pieces = []
-        piece_start = start
-        while piece_start + sz_piece <= orig_end:
-            pieces.append((piece_start, piece_start + sz_piece))
-            piece_start += sz_piece
-        # complement the last piece for the rounding error
-        pieces[-1] = (pieces[-1][0], orig_end)
+            raise ValueError(
+                f"a region of {orig_end - start} bytes is too small to split into "
+                f"{nr_pieces} pieces of at least {min_region_sz} bytes"
+            )
+        starts = start + sz_piece * np.arange(nr_pieces, dtype=np.int64)
+        ends = starts + sz_piece
+        ends[-1] = orig_end
+        arrays = {}
         for name in FIELDS:
-            cols[name][index : index + 1] = [template[name]] * len(pieces)
-        cols["start"][index : index + len(pieces)] = [p[0] for p in pieces]
-        cols["end"][index : index + len(pieces)] = [p[1] for p in pieces]
-        self._set_columns(cols)
+            col = getattr(self, name)
+            fresh = np.zeros(nr_pieces, np.int64)
+            fresh[0] = col[index]
+            arrays[name] = np.concatenate((col[:index], fresh, col[index + 1 :]))
+        arrays["start"][index : index + nr_pieces] = starts
+        arrays["end"][index : index + nr_pieces] = ends
+        arrays["sampling_addr"][index + 1 : index + nr_pieces] = starts[1:]
+        self._assign(**arrays)
 
     def merge_regions(self, threshold: int, sz_limit: int) -> None:
         """One ``damon_merge_regions_of()`` pass: update ages, merge similar neighbours."""

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 
 #: Basis points in one: nr_accesses_bp and ratios are kept in units of 1/10000.
 BP = 10000
+_UINT_MAX = 2**32 - 1
 
 
 class AttrsError(ValueError):
@@ -92,7 +93,8 @@ class Attrs:
         """``damon_max_nr_accesses()``: samples per aggregation, the highest nr_accesses."""
         if not self.sample_interval_us:
             return self.aggr_interval_us if self.aggr_interval_us else 1
-        return max(self.aggr_interval_us // self.sample_interval_us, 1)
+        # The kernel caps it to UINT_MAX (the intervals are unsigned long, nr_accesses is not).
+        return max(min(self.aggr_interval_us // self.sample_interval_us, _UINT_MAX), 1)
 
     def with_aggr_samples(self) -> Attrs:
         """Return these attrs with ``aggr_samples`` derived when unset (as damon_set_attrs())."""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
-from pydamon.core.attrs import BP, Attrs, age_for_new_attrs, nr_accesses_for_new_attrs
+from pydamon.core.attrs import BP, Attrs
 from pydamon.core.clock import Clock, RealClock
 from pydamon.core.feedback import feed_loop_next_input
 from pydamon.core.regions import PAGE_SIZE, Regions
@@ -181,22 +181,11 @@ class Context:
         ):
             return
         for t in self.targets:
-            r = t.regions
-            if not len(r):
-                continue
-            if not aggregating:
-                nr = [nr_accesses_for_new_attrs(x, old, new) for x in r.nr_accesses.tolist()]
-                r.nr_accesses = np.asarray(nr, dtype=np.int64)
-                r.nr_accesses_bp = r.nr_accesses * BP
-            else:
-                # Mid-aggregation: forget this aggregation's partial counts, as if
-                # kdamond_reset_aggregated() had just run.
-                last = [nr_accesses_for_new_attrs(x, old, new) for x in r.last_nr_accesses.tolist()]
-                r.last_nr_accesses = np.asarray(last, dtype=np.int64)
-                r.nr_accesses_bp = r.last_nr_accesses * BP
-                r.nr_accesses = np.zeros(len(r), np.int64)
-            r.age = np.asarray(
-                [age_for_new_attrs(a, old, new) for a in r.age.tolist()], dtype=np.int64
+            t.regions.update_monitoring_results(
+                old.max_nr_accesses,
+                new.max_nr_accesses,
+                (old.aggr_interval_us, new.aggr_interval_us),
+                aggregating,
             )
 
     # -- schemes ------------------------------------------------------------------------------
@@ -234,13 +223,17 @@ class Context:
         ``repeat=True`` runs it after every sampling until the loop ends (never waited for).
         From the loop thread, or when the loop is not running, ``fn`` runs at once.
         """
-        if not self._running or threading.current_thread() is self._loop_thread:
+        req = _CallRequest(fn, repeat)
+        with self._calls_lock:
+            # Checked under the lock the loop takes to cancel pending calls when it ends, so a
+            # request is either queued before that cancellation or run here, never lost.
+            queue = self._running and threading.current_thread() is not self._loop_thread
+            if queue:
+                self._calls.append(req)
+        if not queue:
             if repeat:
                 raise ValueError("repeat calls need a running monitoring loop")
             return fn(self)
-        req = _CallRequest(fn, repeat)
-        with self._calls_lock:
-            self._calls.append(req)
         if not wait or repeat:
             return None
         req.done.wait()
@@ -378,9 +371,10 @@ class Context:
                 self._run_callbacks("before_terminate")
                 self.ops.cleanup(self)
             finally:
+                with self._calls_lock:
+                    self._running = False
                 self._kdamond_call(cancel=True)
                 self.monitor_cpu_s = time.thread_time() - cpu_start
-                self._running = False
 
     def _init_loop_state(self) -> None:
         """``kdamond_init_ctx()``."""

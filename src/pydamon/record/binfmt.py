@@ -1,0 +1,398 @@
+"""pydamon's own record file format (version 1); see ``docs/record-format.md``.
+
+A file is a header (magic, version, metadata JSON) followed by chunks, each
+``tag(4) | payload_len(u32) | crc32(u32) | payload``. Snapshot data lives in ``BLK1`` chunks
+holding one or more snapshots as narrow, optionally zlib-compressed numpy columns. While
+recording, every snapshot is appended as its own block, so a crash or ``kill -9`` leaves a file
+that reads up to the last complete snapshot (readers stop at a torn tail). At close the file is
+rewritten into large blocks plus an ``END1`` footer and atomically renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import asdict
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from pydamon.record.model import Record, RecordError, TargetInfo
+
+MAGIC = b"PYDAMREC"
+VERSION = 1
+_HEADER = struct.Struct("<8sHHII")  # magic, version, flags, meta_len, meta_crc
+_CHUNK = struct.Struct("<4sII")  # tag, payload_len, crc32
+_BLOCK = struct.Struct("<IQBBH")  # nr_snapshots, nr_regions, flags, nr_columns, reserved
+_COLUMN = struct.Struct("<BBBBI")  # column id, dtype code, shift, codec, stored bytes
+
+TAG_BLOCK = b"BLK1"
+TAG_EVENT = b"JSN1"
+TAG_END = b"END1"
+
+#: Column ids, in the order they are written.
+COL_TARGET, COL_START, COL_DURATION, COL_SAMPLE, COL_AGGR = 0, 1, 2, 3, 4
+COL_RSS, COL_VSZ, COL_SYS_FREE, COL_SYS_TOTAL, COL_NR_REGIONS = 5, 6, 7, 8, 9
+COL_GAP_INDEX, COL_GAP_VALUE, COL_SIZE, COL_NR_ACCESSES, COL_AGE = 10, 11, 12, 13, 14
+
+_DTYPES = ["|u1", "<u2", "<u4", "<u8", "|i1", "<i2", "<i4", "<i8"]
+_CODEC_RAW, _CODEC_ZLIB = 0, 1
+
+#: Snapshots per block when a file is finalized: big enough that per-chunk overhead vanishes,
+#: small enough that a block decodes in a few milliseconds.
+FINAL_BLOCK_SNAPSHOTS = 2048
+
+
+def _narrow(arr: np.ndarray) -> np.ndarray:
+    """The smallest integer dtype that holds every value of ``arr``."""
+    if arr.size == 0:
+        return arr.astype("|u1")
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo >= 0:
+        for code in ("|u1", "<u2", "<u4"):
+            if hi <= np.iinfo(code).max:
+                return arr.astype(code)
+        return arr.astype("<u8")
+    for code in ("|i1", "<i2", "<i4"):
+        info = np.iinfo(code)
+        if info.min <= lo and hi <= info.max:
+            return arr.astype(code)
+    return arr.astype("<i8")
+
+
+def _pack_column(col_id: int, arr: np.ndarray, shift: int, compress: int) -> bytes:
+    arr = _narrow(arr)
+    data = arr.tobytes()
+    codec = _CODEC_RAW
+    if compress and len(data) > 256:
+        packed = zlib.compress(data, compress)
+        if len(packed) < len(data) * 0.9:
+            data, codec = packed, _CODEC_ZLIB
+    return _COLUMN.pack(col_id, _DTYPES.index(arr.dtype.str), shift, codec, len(data)) + data
+
+
+def encode_block(part: Record, compress: int = 0) -> bytes:
+    """Encode the snapshots of ``part`` as one ``BLK1`` payload."""
+    n, m = part.nr_snapshots, part.nr_regions_total
+    starts = part.starts.astype(np.int64, copy=False)
+    ends = part.ends.astype(np.int64, copy=False)
+    sizes = ends - starts
+    # Regions are mostly contiguous: keep only the non-zero gaps to the previous region's end.
+    gaps = np.empty(m, np.int64)
+    if m:
+        gaps[0] = starts[0]
+        gaps[1:] = starts[1:] - ends[:-1]
+    gap_index = np.nonzero(gaps)[0]
+    shift = 12 if m and not np.any(sizes & 4095) else 0
+    columns = [
+        (COL_TARGET, part.snap_target, 0),
+        (COL_START, part.snap_start_us, 0),
+        (COL_DURATION, part.snap_end_us - part.snap_start_us, 0),
+        (COL_SAMPLE, part.snap_sample_us, 0),
+        (COL_AGGR, part.snap_aggr_us, 0),
+        (COL_RSS, part.rss_bytes, 0),
+        (COL_VSZ, part.vsz_bytes, 0),
+        (COL_SYS_FREE, part.sys_free_bytes, 0),
+        (COL_SYS_TOTAL, part.sys_total_bytes, 0),
+        (COL_NR_REGIONS, part.nr_regions, 0),
+        (COL_GAP_INDEX, gap_index, 0),
+        (COL_GAP_VALUE, gaps[gap_index], 0),
+        (COL_SIZE, sizes >> shift, shift),
+        (COL_NR_ACCESSES, part.nr_accesses, 0),
+        (COL_AGE, part.age, 0),
+    ]
+    out = [_BLOCK.pack(n, m, 0, len(columns), 0)]
+    out += [_pack_column(cid, np.asarray(arr), sh, compress) for cid, arr, sh in columns]
+    return b"".join(out)
+
+
+def decode_block(payload: memoryview, meta: dict[str, Any], targets: list[TargetInfo]) -> Record:
+    try:
+        n, m, _flags, nr_columns, _ = _BLOCK.unpack_from(payload, 0)
+        pos = _BLOCK.size
+        cols: dict[int, np.ndarray] = {}
+        for _ in range(nr_columns):
+            col_id, dtype_code, shift, codec, nbytes = _COLUMN.unpack_from(payload, pos)
+            pos += _COLUMN.size
+            raw = payload[pos : pos + nbytes]
+            if len(raw) != nbytes:
+                raise RecordError("column runs past its block")
+            pos += nbytes
+            data: bytes | memoryview = zlib.decompress(raw) if codec == _CODEC_ZLIB else raw
+            arr = np.frombuffer(data, dtype=_DTYPES[dtype_code]).astype(np.int64)
+            cols[col_id] = arr << shift if shift else arr
+    except (struct.error, zlib.error, IndexError, ValueError) as err:
+        raise RecordError(f"bad snapshot block ({err})") from None
+    if any(c not in cols for c in range(COL_AGE + 1)):
+        raise RecordError("snapshot block lacks a column")
+    sizes = cols[COL_SIZE]
+    if not (len(cols[COL_START]) == n and len(sizes) == m and int(cols[COL_NR_REGIONS].sum()) == m):
+        raise RecordError("snapshot block columns disagree in length")
+    inc = np.zeros(m, np.int64)
+    inc[1:] = sizes[:-1]
+    inc[cols[COL_GAP_INDEX]] += cols[COL_GAP_VALUE]
+    starts = np.cumsum(inc)
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(cols[COL_NR_REGIONS], out=offsets[1:])
+    return Record(
+        meta=meta,
+        targets=targets,
+        snap_target=cols[COL_TARGET].astype(np.int32),
+        snap_start_us=cols[COL_START],
+        snap_end_us=cols[COL_START] + cols[COL_DURATION],
+        snap_sample_us=cols[COL_SAMPLE],
+        snap_aggr_us=cols[COL_AGGR],
+        rss_bytes=cols[COL_RSS],
+        vsz_bytes=cols[COL_VSZ],
+        sys_free_bytes=cols[COL_SYS_FREE],
+        sys_total_bytes=cols[COL_SYS_TOTAL],
+        region_offsets=offsets,
+        starts=starts,
+        ends=starts + sizes,
+        nr_accesses=cols[COL_NR_ACCESSES],
+        age=cols[COL_AGE],
+    )
+
+
+def targets_from_meta(meta: dict[str, Any]) -> list[TargetInfo]:
+    out = []
+    for i, t in enumerate(meta.get("targets", [])):
+        out.append(
+            TargetInfo(
+                index=int(t.get("index", i)),
+                target_id=t.get("target_id"),
+                pid=t.get("pid"),
+                name=str(t.get("name", "")),
+            )
+        )
+    return out
+
+
+def header_bytes(meta: dict[str, Any]) -> bytes:
+    meta_bytes = json.dumps(meta, sort_keys=True).encode()
+    return _HEADER.pack(MAGIC, VERSION, 0, len(meta_bytes), zlib.crc32(meta_bytes)) + meta_bytes
+
+
+def chunk_bytes(tag: bytes, payload: bytes) -> bytes:
+    return _CHUNK.pack(tag, len(payload), zlib.crc32(payload)) + payload
+
+
+def is_pydamon_record(head: bytes) -> bool:
+    return head[: len(MAGIC)] == MAGIC
+
+
+class RecordReader:
+    """Reads a pydamon record file; tolerates a torn tail (a file being written or cut short)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        try:
+            with open(self.path, "rb") as f:
+                self._data = memoryview(f.read())
+        except FileNotFoundError:
+            raise RecordError(f"{self.path}: no such record file") from None
+        except IsADirectoryError:
+            raise RecordError(f"{self.path}: is a directory, not a record file") from None
+        data = self._data
+        if len(data) < _HEADER.size or not is_pydamon_record(bytes(data[:8])):
+            raise RecordError(f"{self.path}: not a pydamon record (bad magic)")
+        magic, version, _flags, meta_len, meta_crc = _HEADER.unpack_from(data, 0)
+        if version > VERSION:
+            raise RecordError(
+                f"{self.path}: record format version {version} is newer than this pydamon "
+                f"reads ({VERSION}); upgrade pydamon"
+            )
+        meta_raw = bytes(data[_HEADER.size : _HEADER.size + meta_len])
+        if len(meta_raw) != meta_len or zlib.crc32(meta_raw) != meta_crc:
+            raise RecordError(f"{self.path}: record header is truncated or corrupted")
+        try:
+            self.meta: dict[str, Any] = json.loads(meta_raw)
+        except ValueError:
+            raise RecordError(f"{self.path}: record header is not valid JSON") from None
+        self.targets = targets_from_meta(self.meta)
+        self._first_chunk = _HEADER.size + meta_len
+        self.complete = False
+        self.footer: dict[str, Any] = {}
+        self.events: list[dict[str, Any]] = []
+        self.warnings: list[str] = []
+
+    def blocks(self) -> Iterator[Record]:
+        """Decode the snapshot blocks in file order."""
+        data, pos, end = self._data, self._first_chunk, len(self._data)
+        nr_chunks = 0
+        while pos < end:
+            if end - pos < _CHUNK.size:
+                self.warnings.append(f"torn tail after {nr_chunks} chunks (partial chunk header)")
+                return
+            tag, length, crc = _CHUNK.unpack_from(data, pos)
+            body = data[pos + _CHUNK.size : pos + _CHUNK.size + length]
+            if len(body) != length:
+                self.warnings.append(f"torn tail after {nr_chunks} chunks (partial chunk)")
+                return
+            next_pos = pos + _CHUNK.size + length
+            if zlib.crc32(body) != crc:
+                if next_pos >= end:
+                    self.warnings.append(f"torn tail after {nr_chunks} chunks (bad checksum)")
+                    return
+                raise RecordError(
+                    f"{self.path}: corrupted chunk at byte {pos} (checksum mismatch); "
+                    f"'pydamon report raw' shows what is readable before it"
+                )
+            if tag == TAG_BLOCK:
+                yield decode_block(body, self.meta, self.targets)
+            elif tag == TAG_EVENT:
+                self.events.append(json.loads(bytes(body)))
+            elif tag == TAG_END:
+                self.complete = True
+                self.footer = json.loads(bytes(body))
+            # unknown tags are skipped: newer minor additions stay readable
+            nr_chunks += 1
+            pos = next_pos
+
+    def read(self) -> Record:
+        try:
+            parts = list(self.blocks())
+        except RecordError as err:
+            msg = str(err)
+            raise RecordError(msg if msg.startswith(self.path) else f"{self.path}: {msg}") from None
+        rec = Record.concatenate(parts, meta=self.meta)
+        rec.targets = self.targets
+        rec.meta = self.meta
+        rec.complete = self.complete
+        rec.warnings = list(self.warnings)
+        rec.source_format = "pydamon"
+        return rec
+
+
+class RecordWriter:
+    """Streams snapshots into a record file as they are made; :meth:`close` finalizes it.
+
+    Every :meth:`add` appends one checksummed block and hands it to the OS (``flush``), so the
+    file survives the recorder being killed. ``fsync_every`` > 0 additionally fsyncs after that
+    many snapshots (for power loss).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        meta: dict[str, Any],
+        *,
+        compress: int = 0,
+        fsync_every: int = 0,
+        mode: int = 0o644,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.meta = dict(meta)
+        self.meta.setdefault("format", "pydamon-record")
+        self.meta.setdefault("format_version", VERSION)
+        self.compress = compress
+        self.fsync_every = fsync_every
+        self.nr_snapshots = 0
+        self.nr_regions_total = 0
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        self._file: BinaryIO | None = os.fdopen(fd, "wb")
+        self._file.write(header_bytes(self.meta))
+        self._file.flush()
+
+    def add(self, part: Record) -> None:
+        """Append the snapshots of ``part`` (usually one) as one block."""
+        if self._file is None:
+            raise ValueError("record writer is closed")
+        self._file.write(chunk_bytes(TAG_BLOCK, encode_block(part)))
+        self._file.flush()
+        self.nr_snapshots += part.nr_snapshots
+        self.nr_regions_total += part.nr_regions_total
+        if self.fsync_every and self.nr_snapshots % self.fsync_every == 0:
+            os.fsync(self._file.fileno())
+
+    def add_event(self, event: dict[str, Any]) -> None:
+        """Append a JSON event (e.g. attrs changed, scheme stats)."""
+        if self._file is None:
+            raise ValueError("record writer is closed")
+        self._file.write(chunk_bytes(TAG_EVENT, json.dumps(event).encode()))
+        self._file.flush()
+
+    def close(self, summary: dict[str, Any] | None = None, *, consolidate: bool = True) -> None:
+        """Finalize: rewrite into big blocks with a footer, then atomically rename into place."""
+        if self._file is None:
+            return
+        self._file.close()
+        self._file = None
+        if consolidate:
+            finalize_file(self.path, summary or {}, compress=self.compress)
+        else:
+            with open(self.path, "ab") as f:
+                f.write(chunk_bytes(TAG_END, json.dumps(summary or {}).encode()))
+
+    def __enter__(self) -> RecordWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def finalize_file(path: str, summary: dict[str, Any], *, compress: int = 0) -> None:
+    """Rewrite a (streamed) record into consolidated blocks plus footer via temp + rename."""
+    reader = RecordReader(path)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    nr_snapshots = 0
+    try:
+        mode = os.stat(path).st_mode & 0o777
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as out:
+            out.write(header_bytes(reader.meta))
+            pending: list[Record] = []
+            pending_n = 0
+            for part in reader.blocks():
+                pending.append(part)
+                pending_n += part.nr_snapshots
+                if pending_n >= FINAL_BLOCK_SNAPSHOTS:
+                    out.write(
+                        chunk_bytes(TAG_BLOCK, encode_block(Record.concatenate(pending), compress))
+                    )
+                    nr_snapshots += pending_n
+                    pending, pending_n = [], 0
+            if pending:
+                block = encode_block(Record.concatenate(pending), compress)
+                out.write(chunk_bytes(TAG_BLOCK, block))
+                nr_snapshots += pending_n
+            for event in reader.events:
+                out.write(chunk_bytes(TAG_EVENT, json.dumps(event).encode()))
+            footer = dict(summary)
+            footer["nr_snapshots"] = nr_snapshots
+            out.write(chunk_bytes(TAG_END, json.dumps(footer).encode()))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_record(
+    path: str | os.PathLike[str], record: Record, *, compress: int = 0, mode: int = 0o644
+) -> None:
+    """Write a whole :class:`Record` as a finalized pydamon record (temp + rename)."""
+    path = os.fspath(path)
+    meta = dict(record.meta)
+    meta.setdefault("format", "pydamon-record")
+    meta["format_version"] = VERSION
+    meta["targets"] = [asdict(t) for t in record.targets]
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as out:
+            out.write(header_bytes(meta))
+            n = record.nr_snapshots
+            for lo in range(0, n, FINAL_BLOCK_SNAPSHOTS):
+                mask = np.zeros(n, bool)
+                mask[lo : lo + FINAL_BLOCK_SNAPSHOTS] = True
+                out.write(chunk_bytes(TAG_BLOCK, encode_block(record.select(mask), compress)))
+            out.write(chunk_bytes(TAG_END, json.dumps({"nr_snapshots": n}).encode()))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -1,0 +1,428 @@
+"""damo's record formats: ``json``, ``json_compressed`` (zlib of the JSON) and ``perf_script``.
+
+damo's JSON is a list of per-target records ``{kdamond_idx, context_idx, intervals{sample_us,
+aggr_us, ops_update_us}, scheme_idx, target_id, scheme_filters, snapshots[{start_time, end_time
+(ns), regions[{start, end, nr_accesses{samples, percent}, age{usec, aggr_intervals},
+sz_filter_passed}], total_bytes}]}``. damo writes numbers as plain strings ("raw" form) but
+accepts human forms ("1,024", "4 KiB", "1 s 200 ms"); both are read here. The memory footprints
+damo keeps in a side file ``<record>.mem_footprint`` are read and written too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import zlib
+from typing import Any
+
+import numpy as np
+
+from pydamon.core.snapshot import Snapshot
+from pydamon.record.model import UNKNOWN, Footprint, Record, RecordError, TargetInfo
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+_SIZE_UNITS = {
+    "B": 1,
+    **{u: 1 << 10 for u in ("K", "KB", "KiB")},
+    **{u: 1 << 20 for u in ("M", "MB", "MiB")},
+    **{u: 1 << 30 for u in ("G", "GB", "GiB")},
+    **{u: 1 << 40 for u in ("T", "TB", "TiB")},
+    **{u: 1 << 50 for u in ("P", "PB", "PiB")},
+}
+_TIME_NS = {"ns": 1, "us": 1000, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+_NUM_UNIT = re.compile(r"\s*(-?[\d,]*\.?\d+)\s*([A-Za-z]*)\s*")
+ULONG_MAX = 2**64 - 1
+
+
+def _plain_number(txt: Any) -> float | int | None:
+    if txt is None:
+        return None
+    if isinstance(txt, bool):
+        raise ValueError(f"not a number: {txt!r}")
+    if isinstance(txt, int | float):
+        return txt
+    s = str(txt).replace(",", "").strip()
+    if s == "max":
+        return ULONG_MAX
+    if s == "min":
+        return 0
+    try:
+        return int(s)
+    except ValueError:
+        return float(s)
+
+
+def _with_units(txt: Any, units: dict[str, int], default_unit: int) -> int | None:
+    """Parse damo's number forms: 123, "123", "1,024", "4 KiB", "1 s 200 ms"."""
+    try:
+        value = _plain_number(txt)
+        return None if value is None else int(value * default_unit)
+    except ValueError:
+        pass
+    total = 0.0
+    pos = 0
+    s = str(txt)
+    while pos < len(s):
+        m = _NUM_UNIT.match(s, pos)
+        if not m or m.end() == pos:
+            raise ValueError(f"cannot parse {txt!r}")
+        number = float(m.group(1).replace(",", ""))
+        unit = m.group(2)
+        if unit and unit not in units:
+            raise ValueError(f"unknown unit {unit!r} in {txt!r}")
+        total += number * (units[unit] if unit else default_unit)
+        pos = m.end()
+    return int(total)
+
+
+def parse_bytes(txt: Any) -> int | None:
+    return _with_units(txt, _SIZE_UNITS, 1)
+
+
+def parse_ns(txt: Any) -> int | None:
+    return _with_units(txt, _TIME_NS, 1)
+
+
+def parse_us(txt: Any) -> int | None:
+    v = _with_units(txt, {k: v for k, v in _TIME_NS.items()}, 1000)
+    return None if v is None else v // 1000
+
+
+# -- reading ---------------------------------------------------------------------------------------
+def detect_damo_format(head: bytes) -> str | None:
+    """'json_compressed', 'json', 'perf_script' or None, from a file's first bytes."""
+    if head[:1] == b"\x78" and len(head) > 1 and (head[0] * 256 + head[1]) % 31 == 0:
+        return "json_compressed"
+    stripped = head.lstrip()
+    if stripped[:1] == b"[":
+        return "json"
+    if b"damon:damon_aggregated" in head or b"damon:damos_before_apply" in head:
+        return "perf_script"
+    return None
+
+
+def read_damo_record(path: str, fmt: str | None = None) -> Record:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise RecordError(f"{path}: no such record file") from None
+    fmt = fmt or detect_damo_format(data[:4096])
+    if fmt == "json_compressed":
+        try:
+            data = zlib.decompress(data)
+        except zlib.error as err:
+            raise RecordError(f"{path}: damo json_compressed record is corrupted ({err})") from None
+        fmt_name = "damo-json_compressed"
+    elif fmt == "json":
+        fmt_name = "damo-json"
+    elif fmt == "perf_script":
+        rec = _parse_perf_script(data.decode(errors="replace"), path)
+        _attach_footprints(rec, path)
+        return rec
+    else:
+        raise RecordError(f"{path}: unknown record format (neither pydamon nor damo)")
+    try:
+        kvpairs = json.loads(data)
+    except ValueError as err:
+        raise RecordError(f"{path}: damo record is not valid JSON ({err})") from None
+    try:
+        rec = records_from_damo_kvpairs(kvpairs, fmt_name)
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        raise RecordError(
+            f"{path}: not a damo record (unexpected JSON layout: {type(err).__name__} {err})"
+        ) from None
+    _attach_footprints(rec, path)
+    return rec
+
+
+def records_from_damo_kvpairs(kvpairs: Any, source_format: str = "damo-json") -> Record:
+    if not isinstance(kvpairs, list):
+        raise ValueError("top level is not a list of records")
+    snapshots: list[Snapshot] = []
+    targets: list[TargetInfo] = []
+    for index, rec in enumerate(kvpairs):
+        intervals = rec.get("intervals") or {}
+        sample_us = parse_us(intervals.get("sample_us")) or 0
+        aggr_us = parse_us(intervals.get("aggr_us")) or 0
+        target_id = rec.get("target_id")
+        targets.append(TargetInfo(index=index, target_id=target_id, name=f"target {target_id}"))
+        for snap in rec["snapshots"]:
+            end_ns = parse_ns(snap["end_time"])
+            start_ns = parse_ns(snap.get("start_time"))
+            if end_ns is None:
+                raise ValueError("snapshot without end_time")
+            s_sample = parse_us(snap.get("sample_interval_us")) or sample_us
+            if start_ns is None:
+                start_ns = end_ns - aggr_us * 1000
+            s_aggr = aggr_us or max((end_ns - start_ns) // 1000, 1)
+            max_nr = max(s_aggr // s_sample, 1) if s_sample else 1
+            regions = snap["regions"]
+            n = len(regions)
+            starts = np.empty(n, np.int64)
+            ends = np.empty(n, np.int64)
+            nr = np.empty(n, np.int64)
+            age = np.empty(n, np.int64)
+            for i, r in enumerate(regions):
+                starts[i] = parse_bytes(r["start"])
+                ends[i] = parse_bytes(r["end"])
+                nr[i] = _region_nr_accesses(r.get("nr_accesses"), max_nr)
+                age[i] = _region_age(r.get("age"), s_aggr)
+            if n == 1 and starts[0] == 0 and ends[0] == 0 and nr[0] == -1:
+                continue  # damo's fake snapshot for start time deduction
+            snapshots.append(
+                Snapshot(
+                    target_index=index,
+                    target_id=target_id,
+                    start_us=start_ns // 1000,
+                    end_us=end_ns // 1000,
+                    sample_interval_us=s_sample,
+                    aggr_interval_us=s_aggr,
+                    starts=starts,
+                    ends=ends,
+                    nr_accesses=nr,
+                    age=age,
+                )
+            )
+    rec_out = Record.from_snapshots(
+        snapshots,
+        meta={"source": source_format, "ops": None},
+        targets=targets,
+        source_format=source_format,
+    )
+    return rec_out
+
+
+def _region_nr_accesses(kv: Any, max_nr: int) -> int:
+    if kv is None:
+        return 0
+    if not isinstance(kv, dict):
+        return int(_plain_number(kv) or 0)
+    samples = _plain_number(kv.get("samples"))
+    if samples is not None:
+        return int(samples)
+    percent = _plain_number(kv.get("percent"))
+    return int((percent or 0) * max_nr / 100)
+
+
+def _region_age(kv: Any, aggr_us: int) -> int:
+    if kv is None:
+        return 0
+    if not isinstance(kv, dict):
+        return int(_plain_number(kv) or 0)
+    aggrs = _plain_number(kv.get("aggr_intervals"))
+    if aggrs is not None:
+        return int(aggrs)
+    usec = parse_us(kv.get("usec"))
+    return int((usec or 0) // max(aggr_us, 1))
+
+
+def _parse_perf_script(text: str, path: str) -> Record:
+    """damo's ``perf_script`` form: one ``damon:damon_aggregated`` trace line per region."""
+    per_target: dict[int, list[tuple[int, list[tuple[int, int, int, int]]]]] = {}
+    pending: dict[int, tuple[int, int, list[tuple[int, int, int, int]]]] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 9 or fields[4] != "damon:damon_aggregated:":
+            continue
+        try:
+            end_ns = int(float(fields[3].rstrip(":")) * 1e9)
+            target_id = int(fields[5].split("=")[1])
+            nr_regions = int(fields[6].split("=")[1])
+            start, end = (int(x) for x in fields[7].rstrip(":").split("-"))
+            nr = int(fields[8])
+            age = int(fields[9]) if len(fields) > 9 else 0
+        except (ValueError, IndexError):
+            raise RecordError(f"{path}: malformed perf script line: {line.strip()[:80]}") from None
+        cur = pending.get(target_id)
+        if cur is None:
+            cur = (end_ns, nr_regions, [])
+            pending[target_id] = cur
+        cur[2].append((start, end, nr, age))
+        if len(cur[2]) == cur[1]:
+            per_target.setdefault(target_id, []).append((cur[0], cur[2]))
+            del pending[target_id]
+    snapshots: list[Snapshot] = []
+    targets = []
+    for index, (target_id, snaps) in enumerate(per_target.items()):
+        targets.append(TargetInfo(index=index, target_id=target_id, name=f"target {target_id}"))
+        ends_ns = [e for e, _ in snaps]
+        step = (ends_ns[-1] - ends_ns[0]) // max(len(ends_ns) - 1, 1) if len(ends_ns) > 1 else 0
+        for j, (end_ns, regions) in enumerate(snaps):
+            start_ns = ends_ns[j - 1] if j else end_ns - step
+            arr = np.asarray(regions, np.int64).reshape(-1, 4)
+            if len(arr) == 1 and arr[0, 0] == 0 and arr[0, 1] == 0 and arr[0, 2] == -1:
+                continue
+            aggr_us = max((end_ns - start_ns) // 1000, 1)
+            snapshots.append(
+                Snapshot(index, target_id, start_ns // 1000, end_ns // 1000, 0, aggr_us,
+                         arr[:, 0].copy(), arr[:, 1].copy(), arr[:, 2].copy(), arr[:, 3].copy())
+            )  # fmt: skip
+    return Record.from_snapshots(
+        snapshots,
+        meta={"source": "damo-perf_script"},
+        targets=targets,
+        source_format="damo-perf_script",
+    )
+
+
+def _attach_footprints(rec: Record, path: str) -> None:
+    """Fill footprint columns from damo's ``<record>.mem_footprint`` side file, if present."""
+    side = path + ".mem_footprint"
+    if not os.path.exists(side) or not rec.nr_snapshots:
+        return
+    try:
+        with open(side) as f:
+            entries = json.load(f)
+        times = np.asarray([float(e["time"]) for e in entries])
+    except (OSError, ValueError, KeyError, TypeError):
+        rec.warnings.append(f"{side}: unreadable, footprints ignored")
+        return
+    if not len(times):
+        return
+    # damo stamps footprints with wall time; snapshots carry the monitor's clock. Align the
+    # two by their first samples and pick, for each snapshot, the footprint closest in time.
+    snap_t = (rec.snap_end_us - rec.snap_end_us.min()) / 1e6
+    fp_t = times - times.min()
+    idx = np.clip(np.searchsorted(fp_t, snap_t), 0, len(times) - 1)
+    for i, j in enumerate(idx.tolist()):
+        proc = None
+        sysfp = None
+        for fp in entries[j]["footprints"]:
+            if fp.get("pid") is None:
+                sysfp = fp["footprint"]
+            elif proc is None:
+                proc = fp["footprint"]
+        if proc:
+            rec.rss_bytes[i] = int(proc.get("resident") or 0) * PAGE_SIZE
+            rec.vsz_bytes[i] = int(proc.get("size") or 0) * PAGE_SIZE
+        if sysfp:
+            if sysfp.get("free") is not None:
+                rec.sys_free_bytes[i] = int(sysfp["free"]) * 1024
+            if sysfp.get("total") is not None:
+                rec.sys_total_bytes[i] = int(sysfp["total"]) * 1024
+
+
+# -- writing ---------------------------------------------------------------------------------------
+def record_to_damo_kvpairs(rec: Record) -> list[dict[str, Any]]:
+    """damo's JSON record list, with numbers in damo's raw (machine-friendly) form."""
+    out = []
+    for tidx in rec.target_indexes() or [t.index for t in rec.targets]:
+        idxs = np.nonzero(rec.snap_target == tidx)[0]
+        first = int(idxs[0]) if len(idxs) else None
+        sample_us = int(rec.snap_sample_us[first]) if first is not None else 5000
+        aggr_us = int(rec.snap_aggr_us[first]) if first is not None else 100000
+        ops_update_us = int((rec.meta.get("attrs") or {}).get("ops_update_interval_us", 1000000))
+        target_id = rec.target_id_of(tidx)
+        snaps = []
+        for i in idxs.tolist():
+            lo, hi = int(rec.region_offsets[i]), int(rec.region_offsets[i + 1])
+            s_aggr = int(rec.snap_aggr_us[i])
+            s_sample = int(rec.snap_sample_us[i]) or 1
+            max_nr = max(s_aggr // s_sample, 1)
+            regions = [
+                {
+                    "start": str(s),
+                    "end": str(e),
+                    "nr_accesses": {"samples": n, "percent": n * 100 // max_nr},
+                    "age": {"usec": str(a * s_aggr), "aggr_intervals": str(a)},
+                    "sz_filter_passed": "0",
+                }
+                for s, e, n, a in zip(
+                    rec.starts[lo:hi].tolist(),
+                    rec.ends[lo:hi].tolist(),
+                    rec.nr_accesses[lo:hi].tolist(),
+                    rec.age[lo:hi].tolist(),
+                )
+            ]
+            snaps.append(
+                {
+                    "start_time": str(int(rec.snap_start_us[i]) * 1000),
+                    "end_time": str(int(rec.snap_end_us[i]) * 1000),
+                    "regions": regions,
+                    "total_bytes": str(int((rec.ends[lo:hi] - rec.starts[lo:hi]).sum())),
+                }
+            )
+        out.append(
+            {
+                "kdamond_idx": 0,
+                "context_idx": 0,
+                "intervals": {
+                    "sample_us": str(sample_us),
+                    "aggr_us": str(aggr_us),
+                    "ops_update_us": str(ops_update_us),
+                },
+                "scheme_idx": None,
+                "target_id": target_id if target_id is not None else tidx,
+                "scheme_filters": [],
+                "snapshots": snaps,
+            }
+        )
+    return out
+
+
+def write_damo_record(
+    rec: Record, path: str, fmt: str = "json_compressed", *, footprints: bool = True
+) -> None:
+    """Write ``rec`` in damo's ``json`` or ``json_compressed`` form (temp + rename)."""
+    if fmt not in ("json", "json_compressed"):
+        raise ValueError(f"unsupported damo format {fmt!r}; use json or json_compressed")
+    text = json.dumps(record_to_damo_kvpairs(rec), indent=4)
+    data = zlib.compress(text.encode()) if fmt == "json_compressed" else text.encode()
+    _atomic_write(path, data)
+    if footprints and np.any(rec.rss_bytes != UNKNOWN) | np.any(rec.sys_free_bytes != UNKNOWN):
+        _atomic_write(path + ".mem_footprint", json.dumps(_damo_footprints(rec)).encode())
+
+
+def _damo_footprints(rec: Record) -> list[dict[str, Any]]:
+    base = float(rec.meta.get("start_time_unix", 0.0))
+    t0 = int(rec.snap_end_us.min()) if rec.nr_snapshots else 0
+    entries = []
+    for i in range(rec.nr_snapshots):
+        fp: Footprint = rec.footprint(i)
+        tidx = int(rec.snap_target[i])
+        pid = next((t.pid for t in rec.targets if t.index == tidx), None)
+        fps: list[dict[str, Any]] = []
+        if pid is not None and fp.rss_bytes != UNKNOWN:
+            fps.append(
+                {
+                    "pid": pid,
+                    "footprint": {
+                        "size": max(fp.vsz_bytes, 0) // PAGE_SIZE,
+                        "resident": fp.rss_bytes // PAGE_SIZE,
+                        "shared": 0,
+                        "trs": 0,
+                        "lrs": 0,
+                        "drs": 0,
+                        "dt": 0,
+                    },
+                }
+            )
+        if fp.sys_free_bytes != UNKNOWN:
+            fps.append(
+                {
+                    "pid": None,
+                    "footprint": {
+                        "total": max(fp.sys_total_bytes, 0) // 1024,
+                        "free": fp.sys_free_bytes // 1024,
+                        "available": None,
+                        "buffers": None,
+                        "cached": None,
+                    },
+                }
+            )
+        entries.append({"time": base + (int(rec.snap_end_us[i]) - t0) / 1e6, "footprints": fps})
+    return entries
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -1,1 +1,80 @@
-"""pydamon.damos"""
+"""DAMOS: data access monitoring-based operation schemes.
+
+Build :class:`Scheme` objects (or parse them with :func:`parse_schemes` / :func:`load_schemes`)
+and give them to a :class:`~pydamon.core.context.Context` (``schemes=`` or ``set_schemes()``); the
+context runs them with :class:`SchemesEngine`.
+"""
+
+from pydamon.damos.engine import SchemesEngine
+from pydamon.damos.metrics import ManualMetrics, MetricsSource, SystemMetrics
+from pydamon.damos.parse import (
+    SchemeFileError,
+    dump_schemes,
+    format_scheme_line,
+    load_schemes,
+    parse_scheme_line,
+    parse_schemes,
+    scheme_from_kv,
+    scheme_to_kv,
+)
+from pydamon.damos.scheme import (
+    ACTIONS,
+    DAMOS_MAX_SCORE,
+    ULONG_MAX,
+    AccessPattern,
+    Action,
+    AgeUnit,
+    Filter,
+    FilterType,
+    GoalMetric,
+    GoalTuner,
+    NrAccessesUnit,
+    Quota,
+    QuotaGoal,
+    QuotaState,
+    Scheme,
+    SchemeError,
+    Stats,
+    TriedRegion,
+    Watermarks,
+    WmarkMetric,
+)
+from pydamon.damos.score import cold_score, hot_score, scheme_score
+
+__all__ = [
+    "ACTIONS",
+    "DAMOS_MAX_SCORE",
+    "ULONG_MAX",
+    "AccessPattern",
+    "Action",
+    "AgeUnit",
+    "Filter",
+    "FilterType",
+    "GoalMetric",
+    "GoalTuner",
+    "ManualMetrics",
+    "MetricsSource",
+    "NrAccessesUnit",
+    "Quota",
+    "QuotaGoal",
+    "QuotaState",
+    "Scheme",
+    "SchemeError",
+    "SchemeFileError",
+    "SchemesEngine",
+    "Stats",
+    "SystemMetrics",
+    "TriedRegion",
+    "Watermarks",
+    "WmarkMetric",
+    "cold_score",
+    "dump_schemes",
+    "format_scheme_line",
+    "hot_score",
+    "load_schemes",
+    "parse_scheme_line",
+    "parse_schemes",
+    "scheme_from_kv",
+    "scheme_to_kv",
+    "scheme_score",
+]

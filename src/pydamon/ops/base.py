@@ -69,8 +69,14 @@ class Operations(ABC):
         raise NotImplementedError(f"the {self.name} operations set cannot apply schemes")
 
     def get_scheme_score(self, ctx: Context, target: Target, region_index: int, scheme: Any) -> int:
-        """Priority score (0..99) of a region for ``scheme`` under a quota."""
-        return 99
+        """Priority score (0..99) of a region for ``scheme`` under a quota.
+
+        The default is the kernel's: the cold score for pageout/lru_deprio/migrate_cold, the hot
+        score for lru_prio/migrate_hot, 99 otherwise (:func:`pydamon.damos.score.scheme_score`).
+        """
+        from pydamon.damos.score import scheme_score  # DAMOS math; ops sets may override
+
+        return scheme_score(ctx, target, region_index, scheme)
 
     def cleanup(self, ctx: Context) -> None:  # noqa: B027 - optional hook
         """Release resources when the loop ends."""

@@ -486,15 +486,33 @@ class SimSpace:
         p_any = 1.0 - np.exp(log_miss * (nticks / len(ticks)))
         return RateMap(seg_starts, seg_ends, rate, p_any, start_us, end_us)
 
-    def truth_snapshot(self, snap: Snapshot) -> Snapshot:
-        """A snapshot of the ground truth for ``snap``'s window and address span.
-
-        Regions are the truth's constant pieces; ``nr_accesses`` is the expected count rounded
-        to ``snap``'s sampling resolution.
-        """
+    def _pieces(self, snap: Snapshot) -> tuple[IntArray, IntArray, IntArray, RateMap]:
+        """Pieces of ``snap``'s regions on which both the regions and the truth are constant:
+        ``(starts, ends, region_index, truth)``."""
         lo, hi = int(snap.starts[0]), int(snap.ends[-1])
         rm = self.expected_rates(lo, hi, snap.start_us, snap.end_us)
-        nr = np.rint(rm.rate * snap.max_nr_accesses).astype(np.int64)
+        bounds = np.union1d(np.concatenate([snap.starts, snap.ends]), rm.starts)
+        bounds = bounds[(bounds >= lo) & (bounds <= hi)]
+        ps, pe = bounds[:-1], bounds[1:]
+        ri = np.clip(np.searchsorted(snap.starts, ps, side="right") - 1, 0, snap.nr_regions - 1)
+        covered = ps < snap.ends[ri]
+        return ps[covered], pe[covered], ri[covered], rm
+
+    def truth_snapshot(self, snap: Snapshot) -> Snapshot:
+        """A snapshot of the ground truth for ``snap``'s window and regions' address ranges.
+
+        Regions are the pieces where the truth is constant; ``nr_accesses`` is the expected
+        count rounded to ``snap``'s sampling resolution.
+        """
+        ps, pe, _, rm = self._pieces(snap)
+        rate = rm.rate_at(ps, pe)
+        nr = np.rint(rate * snap.max_nr_accesses).astype(np.int64)
+        # merge neighbours with equal counts, for a compact snapshot
+        if len(ps) > 1:
+            new = np.concatenate([[True], (ps[1:] != pe[:-1]) | (nr[1:] != nr[:-1])])
+            idx = np.flatnonzero(new)
+            last = np.concatenate([idx[1:] - 1, [len(ps) - 1]])
+            ps, pe, nr = ps[idx], pe[last], nr[idx]
         return Snapshot(
             target_index=snap.target_index,
             target_id=snap.target_id,
@@ -502,34 +520,26 @@ class SimSpace:
             end_us=snap.end_us,
             sample_interval_us=snap.sample_interval_us,
             aggr_interval_us=snap.aggr_interval_us,
-            starts=rm.starts.copy(),
-            ends=rm.ends.copy(),
+            starts=ps.copy(),
+            ends=pe.copy(),
             nr_accesses=nr,
             age=np.zeros(len(nr), np.int64),
         )
 
     def accuracy(self, snap: Snapshot, hot_threshold: float = 0.5) -> Accuracy:
         """Compare a snapshot with the ground truth of its window, byte by byte."""
-        lo, hi = int(snap.starts[0]), int(snap.ends[-1])
-        rm = self.expected_rates(lo, hi, snap.start_us, snap.end_us)
-        measured = snap.access_rate
-        # pieces where both the measured regions and the truth are constant
-        bounds = np.union1d(np.concatenate([snap.starts, snap.ends]), rm.starts)
-        bounds = bounds[(bounds >= lo) & (bounds <= hi)]
-        ps, pe = bounds[:-1], bounds[1:]
-        ri = np.searchsorted(snap.starts, ps, side="right") - 1
-        ri = np.clip(ri, 0, len(snap.starts) - 1)
-        covered = ps < snap.ends[ri]
-        ps, pe, ri = ps[covered], pe[covered], ri[covered]
+        ps, pe, ri, rm = self._pieces(snap)
         sizes = (pe - ps).astype(np.float64)
         true_rate = rm.rate_at(ps, pe)
-        m_rate = measured[ri]
+        m_rate = snap.access_rate[ri]
         total = max(sizes.sum(), 1.0)
         m_hot = m_rate >= hot_threshold
         t_hot = true_rate >= hot_threshold
         both = float(sizes[m_hot & t_hot].sum())
         m_hot_b = float(sizes[m_hot].sum())
         t_hot_b = float(sizes[t_hot].sum())
+        # the truth's working set inside the monitored regions only
+        true_wss = float((sizes * _range_means(rm.starts, rm.ends, rm.p_any, ps, pe)).sum())
         return Accuracy(
             rate_error=float((np.abs(m_rate - true_rate) * sizes).sum() / total),
             hot_threshold=hot_threshold,
@@ -538,7 +548,7 @@ class SimSpace:
             measured_hot_bytes=int(m_hot_b),
             true_hot_bytes=int(t_hot_b),
             measured_wss_bytes=int(snap.sizes[snap.nr_accesses > 0].sum()),
-            true_wss_bytes=rm.wss_bytes,
+            true_wss_bytes=true_wss,
         )
 
     # -- DAMOS effects ---------------------------------------------------------------------------

@@ -26,6 +26,8 @@ from pydamon.cli.main import EXIT_FAILURE, CliError
 from pydamon.modules import BUILTIN_MODULES, Module, ModuleError, ParamError, load_module
 from pydamon.modules.runner import ModuleRunner, ServiceFiles, default_run_dir, serve
 
+_MAIN = "import sys; from pydamon.cli.main import main; sys.exit(main(sys.argv[1:]))"
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -209,7 +211,9 @@ def cmd_start(args: argparse.Namespace) -> int:
     except OSError as err:
         raise CliError(f"cannot create run directory {run_dir}: {err.strerror}") from None
     files.path("status.json").unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "pydamon.cli.main", "module", "run", ref]
+    # Not "-m pydamon.cli.main": that would load the CLI twice (as __main__ and as imported by
+    # this module), with two CliError classes.
+    cmd = [sys.executable, "-c", _MAIN, "module", "run", ref]
     cmd += ["--instance", instance, "--run-dir", str(run_dir), "--report-interval", "0"]
     if opts.duration is not None:
         cmd += ["--duration", str(opts.duration)]

@@ -65,9 +65,7 @@ def _load_file(path: str) -> type[Module]:
         found = [
             obj
             for obj in vars(pymod).values()
-            if inspect.isclass(obj)
-            and issubclass(obj, Module)
-            and obj.__module__ == modname
+            if inspect.isclass(obj) and issubclass(obj, Module) and obj.__module__ == modname
         ]
         if len(found) != 1:
             what = "no Module subclass" if not found else f"{len(found)} Module subclasses"

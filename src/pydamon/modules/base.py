@@ -15,6 +15,9 @@ from typing import Any, ClassVar
 
 from pydamon.core import Attrs, Context
 
+#: Scheme fields that are inputs (the rest is run-time state the engine keeps).
+_SCHEME_INPUTS = ("pattern", "apply_interval_us", "quota", "wmarks", "filters", "target_nid")
+
 
 class ParamError(ValueError):
     """A module parameter that is unknown or has a bad value (one-line message)."""
@@ -185,7 +188,12 @@ class Module:
         for key, value in values.items():
             merged[key.replace("-", "_")] = cls.param(key.replace("-", "_")).parse(value)
         params = Params(merged)
-        cls.check_params(params)
+        try:
+            cls.check_params(params)
+        except ParamError:
+            raise
+        except ValueError as err:  # e.g. AttrsError, SchemeError: still the user's values
+            raise ParamError(str(err)) from None
         return params
 
     @classmethod
@@ -218,7 +226,19 @@ class Module:
         if attrs != ctx.attrs:
             ctx.set_attrs(attrs)
         schemes = self.make_schemes()
-        if schemes or ctx.schemes:
+        if len(schemes) == len(ctx.schemes) and all(
+            getattr(a, "action", None) == getattr(b, "action", None)
+            for a, b in zip(schemes, ctx.schemes)
+        ):
+            # Like the kernel's damos_commit(): update the installed schemes in place so that
+            # their stats and quota charging survive the change.
+            for installed, new in zip(ctx.schemes, schemes):
+                for name in _SCHEME_INPUTS:
+                    if hasattr(new, name):
+                        setattr(installed, name, getattr(new, name))
+            if ctx.schemes_runner is not None:
+                ctx.schemes_runner.attrs_changed(ctx)
+        elif schemes or ctx.schemes:
             ctx.set_schemes(schemes)
 
     # -- callbacks and stats -------------------------------------------------------------------

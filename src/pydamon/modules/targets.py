@@ -1,0 +1,140 @@
+"""What a module monitors: parameters and construction shared by the ready modules.
+
+``ops`` picks the operations set: ``paddr`` (physical memory, the kernel modules' default),
+``vaddr`` (a process ``pid``, or every process of a ``cgroup``: one target each) or ``sim`` (a
+named simulated ``workload``). The operations sets are looked up by name in
+:mod:`pydamon.ops`, so a missing one gives a one-line error instead of an import failure.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+from typing import Any
+
+from pydamon.core import Target
+from pydamon.modules.base import ModuleError, Param, ParamError, Params
+from pydamon.ops.base import Operations
+
+#: Common parameters selecting what to monitor (fixed while a module runs).
+TARGET_PARAMS: tuple[Param, ...] = (
+    Param(
+        "ops",
+        str,
+        "paddr",
+        "operations set: paddr (physical memory), vaddr (pid or cgroup), sim (simulation)",
+        choices=("paddr", "vaddr", "sim"),
+        online=False,
+    ),
+    Param("pid", int, None, "process to monitor (vaddr)", optional=True, min=1, online=False),
+    Param(
+        "cgroup",
+        str,
+        None,
+        "cgroup v2 path whose processes to monitor (vaddr), e.g. /sys/fs/cgroup/app",
+        optional=True,
+        online=False,
+    ),
+    Param("workload", str, "hotcold", "named simulated workload (sim)", online=False),
+    Param(
+        "sim_size",
+        int,
+        None,
+        "mapped size of the simulated workload (sim; default 1G)",
+        unit="bytes",
+        optional=True,
+        online=False,
+    ),
+    Param("seed", int, None, "random seed (sim: reproducible runs)", optional=True, online=False),
+    Param(
+        "monitor_region_start",
+        int,
+        None,
+        "start of the physical address range to monitor (paddr; default: biggest System RAM)",
+        unit="bytes",
+        optional=True,
+        online=False,
+    ),
+    Param(
+        "monitor_region_end",
+        int,
+        None,
+        "end of the physical address range to monitor (paddr)",
+        unit="bytes",
+        optional=True,
+        online=False,
+    ),
+)
+
+
+def check_target_params(p: Params) -> None:
+    if p.ops == "vaddr" and (p.pid is None) == (p.cgroup is None):
+        raise ParamError("ops vaddr needs exactly one of --pid or --cgroup")
+    if p.ops != "vaddr" and (p.pid is not None or p.cgroup is not None):
+        raise ParamError(f"--pid and --cgroup need --ops vaddr (ops is {p.ops})")
+    start, end = p.monitor_region_start, p.monitor_region_end
+    if (start is None) != (end is None):
+        raise ParamError("give both monitor_region_start and monitor_region_end, or neither")
+    if start is not None and start >= end:
+        raise ParamError(
+            f"monitor_region_start ({start:#x}) must be below monitor_region_end ({end:#x})"
+        )
+
+
+def ops_class(name: str) -> type[Operations]:
+    """The :class:`Operations` subclass named ``name`` in ``pydamon.ops.<name>``."""
+    try:
+        pymod = importlib.import_module(f"pydamon.ops.{name}")
+    except ModuleNotFoundError:
+        raise ModuleError(f"the {name} operations set is not available in this pydamon") from None
+    for obj in vars(pymod).values():
+        if inspect.isclass(obj) and issubclass(obj, Operations) and obj.name == name:
+            return obj
+    raise ModuleError(f"pydamon.ops.{name} defines no operations set named {name!r}")
+
+
+def cgroup_pids(path: str) -> list[int]:
+    """Pids of a cgroup v2 (a path under /sys/fs/cgroup, or relative to it)."""
+    if not path.startswith("/sys/fs/cgroup"):
+        path = os.path.join("/sys/fs/cgroup", path.lstrip("/"))
+    try:
+        with open(os.path.join(path, "cgroup.procs")) as f:
+            pids = [int(line) for line in f if line.strip()]
+    except FileNotFoundError:
+        raise ModuleError(f"cgroup {path} does not exist (give a cgroup v2 directory)") from None
+    except PermissionError:
+        raise ModuleError(f"cannot read {path}/cgroup.procs: run as root") from None
+    if not pids:
+        raise ModuleError(f"cgroup {path} has no processes to monitor")
+    return pids
+
+
+def make_ops_targets(p: Params) -> tuple[Operations, list[Target]]:
+    """Build the operations set and targets from the :data:`TARGET_PARAMS` values."""
+    if p.ops == "sim":
+        return make_sim(p.workload, p.seed, p.sim_size)
+    if p.ops == "vaddr":
+        pids = [p.pid] if p.pid is not None else cgroup_pids(p.cgroup)
+        for pid in pids:
+            if not os.path.exists(f"/proc/{pid}"):
+                raise ModuleError(f"process {pid} does not exist")
+        return ops_class("vaddr")(), [Target(pid=pid) for pid in pids]
+    ranges = None
+    if p.monitor_region_start is not None:
+        ranges = [(p.monitor_region_start, p.monitor_region_end)]
+    return ops_class("paddr")(), [Target(ranges=ranges)]
+
+
+def make_sim(
+    workload: str, seed: int | None, total_bytes: int | None = None
+) -> tuple[Operations, list[Target]]:
+    """The simulated operations set running a named workload (or a workload spec file)."""
+    from pydamon.ops.sim import SimOperations, WorkloadError, load_workload
+
+    try:
+        spec: Any = load_workload(workload) if os.path.isfile(workload) else workload
+        ops = SimOperations(spec, seed=seed, total_bytes=total_bytes)
+    except WorkloadError as err:
+        raise ParamError(f"parameter workload: {err}") from None
+    return ops, [Target()]

@@ -1,0 +1,311 @@
+"""Options and helpers shared by the monitoring commands (record, schemes, start, tune)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydamon.cli.main import EXIT_UNSUPPORTED, EXIT_USAGE, CliError
+from pydamon.core import Attrs, AttrsError, Context, Target
+from pydamon.ops.base import Operations
+from pydamon.record.damo import parse_bytes, parse_us
+
+OPS_NAMES = ("vaddr", "fvaddr", "paddr", "sim")
+
+
+def time_us(text: str) -> int:
+    """argparse type: microseconds, plain ("5000") or with a unit ("5ms", "1 s")."""
+    try:
+        value = parse_us(text)
+    except ValueError:
+        value = None
+    if value is None or value < 0:
+        raise argparse.ArgumentTypeError(f"not a time: {text!r} (e.g. 5000, 5ms, 1s)")
+    return value
+
+
+def size_bytes(text: str) -> int:
+    try:
+        value = parse_bytes(text)
+    except ValueError:
+        value = None
+    if value is None or value < 0:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 4096, 4K, 2MiB)")
+    return value
+
+
+def address(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an address: {text!r} (e.g. 0x7f00000000)") from None
+
+
+def parse_ranges(text: str) -> list[tuple[int, int]]:
+    """``"START-END[,START-END...]"`` (decimal or 0x hex) into a sorted list of ranges."""
+    out = []
+    for part in text.replace(" ", ",").split(","):
+        if not part:
+            continue
+        try:
+            lo, hi = (int(x, 0) for x in part.split("-"))
+        except ValueError:
+            raise CliError(
+                f"bad address range {part!r}; use START-END, e.g. 0x1000-0x200000", EXIT_USAGE
+            ) from None
+        if lo >= hi:
+            raise CliError(f"empty address range {part!r} (start must be below end)", EXIT_USAGE)
+        out.append((lo, hi))
+    return sorted(out)
+
+
+def add_monitoring_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("monitoring (damo's names; times in us or with units)")
+    g.add_argument("-s", "--sample", type=time_us, metavar="US", help="sampling interval (5ms)")
+    g.add_argument("-a", "--aggr", type=time_us, metavar="US", help="aggregation interval (100ms)")
+    g.add_argument("-u", "--updr", type=time_us, metavar="US", help="ops update interval (1s)")
+    g.add_argument("-n", "--minr", type=int, metavar="N", help="minimum number of regions (10)")
+    g.add_argument("-m", "--maxr", type=int, metavar="N", help="maximum number of regions (1000)")
+    g.add_argument(
+        "--monitoring_intervals",
+        nargs=3,
+        type=time_us,
+        metavar=("SAMPLE", "AGGR", "UPDATE"),
+        help="the three intervals at once",
+    )
+    g.add_argument(
+        "--monitoring_nr_regions_range",
+        nargs=2,
+        type=int,
+        metavar=("MIN", "MAX"),
+        help="minimum and maximum number of regions",
+    )
+    g.add_argument(
+        "--monitoring_intervals_goal",
+        nargs=4,
+        metavar=("ACCESS_BP", "AGGRS", "MIN_SAMPLE_US", "MAX_SAMPLE_US"),
+        help="auto-tune the intervals (kernel v6.15+ semantics)",
+    )
+    g.add_argument("--regions", metavar="S-E[,S-E..]", help="initial monitoring regions")
+    g.add_argument("--ops", choices=OPS_NAMES, help="operations set (default: vaddr for a pid)")
+    g.add_argument("--seed", type=int, help="random seed (reproduces a --sim run exactly)")
+
+
+def add_target_options(p: argparse.ArgumentParser, *, command: bool = True) -> None:
+    g = p.add_argument_group("target (one of)")
+    g.add_argument("-p", "--target_pid", type=int, metavar="PID", help="monitor a running process")
+    g.add_argument(
+        "--sim",
+        metavar="WORKLOAD",
+        help="a simulated workload in virtual time (hotcold, stairs, zigzag, phases, hotspot "
+        "or a workload file)",
+    )
+    g.add_argument(
+        "--sim_size", type=size_bytes, metavar="BYTES", help="simulated memory size (1GiB)"
+    )
+    if command:
+        p.add_argument(
+            "command",
+            nargs=argparse.REMAINDER,
+            help="a command to start and monitor (after --), 'paddr' for physical memory",
+        )
+
+
+def attrs_from_args(args: argparse.Namespace, base: Attrs | None = None) -> Attrs:
+    from dataclasses import replace
+
+    from pydamon.core import IntervalsGoal
+
+    attrs = base or Attrs(ops_update_interval_us=1_000_000)
+    kw: dict[str, Any] = {}
+    if getattr(args, "monitoring_intervals", None):
+        s, a, u = args.monitoring_intervals
+        kw.update(sample_interval_us=s, aggr_interval_us=a, ops_update_interval_us=u)
+    if getattr(args, "sample", None) is not None:
+        kw["sample_interval_us"] = args.sample
+    if getattr(args, "aggr", None) is not None:
+        kw["aggr_interval_us"] = args.aggr
+    if getattr(args, "updr", None) is not None:
+        kw["ops_update_interval_us"] = args.updr
+    if getattr(args, "monitoring_nr_regions_range", None):
+        kw["min_nr_regions"], kw["max_nr_regions"] = args.monitoring_nr_regions_range
+    if getattr(args, "minr", None) is not None:
+        kw["min_nr_regions"] = args.minr
+    if getattr(args, "maxr", None) is not None:
+        kw["max_nr_regions"] = args.maxr
+    if getattr(args, "monitoring_intervals_goal", None):
+        bp, aggrs, lo, hi = args.monitoring_intervals_goal
+        try:
+            kw["intervals_goal"] = IntervalsGoal(int(bp), int(aggrs), time_us(lo), time_us(hi))
+        except (ValueError, argparse.ArgumentTypeError) as err:
+            raise CliError(f"bad --monitoring_intervals_goal: {err}", EXIT_USAGE) from None
+    attrs = replace(attrs, **kw)
+    try:
+        attrs.with_aggr_samples().validate()
+    except AttrsError as err:
+        raise CliError(f"invalid monitoring attributes: {err}", EXIT_USAGE) from None
+    return attrs
+
+
+def make_ops(name: str, **kwargs: Any) -> Operations:
+    """Instantiate the operations set ``pydamon.ops.<name>``."""
+    if name == "sim":
+        from pydamon.ops.sim import SimOperations
+
+        return SimOperations(**kwargs)
+    try:
+        module = importlib.import_module(f"pydamon.ops.{name}")
+    except ImportError:
+        raise CliError(
+            f"the {name} operations set is not available in this pydamon build", EXIT_UNSUPPORTED
+        ) from None
+    for obj in vars(module).values():
+        if (
+            inspect.isclass(obj)
+            and issubclass(obj, Operations)
+            and obj is not Operations
+            and getattr(obj, "name", None) == name
+        ):
+            return obj(**kwargs)
+    raise CliError(f"no {name} operations set found in pydamon.ops.{name}", EXIT_UNSUPPORTED)
+
+
+@dataclass
+class MonitorSetup:
+    """What a monitoring command monitors: context pieces plus the started process, if any."""
+
+    ops_name: str
+    ops: Operations
+    targets: list[Target]
+    target_names: list[str]
+    process: Any = None  # subprocess.Popen of a command target
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int | None:
+        return self.targets[0].pid if self.targets else None
+
+
+def pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def setup_targets(args: argparse.Namespace, *, start_command: bool = True) -> MonitorSetup:
+    """Resolve the target options into an operations set and targets (may start a command)."""
+    import subprocess
+
+    command = [c for c in (getattr(args, "command", None) or [])]
+    if command and command[0] == "--":
+        command = command[1:]
+    chosen = [
+        bool(getattr(args, "target_pid", None)),
+        bool(getattr(args, "sim", None)),
+        bool(command),
+    ]
+    ops_name = getattr(args, "ops", None)
+    if sum(chosen) > 1:
+        raise CliError("give one target: --target_pid, --sim, or a command after --", EXIT_USAGE)
+    ranges = parse_ranges(args.regions) if getattr(args, "regions", None) else None
+    if command == ["paddr"] or (ops_name == "paddr" and not any(chosen)):
+        ops = make_ops("paddr")
+        return MonitorSetup("paddr", ops, [Target(ranges=ranges)], ["paddr"])
+    if args.sim:
+        if ops_name not in (None, "sim"):
+            raise CliError(f"--sim uses the sim operations set, not --ops {ops_name}", EXIT_USAGE)
+        workload: Any = args.sim
+        if os.path.exists(args.sim):
+            from pydamon.ops.sim import load_workload
+
+            try:
+                workload = load_workload(args.sim)
+            except (OSError, ValueError) as err:
+                raise CliError(f"bad workload file {args.sim}: {err}") from None
+        kw: dict[str, Any] = {"seed": args.seed}
+        if getattr(args, "sim_size", None):
+            kw["total_bytes"] = args.sim_size
+        try:
+            ops = make_ops("sim", workloads=workload, **kw)
+        except ValueError as err:
+            raise CliError(str(err), EXIT_USAGE) from None
+        name = args.sim if isinstance(workload, str) else os.path.basename(args.sim)
+        return MonitorSetup("sim", ops, [Target(ranges=ranges)], [f"sim:{name}"])
+    if getattr(args, "target_pid", None):
+        pid = args.target_pid
+        if pid <= 0 or not pid_exists(pid):
+            raise CliError(f"no process with pid {pid}; check the pid (ps -p {pid})", EXIT_USAGE)
+        ops_name = ops_name or "vaddr"
+        ops = make_ops(ops_name)
+        return MonitorSetup(ops_name, ops, [Target(pid=pid, ranges=ranges)], [_comm(pid)])
+    if command:
+        if not start_command:
+            raise CliError("this command cannot start a program; give --target_pid", EXIT_USAGE)
+        ops_name = ops_name or "vaddr"
+        ops = make_ops(ops_name)  # before starting anything, so a missing ops set starts nothing
+        try:
+            proc = subprocess.Popen(command)
+        except OSError as err:
+            raise CliError(f"cannot start {command[0]}: {err.strerror or err}") from None
+        target = Target(pid=proc.pid, ranges=ranges)
+        return MonitorSetup(ops_name, ops, [target], [" ".join(command)], process=proc)
+    raise CliError(
+        "nothing to monitor: give --target_pid PID, --sim WORKLOAD, 'paddr', or -- COMMAND",
+        EXIT_USAGE,
+    )
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return str(pid)
+
+
+def make_context(setup: MonitorSetup, attrs: Attrs, seed: int | None) -> Context:
+    try:
+        return Context(setup.ops, setup.targets, attrs, seed=seed)
+    except AttrsError as err:
+        raise CliError(f"invalid monitoring attributes: {err}", EXIT_USAGE) from None
+
+
+def is_tty(stream: Any = None) -> bool:
+    stream = stream or sys.stderr
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def human_bytes(n: float) -> str:
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.3f} {unit}"
+        n /= 1024
+    return f"{n:.3f} PiB"
+
+
+def human_time_us(us: float) -> str:
+    us = float(us)
+    if us >= 3_600_000_000:
+        h = int(us // 3_600_000_000)
+        return f"{h} h {human_time_us(us - h * 3_600_000_000)}"
+    if us >= 60_000_000:
+        m = int(us // 60_000_000)
+        return f"{m} m {(us - m * 60_000_000) / 1e6:.3f} s"
+    if us >= 1_000_000:
+        return f"{us / 1e6:.3f} s"
+    if us >= 1000:
+        return f"{us / 1000:.3f} ms"
+    return f"{us:.0f} us"

@@ -1,0 +1,294 @@
+"""``pydamon record``: monitor a process, a command, physical memory or a simulated workload and
+stream the snapshots to a record file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from pydamon.cli.common import (
+    MonitorSetup,
+    add_monitoring_options,
+    add_target_options,
+    attrs_from_args,
+    human_bytes,
+    human_time_us,
+    is_tty,
+    make_context,
+    pid_exists,
+    setup_targets,
+)
+from pydamon.cli.main import EXIT_USAGE, CliError
+from pydamon.core import Context
+
+DEFAULT_OUTPUT = "pydamon.data"
+OUTPUT_TYPES = ("pydamon", "json_compressed", "json", "parquet")
+
+EPILOG = """\
+examples:
+  pydamon record --sim hotcold --timeout 30          # 30 s of a simulated workload (virtual time)
+  pydamon record -p $(pidof myapp) -o myapp.data     # a running process, until it exits or ^C
+  sudo pydamon record -- ./prog arg1 arg2           # start a command and monitor it
+  sudo pydamon record paddr --timeout 60             # physical memory for a minute
+  pydamon record --sim stairs -s 10ms -a 200ms --monitoring_nr_regions_range 20 500
+  pydamon record --sim zigzag --output_type json_compressed -o damon.data   # for damo report
+
+The record is written as snapshots are made: ^C, SIGTERM, the target exiting or --timeout end
+it cleanly; even after kill -9 it reads up to the last complete snapshot.
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "record",
+        help="record data access patterns to a file",
+        description="Monitor a target's data accesses and stream snapshots to a record file.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_options(p)
+    p.set_defaults(func=run)
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
+    add_target_options(p)
+    add_monitoring_options(p)
+    g = p.add_argument_group("output")
+    g.add_argument(
+        "-o", "--out", default=DEFAULT_OUTPUT, help=f"record file (default {DEFAULT_OUTPUT})"
+    )
+    g.add_argument(
+        "--output_type",
+        choices=OUTPUT_TYPES,
+        default="pydamon",
+        help="file format; damo's json forms and parquet are written when recording ends",
+    )
+    g.add_argument(
+        "--output_permission", default="644", metavar="OCTAL", help="file mode (default 644)"
+    )
+    g.add_argument("--compress", type=int, default=0, metavar="LEVEL", help="zlib level 1-9 (0)")
+    g.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="stop after this long (monitor time: virtual for --sim, default 10 s there)",
+    )
+    g.add_argument("--schemes", metavar="FILE", help="also apply DAMOS schemes from a file")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    g.add_argument("--json", action="store_true", help="print a JSON summary at the end")
+    # used by 'pydamon start' to run this recorder as a background monitor
+    g.add_argument("--state_dir", help=argparse.SUPPRESS)
+
+
+def _permission(text: str) -> int:
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777:
+        raise CliError(f"bad --output_permission {text!r}; use octal like 600", EXIT_USAGE)
+    return mode
+
+
+def _default_sim_duration_us(setup: MonitorSetup) -> int:
+    specs = getattr(setup.ops, "specs", None) or []
+    if specs and getattr(specs[0], "end_us", None):
+        return int(specs[0].end_us)
+    return 10_000_000
+
+
+def load_schemes(path: str) -> list[Any]:
+    try:
+        from pydamon import damos
+    except ImportError:
+        raise CliError("DAMOS is not available in this pydamon build", 3) from None
+    loader = getattr(damos, "load_schemes", None) or getattr(damos, "parse_schemes_file", None)
+    if loader is None:
+        raise CliError("this pydamon build cannot read scheme files yet", 3)
+    try:
+        return list(loader(path))
+    except (OSError, ValueError) as err:
+        raise CliError(f"bad schemes file {path}: {err}", EXIT_USAGE) from None
+
+
+class Progress:
+    """A one-line progress display on a terminal (stderr), refreshed at most twice a second."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.wall_start = time.monotonic()
+        self.last = 0.0
+
+    def update(self, ctx: Context, nr_snapshots: int, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not force and now - self.last < 0.5:
+            return
+        self.last = now
+        elapsed_us = ctx.clock.now_us() - self.monitor_start_us
+        line = (
+            f"\rrecording: {human_time_us(elapsed_us)} monitored, {nr_snapshots} snapshots, "
+            f"{ctx.nr_regions} regions, monitor CPU {ctx.monitor_cpu_s:.2f} s"
+        )
+        sys.stderr.write(line.ljust(90)[:120])
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    mode = _permission(args.output_permission)
+    out = os.path.abspath(args.out)
+    if os.path.isdir(out):
+        raise CliError(f"{args.out} is a directory; give a file name with -o", EXIT_USAGE)
+    parent = os.path.dirname(out)
+    if not os.access(parent, os.W_OK):
+        raise CliError(f"cannot write to {parent}; choose another -o or fix permissions")
+    attrs = attrs_from_args(args)
+    schemes = load_schemes(args.schemes) if args.schemes else []
+    setup = setup_targets(args)
+    return record(args, setup, attrs, schemes, out, mode)
+
+
+def record(
+    args: argparse.Namespace,
+    setup: MonitorSetup,
+    attrs: Any,
+    schemes: list[Any],
+    out: str,
+    mode: int,
+    *,
+    state: Any = None,
+) -> int:
+    from pydamon.record import export_record, read_record
+    from pydamon.record.recorder import Recorder
+
+    ctx = make_context(setup, attrs, args.seed)
+    if schemes:
+        ctx.set_schemes(schemes)
+    stream_path = out if args.output_type == "pydamon" else f"{out}.part"
+    meta = {
+        "ops": setup.ops_name,
+        "command": sys.argv[1:],
+        "targets": [
+            {"index": i, "target_id": t.target_id, "pid": t.pid, "name": setup.target_names[i]}
+            for i, t in enumerate(setup.targets)
+        ],
+    }
+    if setup.ops_name == "sim":
+        meta["sim_workload"] = args.sim
+    progress = Progress(is_tty() and not args.quiet and not state)
+    recorder_box: list[Any] = []
+
+    def on_snapshot(c: Context, part: Any) -> None:
+        rec = recorder_box[0]
+        progress.update(c, rec.nr_snapshots)
+        if state is not None:
+            state.update(c, part, rec.nr_snapshots)
+
+    recorder = Recorder(
+        ctx,
+        stream_path,
+        meta=meta,
+        footprints=setup.ops_name != "sim",
+        compress=max(0, min(args.compress, 9)),
+        on_snapshot=on_snapshot,
+    )
+    recorder_box.append(recorder)
+    os.chmod(stream_path, mode)
+    progress.monitor_start_us = ctx.clock.now_us()  # type: ignore[attr-defined]
+
+    stop_reason = ["target ended"]
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop_reason[0] = signal.Signals(signum).name
+        ctx.stop()
+
+    def check_target(c: Context) -> bool:
+        if setup.process is not None and setup.process.poll() is not None:
+            stop_reason[0] = f"command exited ({setup.process.returncode})"
+            return True
+        pid = setup.pid
+        if setup.process is None and pid is not None and not pid_exists(pid):
+            stop_reason[0] = f"process {pid} exited"
+            return True
+        return False
+
+    ctx.add_callback("after_aggregation", check_target)
+    if state is not None:
+        state.attach(ctx)
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    duration_us = None
+    if args.timeout is not None:
+        if args.timeout <= 0:
+            raise CliError("--timeout must be positive", EXIT_USAGE)
+        duration_us = int(args.timeout * 1e6)
+    elif setup.ops_name == "sim":
+        duration_us = _default_sim_duration_us(setup)
+    error: BaseException | None = None
+    wall_start = time.monotonic()
+    try:
+        ctx.run(duration_us=duration_us)
+        monitored = ctx.clock.now_us() - progress.monitor_start_us  # type: ignore[attr-defined]
+        if stop_reason[0] == "target ended" and duration_us and monitored >= duration_us:
+            stop_reason[0] = "timeout"
+    except BaseException as err:  # finalize the record whatever ended the loop
+        error = err
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        progress.update(ctx, recorder.nr_snapshots, force=True)
+        progress.done()
+        recorder.close({"stop_reason": stop_reason[0]})
+        if setup.process is not None and setup.process.poll() is None:
+            setup.process.terminate()
+            try:
+                setup.process.wait(5)
+            except Exception:
+                setup.process.kill()
+    if error is not None:
+        if isinstance(error, KeyboardInterrupt):
+            stop_reason[0] = "SIGINT"
+        elif isinstance(error, PermissionError):
+            raise CliError(
+                f"monitoring failed: {error}; run as root (sudo) or with CAP_SYS_ADMIN", 3
+            ) from None
+        elif isinstance(error, OSError | ValueError | RuntimeError):
+            raise CliError(f"monitoring failed: {error}") from None
+        else:
+            raise error
+    if args.output_type != "pydamon":
+        rec = read_record(stream_path)
+        export_record(rec, out, args.output_type)
+        os.chmod(out, mode)
+        os.unlink(stream_path)
+    summary = {
+        "output": out,
+        "output_type": args.output_type,
+        "nr_snapshots": recorder.nr_snapshots,
+        "monitored_us": ctx.clock.now_us() - progress.monitor_start_us,  # type: ignore[attr-defined]
+        "wall_s": round(time.monotonic() - wall_start, 3),
+        "monitor_cpu_s": round(ctx.monitor_cpu_s, 3),
+        "stop_reason": stop_reason[0],
+        "file_bytes": os.path.getsize(out),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    elif not args.quiet and state is None:
+        print(
+            f"recorded {summary['nr_snapshots']} snapshots "
+            f"({human_time_us(summary['monitored_us'])} monitored, "
+            f"stopped: {summary['stop_reason']}) to {out} "
+            f"({human_bytes(summary['file_bytes'])}); monitor CPU {summary['monitor_cpu_s']} s",
+            file=sys.stderr,
+        )
+    return 0

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 COMMAND_MODULES: list[str] = [
     "pydamon.cli.demo",
     "pydamon.cli.module",
+    "pydamon.cli.record",
 ]
 
 #: Exit codes: 0 success, 1 runtime failure, 2 usage error (argparse's), 3 missing feature or

@@ -1,0 +1,304 @@
+"""Test-suite machinery: running ``@pytest.mark.guest`` tests where page_idle exists.
+
+Tests marked ``guest`` need a kernel with the page_idle bitmap (and usually root). They run:
+
+- natively, when this machine's ``/sys/kernel/mm/page_idle/bitmap`` is readable and writable
+  (or when this process already runs inside the test guest, ``PYDAMON_IN_GUEST=1``);
+- otherwise inside ONE boot of the qemu test guest (``../shared/testbed``, or
+  ``$PYDAMON_TESTBED``) for the whole session: the first guest test boots the guest, which runs
+  all selected guest tests in an inner pytest; each guest test on the host then reports its inner
+  outcome (pass, failure text, skip reason);
+- or they skip, saying what is missing.
+
+``PYDAMON_GUEST=off`` skips guest tests; ``PYDAMON_GUEST_MEM`` (default ``2G``),
+``PYDAMON_GUEST_CPUS`` (2) and ``PYDAMON_GUEST_TIMEOUT`` (seconds, 900) tune the guest.
+See docs/testing.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PAGE_IDLE_BITMAP = "/sys/kernel/mm/page_idle/bitmap"
+IN_GUEST_ENV = "PYDAMON_IN_GUEST"
+SELECT_ENV = "PYDAMON_GUEST_SELECT"
+RESULTS_ENV = "PYDAMON_GUEST_RESULTS"
+
+
+def in_guest() -> bool:
+    return os.environ.get(IN_GUEST_ENV) == "1"
+
+
+def page_idle_usable() -> bool:
+    return os.access(PAGE_IDLE_BITMAP, os.R_OK | os.W_OK)
+
+
+def testbed_dir() -> Path:
+    override = os.environ.get("PYDAMON_TESTBED")
+    return Path(override) if override else REPO.parent / "shared" / "testbed"
+
+
+def guest_unavailable_reason() -> str | None:
+    """Why the test guest cannot be booted here, or None if it can."""
+    tb = testbed_dir()
+    if not (tb / "run-in-vm.sh").is_file() or not (tb / "bzImage").is_file():
+        return f"no test bed at {tb} (run-in-vm.sh + bzImage); set PYDAMON_TESTBED to its directory"
+    missing = [
+        what
+        for what, ok in (
+            ("qemu-system-x86_64", shutil.which("qemu-system-x86_64")),
+            ("busybox-static (/bin/busybox)", os.access("/bin/busybox", os.X_OK)),
+            ("cpio", shutil.which("cpio")),
+        )
+        if not ok
+    ]
+    if missing:
+        return (
+            f"test guest needs {', '.join(missing)} "
+            "(apt-get install qemu-system-x86 busybox-static cpio)"
+        )
+    return None
+
+
+# -- how guest tests run in this session ----------------------------------------------------------
+
+
+@dataclass
+class GuestRun:
+    """The state of this session's single guest boot."""
+
+    nodeids: list[str] = field(default_factory=list)
+    done: bool = False
+    #: nodeid -> {"outcome": ..., "text": ...} from the inner run.
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Set when the guest run as a whole failed (timeout, crash, no results).
+    error: str | None = None
+    seconds: float = 0.0
+
+
+_mode: str = "native"  # native | guest | skip
+_skip_reason = ""
+_guest_run = GuestRun()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _mode, _skip_reason
+    if in_guest() or page_idle_usable():
+        _mode = "native"
+    elif os.environ.get("PYDAMON_GUEST", "").lower() in ("off", "0", "no"):
+        _mode, _skip_reason = "skip", "guest tests turned off (PYDAMON_GUEST=off)"
+    else:
+        reason = guest_unavailable_reason()
+        if reason is None:
+            _mode = "guest"
+        else:
+            _mode = "skip"
+            _skip_reason = (
+                f"needs page_idle ({PAGE_IDLE_BITMAP} missing or not writable: kernel "
+                f"CONFIG_IDLE_PAGE_TRACKING and root) and the test guest is unavailable: {reason}"
+            )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if in_guest():
+        _select_inner(config, items)
+        return
+    if _mode == "native":
+        return
+    for i, item in enumerate(items):
+        if item.get_closest_marker("guest") is None:
+            continue
+        if _mode == "skip":
+            item.add_marker(pytest.mark.skip(reason=_skip_reason))
+            continue
+        items[i] = GuestProxy.from_item(item)
+        _guest_run.nodeids.append(item.nodeid)
+
+
+def _select_inner(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Inside the guest: keep only the tests the host asked for."""
+    select_file = os.environ.get(SELECT_ENV)
+    if not select_file:
+        return
+    wanted = set(Path(select_file).read_text().splitlines())
+    keep = [item for item in items if item.nodeid in wanted]
+    deselected = [item for item in items if item.nodeid not in wanted]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+    items[:] = keep
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Inside the guest: record each test's outcome for the host."""
+    results_file = os.environ.get(RESULTS_ENV)
+    if not (in_guest() and results_file):
+        return
+    if report.when != "call" and report.outcome == "passed":
+        return
+    text = ""
+    if report.outcome == "skipped" and isinstance(report.longrepr, tuple):
+        text = str(report.longrepr[2])
+    elif report.longrepr is not None:
+        text = report.longreprtext
+    if hasattr(report, "wasxfail"):
+        text = f"xfail: {report.wasxfail}"
+    entry = {
+        "nodeid": report.nodeid,
+        "when": report.when,
+        "outcome": report.outcome,
+        "text": text,
+        "duration": report.duration,
+    }
+    with open(results_file, "a") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+class GuestRunFailed(Exception):
+    """A guest test failed inside the guest, or the guest run itself failed."""
+
+
+class GuestProxy(pytest.Item):
+    """Stands in on the host for a guest test that runs inside the test guest."""
+
+    @classmethod
+    def from_item(cls, item: pytest.Item) -> GuestProxy:
+        proxy = cls.from_parent(item.parent, name=item.name)
+        proxy.own_markers.extend(item.iter_markers())
+        proxy.keywords.update(dict(item.keywords))
+        proxy._location = item.location
+        return proxy
+
+    def reportinfo(self) -> tuple[Any, int | None, str]:
+        return self._location
+
+    def runtest(self) -> None:
+        if not _guest_run.done:
+            _boot_guest(self.config)
+        if _guest_run.error:
+            raise GuestRunFailed(_guest_run.error)
+        result = _guest_run.results.get(self.nodeid)
+        if result is None:
+            raise GuestRunFailed("the inner pytest in the guest did not report this test")
+        if result["outcome"] == "skipped":
+            pytest.skip(f"(in guest) {result['text']}")
+        if result["outcome"] == "failed":
+            raise GuestRunFailed(f"failed in the test guest ({result['when']}):\n{result['text']}")
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style=None) -> str:  # type: ignore[override]
+        if isinstance(excinfo.value, GuestRunFailed):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)  # type: ignore[return-value]
+
+
+def _boot_guest(config: pytest.Config) -> None:
+    """Run all of this session's guest tests in one guest boot."""
+    run = _guest_run
+    run.done = True
+
+    def say(line: str) -> None:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        capman = config.pluginmanager.get_plugin("capturemanager")
+        if reporter is None or capman is None:
+            return
+        with capman.global_and_fixture_disabled():
+            reporter.write_line(line)
+
+    results_dir = Path(tempfile.mkdtemp(prefix="pydamon-guest-"))
+    try:
+        select = results_dir / "nodeids"
+        select.write_text("\n".join(run.nodeids) + "\n")
+        results = results_dir / "results.jsonl"
+        files = sorted({nodeid.split("::")[0] for nodeid in run.nodeids})
+        timeout_s = int(os.environ.get("PYDAMON_GUEST_TIMEOUT", "900"))
+        cmd = [
+            "bash",
+            str(testbed_dir() / "run-in-vm.sh"),
+            "-m",
+            os.environ.get("PYDAMON_GUEST_MEM", "2G"),
+            "-c",
+            os.environ.get("PYDAMON_GUEST_CPUS", "2"),
+            "-t",
+            str(timeout_s),
+            "-w",
+            str(results_dir),
+            "-C",
+            str(config.rootpath),
+            "-e",
+            f"{IN_GUEST_ENV}=1",
+            "-e",
+            f"{SELECT_ENV}={select}",
+            "-e",
+            f"{RESULTS_ENV}={results}",
+            # Entry-point plugin discovery (hypothesis's plugin above all) costs ~20 s in the
+            # emulated guest; guest tests need no third-party pytest plugin.
+            "-e",
+            "PYTEST_DISABLE_PLUGIN_AUTOLOAD=1",
+            "--",
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "addopts=",
+            "-rN",
+            *files,
+        ]
+        say(f"[guest] booting the test guest for {len(run.nodeids)} guest test(s)...")
+        started = time.monotonic()
+        for _attempt in range(2):
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s + 60)
+            # Under emulation the guest kernel occasionally dies while booting: boot once more
+            # if it died before any test reported.
+            if proc.returncode != 125 or (results.exists() and results.stat().st_size):
+                break
+            say("[guest] the guest died before running tests; booting again")
+        run.seconds = time.monotonic() - started
+        say(f"[guest] guest run finished in {run.seconds:.0f} s")
+        if results.exists():
+            for line in results.read_text().splitlines():
+                entry = json.loads(line)
+                prev = run.results.get(entry["nodeid"])
+                # the first failure or skip of a test (setup/call/teardown) decides its outcome
+                if prev is None or prev["outcome"] == "passed":
+                    run.results[entry["nodeid"]] = entry
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
+        if proc.returncode == 124:
+            run.error = f"the test guest timed out after {timeout_s} s (PYDAMON_GUEST_TIMEOUT)"
+        elif proc.returncode == 125:
+            run.error = f"the test guest died:\n{tail}"
+        elif not run.results:
+            run.error = f"the guest run reported no results (exit {proc.returncode}):\n{tail}"
+        if run.error and run.results:
+            # keep what was reported, blame the run only for the rest
+            for nodeid in run.nodeids:
+                run.results.setdefault(
+                    nodeid, {"outcome": "failed", "when": "guest", "text": run.error}
+                )
+            run.error = None
+    except subprocess.TimeoutExpired:
+        run.error = "the test guest did not stop (run-in-vm.sh hung past its timeout)"
+    finally:
+        shutil.rmtree(results_dir, ignore_errors=True)
+
+
+# -- fixtures -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def page_idle_available() -> bool:
+    """Whether this process can use the page_idle bitmap (true in guest tests)."""
+    return page_idle_usable()

@@ -49,7 +49,7 @@ class SchemesEngine:
     """Runs the DAMOS schemes of one :class:`~pydamon.core.context.Context`.
 
     ``metrics`` is where watermarks and quota goals read the system's state; by default the
-    operations set's (``ops.damos_metrics()``, e.g. the simulator's) if it has one, else the
+    operations set's (``ops.metrics``, e.g. the simulated machine's) if it has one, else the
     running system's (:class:`~pydamon.damos.metrics.SystemMetrics`).
     """
 
@@ -273,6 +273,9 @@ class SchemesEngine:
             regions.split_at(i, sz)
         if self._core_filter_out(ctx, ti, t, i, s):
             return
+        # An addr filter may have split the region: charge and count what is tried. (The kernel
+        # keeps the size from before that split, counting the rest twice.)
+        sz = int(regions.end[i] - regions.start[i])
         timer = _timer(ctx)
         begin = timer()
         start, end = int(regions.start[i]), int(regions.end[i])
@@ -320,12 +323,11 @@ def _check_scheme(s: object) -> None:
 
 
 def _ops_metrics(ctx: Context) -> MetricsSource | None:
-    fn = getattr(ctx.ops, "damos_metrics", None)
-    if callable(fn):
-        source = fn()
-        if isinstance(source, MetricsSource):
-            return source
-    return None
+    """The operations set's own metrics (``ops.metrics``, e.g. the simulated machine's)."""
+    source = getattr(ctx.ops, "metrics", None)
+    if callable(source) and not isinstance(source, MetricsSource):
+        source = source()
+    return source if isinstance(source, MetricsSource) else None
 
 
 def _pattern_match(ctx: Context, regions: Regions, i: int, s: Scheme) -> bool:

@@ -1,0 +1,669 @@
+"""``pydamon report``: heatmap, wss, access, footprints, times, nr_regions, raw, info.
+
+Every report reads pydamon records and damo records (``json``, ``json_compressed``,
+``perf_script``) alike; ``access`` also reads a running background monitor (``--live``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+from pydamon.cli.common import address, human_bytes, human_time_us, is_tty, size_bytes, time_us
+from pydamon.cli.main import EXIT_USAGE, CliError
+from pydamon.record import Record, RecordError, read_record
+from pydamon.report import render, stats
+
+REPORT_TYPES = ("heatmap", "wss", "access", "footprints", "times", "nr_regions", "raw", "info")
+
+EPILOG = """\
+examples:
+  pydamon report heatmap                          # terminal heatmap of ./pydamon.data
+  pydamon report heatmap -i damon.data --output heat.png --resol 200 400
+  pydamon report heatmap --time_range 10s 20s --address_range 0x7f0000000000 0x7f0040000000
+  pydamon report wss --range 0 101 10             # working set size percentiles
+  pydamon report wss --sortby time --plot wss.png
+  pydamon report access --snapshot -1 --sort_regions_by access_rate
+  pydamon report access --live                    # the running 'pydamon start' monitor
+  pydamon report footprints --json
+  pydamon report times --access_rate 50 100 --age 1s max
+  pydamon report nr_regions
+  pydamon report raw | less
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="report on a record (pydamon's or damo's) or a running monitor",
+        description="Reports on a record file: " + ", ".join(REPORT_TYPES) + ".",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rsub = p.add_subparsers(dest="report_type", metavar="TYPE")
+    p.set_defaults(func=lambda a: _no_type(p))
+
+    def common(sp: argparse.ArgumentParser, *, targets: bool = True) -> None:
+        sp.add_argument(
+            "-i",
+            "--input",
+            metavar="FILE",
+            help="record file (default: pydamon.data, else damon.data)",
+        )
+        if targets:
+            sp.add_argument("--target", type=int, metavar="INDEX", help="only this target")
+        sp.add_argument("--json", action="store_true", help="machine-readable JSON output")
+
+    hm = rsub.add_parser(
+        "heatmap",
+        help="access heatmap over time and address (terminal, PNG, SVG)",
+        epilog="examples:\n  pydamon report heatmap --output heat.png\n"
+        "  pydamon report heatmap --resol 30 120 --draw_range all\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    common(hm)
+    hm.add_argument(
+        "--output",
+        metavar="FILE|raw",
+        help="image file (.png .svg .pdf .jpg, needs matplotlib) or 'raw' for triples",
+    )
+    hm.add_argument(
+        "--resol", nargs=2, type=int, metavar=("TIME_ROWS", "ADDR_COLS"), help="cells of the map"
+    )
+    hm.add_argument(
+        "--time_range",
+        nargs=2,
+        type=time_us,
+        metavar=("START", "END"),
+        help="time since the record start (e.g. 10s 20s)",
+    )
+    hm.add_argument("--address_range", nargs=2, type=address, metavar=("START", "END"))
+    hm.add_argument(
+        "--draw_range",
+        choices=("hottest", "all"),
+        default="hottest",
+        help="default address range: the hottest contiguous span (default) or everything",
+    )
+    hm.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    hm.set_defaults(func=report_heatmap)
+
+    ws = rsub.add_parser(
+        "wss",
+        help="working set size distribution",
+        epilog="examples:\n  pydamon report wss\n"
+        "  pydamon report wss --range 0 101 5 --plot wss.png\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    common(ws)
+    ws.add_argument("--range", nargs=3, type=int, metavar=("START", "STOP", "STEP"),
+                    default=[0, 101, 25], help="percentiles (default 0 101 25)")  # fmt: skip
+    ws.add_argument("--sortby", choices=("size", "time"), default="size")
+    ws.add_argument(
+        "--min_access_rate",
+        type=float,
+        default=0.0,
+        metavar="PERCENT",
+        help="count a region in the working set from this access rate (default: any access)",
+    )
+    ws.add_argument(
+        "--exclude_samples",
+        type=int,
+        default=0,
+        metavar="N",
+        help="skip the first N snapshots of each target (damo skips 20)",
+    )
+    ws.add_argument("--plot", metavar="FILE", help="plot the distribution to an image")
+    ws.add_argument("--all_wss", action="store_true", help="print every snapshot's wss")
+    ws.set_defaults(func=report_wss)
+
+    ac = rsub.add_parser(
+        "access",
+        help="regions of one snapshot with size, access rate, age and temperature summary",
+        epilog="examples:\n  pydamon report access\n  pydamon report access --snapshot 0\n"
+        "  pydamon report access --live --sort_regions_by access_rate --top 20\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    common(ac)
+    ac.add_argument("--snapshot", type=int, default=-1, metavar="N", help="index (-1: last)")
+    ac.add_argument(
+        "--live",
+        nargs="?",
+        const="",
+        metavar="NAME",
+        help="read the latest snapshot of a running background monitor",
+    )
+    ac.add_argument(
+        "--sort_regions_by",
+        choices=("address", "access_rate", "age", "size", "temperature"),
+        default="address",
+    )
+    ac.add_argument("--top", type=int, metavar="N", help="only the first N regions after sorting")
+    ac.add_argument("--raw_form", action="store_true", help="damo's raw form")
+    ac.set_defaults(func=report_access)
+
+    fp = rsub.add_parser("footprints", help="memory footprint (RSS, VSZ, system used) over time")
+    common(fp)
+    fp.add_argument("--range", nargs=3, type=int, metavar=("START", "STOP", "STEP"),
+                    default=[0, 101, 25])  # fmt: skip
+    fp.add_argument("--sortby", choices=("size", "time"), default="size")
+    fp.add_argument("--plot", metavar="FILE", help="plot RSS over time to an image")
+    fp.set_defaults(func=report_footprints)
+
+    tm = rsub.add_parser(
+        "times",
+        help="time ranges when an access pattern was present",
+        epilog="examples:\n  pydamon report times --access_rate 80 100\n"
+        "  pydamon report times --sz_region 1M max --age 5s max\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    common(tm)
+    tm.add_argument("--sz_region", nargs=2, metavar=("MIN", "MAX"), help="region size range")
+    tm.add_argument("--access_rate", nargs=2, metavar=("MIN", "MAX"), help="percent range")
+    tm.add_argument("--age", nargs=2, metavar=("MIN", "MAX"), help="age range (e.g. 1s max)")
+    tm.add_argument("--address", nargs=2, type=address, metavar=("START", "END"))
+    tm.set_defaults(func=report_times)
+
+    nr = rsub.add_parser("nr_regions", help="distribution of the number of regions")
+    common(nr)
+    nr.add_argument("--range", nargs=3, type=int, metavar=("START", "STOP", "STEP"),
+                    default=[0, 101, 25])  # fmt: skip
+    nr.add_argument("--sortby", choices=("size", "time"), default="size")
+    nr.set_defaults(func=report_nr_regions)
+
+    raw = rsub.add_parser("raw", help="every snapshot in damo's raw text form")
+    common(raw)
+    raw.add_argument("--max_snapshots", type=int, metavar="N")
+    raw.set_defaults(func=report_raw)
+
+    info = rsub.add_parser("info", help="what a record holds (format, targets, time, size)")
+    common(info, targets=False)
+    info.set_defaults(func=report_info)
+
+
+def _no_type(p: argparse.ArgumentParser) -> int:
+    p.print_help(sys.stderr)
+    return EXIT_USAGE
+
+
+# -- input -----------------------------------------------------------------------------------------
+def load(args: argparse.Namespace) -> Record:
+    path = args.input
+    if path is None:
+        path = "pydamon.data" if os.path.exists("pydamon.data") else "damon.data"
+        if not os.path.exists(path):
+            raise CliError(
+                "no record file given and neither ./pydamon.data nor ./damon.data exists; "
+                "use -i FILE (or 'pydamon record' first)",
+                EXIT_USAGE,
+            )
+    try:
+        rec = read_record(path)
+    except RecordError as err:
+        raise CliError(str(err)) from None
+    for w in rec.warnings:
+        print(f"pydamon report: note: {path}: {w}", file=sys.stderr)
+    target = getattr(args, "target", None)
+    if target is not None:
+        if target not in rec.target_indexes():
+            raise CliError(
+                f"{path} has no target {target}; it has targets {rec.target_indexes()}",
+                EXIT_USAGE,
+            )
+        rec = rec.for_target(target)
+    if not rec.nr_snapshots:
+        raise CliError(f"{path} holds no snapshots")
+    return rec
+
+
+def _targets(rec: Record) -> list[int]:
+    return rec.target_indexes()
+
+
+def _tid(rec: Record, tidx: int) -> Any:
+    tid = rec.target_id_of(tidx)
+    return tid if tid is not None else tidx
+
+
+def _emit_json(data: Any) -> None:
+    print(json.dumps(data, indent=1))
+
+
+# -- heatmap ---------------------------------------------------------------------------------------
+def heatmap_grid(
+    args: argparse.Namespace, rec: Record
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    tidx = _targets(rec)[0]
+    rec = rec.for_target(tidx)
+    origin = int(rec.snap_start_us.min())
+    time_range = None
+    if args.time_range:
+        time_range = (origin + args.time_range[0], origin + args.time_range[1])
+        if time_range[1] <= time_range[0]:
+            raise CliError("--time_range END must be after START", EXIT_USAGE)
+    addr_range = tuple(args.address_range) if args.address_range else None
+    if addr_range is not None and addr_range[1] <= addr_range[0]:
+        raise CliError("--address_range END must be above START", EXIT_USAGE)
+    if addr_range is None and args.draw_range == "all":
+        addr_range = (int(rec.starts.min()), int(rec.ends.max()))
+    image = args.output not in (None, "raw")
+    rows, cols = args.resol if args.resol else ((300, 500) if image else (30, 80))
+    if rows <= 0 or cols <= 0:
+        raise CliError("--resol needs positive numbers", EXIT_USAGE)
+    return stats.heat_grid(
+        rec,
+        time_range=time_range,
+        address_range=addr_range,  # type: ignore[arg-type]
+        time_bins=rows,
+        address_bins=cols,
+    )
+
+
+def report_heatmap(args: argparse.Namespace) -> int:
+    rec = load(args)
+    grid, t_edges, a_edges = heatmap_grid(args, rec)
+    origin = int(rec.snap_start_us.min())
+    if args.json:
+        _emit_json(
+            {
+                "time_edges_us": (t_edges - origin).tolist(),
+                "address_edges": [int(x) for x in a_edges],
+                "access_rate": np.round(grid, 6).tolist(),
+            }
+        )
+    elif args.output == "raw":
+        print(render.heatmap_raw(grid, t_edges, a_edges))
+    elif args.output:
+        try:
+            render.heatmap_image(grid, t_edges, a_edges, args.output, time_origin_us=origin)
+        except RuntimeError as err:
+            raise CliError(str(err), 3) from None
+        except ValueError as err:
+            raise CliError(f"cannot write {args.output}: {err}", EXIT_USAGE) from None
+        print(f"heatmap written to {args.output}", file=sys.stderr)
+    else:
+        color = args.color == "always" or (args.color == "auto" and is_tty(sys.stdout))
+        print(render.heatmap_text(grid, t_edges, a_edges, color=color, time_origin_us=origin))
+    return 0
+
+
+# -- distributions ---------------------------------------------------------------------------------
+def _percentiles(rng: list[int]) -> list[int]:
+    start, stop, step = rng
+    if step <= 0 or start < 0 or stop > 101 or start >= stop:
+        raise CliError("--range needs START < STOP <= 101 and STEP > 0", EXIT_USAGE)
+    return list(range(start, stop, step))
+
+
+def _dist_lines(
+    title: str, values: np.ndarray, percentiles: list[int], sortby: str, fmt: Any
+) -> list[str]:
+    lines = [f"# <percentile> <{title}>"]
+    if not len(values):
+        return lines + ["# no data"]
+    lines.append(f"# avr:\t{fmt(float(values.mean()))}")
+    if sortby == "time":
+        idx = [min(int(len(values) * p / 100), len(values) - 1) for p in percentiles]
+        rows = [(p, int(values[i])) for p, i in zip(percentiles, idx)]
+    else:
+        rows = stats.percentile_table(values, percentiles)
+    top = max(max(v for _, v in rows), 1)
+    for p, v in rows:
+        bar = "*" * max(int(v / top * 40), 1 if v else 0)
+        lines.append(f"{p:3d}\t{fmt(v):>14}\t|{bar:<40}|")
+    return lines
+
+
+def wss_values(rec: Record, tidx: int, min_access_rate: float, exclude: int) -> np.ndarray:
+    sub = rec.for_target(tidx)
+    values = stats.wss_bytes(sub, min_access_rate / 100)
+    return values[exclude:]
+
+
+def report_wss(args: argparse.Namespace) -> int:
+    rec = load(args)
+    pcts = _percentiles(args.range)
+    out_json = []
+    lines: list[str] = []
+    for tidx in _targets(rec):
+        values = wss_values(rec, tidx, args.min_access_rate, args.exclude_samples)
+        rows = stats.percentile_table(values, pcts)
+        out_json.append(
+            {
+                "target_index": tidx,
+                "target_id": _tid(rec, tidx),
+                "nr_snapshots": int(len(values)),
+                "average_bytes": float(values.mean()) if len(values) else 0.0,
+                "percentiles": {str(p): v for p, v in rows},
+                **({"all_bytes": values.tolist()} if args.all_wss else {}),
+            }
+        )
+        lines.append(f"# target_id\t{_tid(rec, tidx)}")
+        if args.all_wss:
+            lines += [str(int(v)) for v in values]
+        else:
+            lines += _dist_lines("wss", values, pcts, args.sortby, human_bytes)
+        if args.plot:
+            ys = np.sort(values) if args.sortby == "size" else values
+            xs = np.linspace(0, 100, len(ys))
+            _plot(xs, ys, args.plot, "percentile" if args.sortby == "size" else "runtime (%)",
+                  "working set size (bytes)")  # fmt: skip
+    if args.json:
+        _emit_json(out_json)
+    elif args.plot:
+        print(f"plot written to {args.plot}", file=sys.stderr)
+    else:
+        print("\n".join(lines))
+    return 0
+
+
+def _plot(xs: np.ndarray, ys: np.ndarray, path: str, xlabel: str, ylabel: str) -> None:
+    try:
+        render.line_plot(xs, ys, path, xlabel=xlabel, ylabel=ylabel)
+    except RuntimeError as err:
+        raise CliError(str(err), 3) from None
+    except ValueError as err:
+        raise CliError(f"cannot write {path}: {err}", EXIT_USAGE) from None
+
+
+def report_footprints(args: argparse.Namespace) -> int:
+    rec = load(args)
+    pcts = _percentiles(args.range)
+    out_json = []
+    lines = []
+    for tidx in _targets(rec):
+        cols = stats.footprint_columns(rec.for_target(tidx))
+        entry: dict[str, Any] = {"target_index": tidx, "target_id": _tid(rec, tidx)}
+        lines.append(f"# target_id\t{_tid(rec, tidx)}")
+        for name in ("rss_bytes", "vsz_bytes", "sys_used_bytes"):
+            values = cols[name]
+            entry[name] = {
+                "average": float(values.mean()) if len(values) else None,
+                "percentiles": {str(p): v for p, v in stats.percentile_table(values, pcts)},
+            }
+            label = name.removesuffix("_bytes")
+            if len(values):
+                lines += _dist_lines(label, values, pcts, args.sortby, human_bytes)
+            else:
+                lines.append(f"# {label}: not recorded (simulated or kernel-only target)")
+        out_json.append(entry)
+        if args.plot:
+            sub = rec.for_target(tidx)
+            keep = sub.rss_bytes >= 0
+            xs = (sub.snap_end_us[keep] - sub.snap_start_us.min()) / 1e6
+            _plot(xs, sub.rss_bytes[keep], args.plot, "time (s)", "RSS (bytes)")
+    if args.json:
+        _emit_json(out_json)
+    else:
+        print("\n".join(lines))
+    return 0
+
+
+def report_nr_regions(args: argparse.Namespace) -> int:
+    rec = load(args)
+    pcts = _percentiles(args.range)
+    out_json = []
+    lines = []
+    for tidx in _targets(rec):
+        values = rec.for_target(tidx).nr_regions
+        out_json.append(
+            {
+                "target_index": tidx,
+                "target_id": _tid(rec, tidx),
+                "average": float(values.mean()),
+                "percentiles": {str(p): v for p, v in stats.percentile_table(values, pcts)},
+            }
+        )
+        lines.append(f"# target_id\t{_tid(rec, tidx)}")
+        lines += _dist_lines("nr_regions", values, pcts, args.sortby, lambda v: f"{v:.0f}")
+    if args.json:
+        _emit_json(out_json)
+    else:
+        print("\n".join(lines))
+    return 0
+
+
+# -- times -----------------------------------------------------------------------------------------
+def _range_arg(pair: list[str] | None, parse: Any, what: str) -> tuple[Any, Any]:
+    if not pair:
+        return None, None
+    lo_t, hi_t = pair
+    try:
+        lo = 0 if lo_t == "min" else parse(lo_t)
+        hi = None if hi_t == "max" else parse(hi_t)
+    except (ValueError, argparse.ArgumentTypeError):
+        raise CliError(f"bad {what} range {lo_t} {hi_t}", EXIT_USAGE) from None
+    return lo, hi
+
+
+def report_times(args: argparse.Namespace) -> int:
+    rec = load(args)
+    min_sz, max_sz = _range_arg(args.sz_region, size_bytes, "--sz_region")
+    lo_rate, hi_rate = _range_arg(args.access_rate, float, "--access_rate")
+    min_age, max_age = _range_arg(args.age, time_us, "--age")
+    origin = int(rec.snap_start_us.min())
+    out_json = []
+    lines = []
+    for tidx in _targets(rec):
+        ranges = stats.pattern_times(
+            rec.for_target(tidx),
+            min_size=min_sz or 0,
+            max_size=max_sz,
+            min_access_rate=(lo_rate or 0) / 100,
+            max_access_rate=1.0 if hi_rate is None else hi_rate / 100,
+            min_age_us=min_age or 0,
+            max_age_us=max_age,
+            address_range=tuple(args.address) if args.address else None,  # type: ignore[arg-type]
+        )
+        total = sum(r.duration_us for r in ranges)
+        out_json.append(
+            {
+                "target_index": tidx,
+                "target_id": _tid(rec, tidx),
+                "ranges_us": [[r.start_us - origin, r.end_us - origin] for r in ranges],
+                "total_us": total,
+            }
+        )
+        lines.append(f"# target_id\t{_tid(rec, tidx)}")
+        for r in ranges:
+            lines.append(
+                f"{human_time_us(r.start_us - origin)}-{human_time_us(r.end_us - origin)} "
+                f"({human_time_us(r.duration_us)})"
+            )
+        lines.append(f"# total: {human_time_us(total)} in {len(ranges)} ranges")
+    if args.json:
+        _emit_json(out_json)
+    else:
+        print("\n".join(lines))
+    return 0
+
+
+# -- access ----------------------------------------------------------------------------------------
+def _load_live(name: str) -> Record:
+    from pydamon.cli import rundir
+
+    insts = [i for i in rundir.instances() if i.alive]
+    if name:
+        insts = [i for i in insts if i.name == name]
+        if not insts:
+            raise CliError(f"no running monitor named {name!r}; see 'pydamon status'", EXIT_USAGE)
+    if not insts:
+        raise CliError("no running background monitor; start one with 'pydamon start'", EXIT_USAGE)
+    if len(insts) > 1:
+        names = ", ".join(i.name for i in insts)
+        raise CliError(f"several monitors run ({names}); name one: --live NAME", EXIT_USAGE)
+    path = insts[0].file("latest.rec")
+    if not os.path.exists(path):
+        raise CliError(f"monitor {insts[0].name} has no snapshot yet; retry after one aggregation")
+    try:
+        return read_record(path)
+    except RecordError as err:
+        raise CliError(str(err)) from None
+
+
+def access_rows(rec: Record, i: int) -> dict[str, Any]:
+    snap = rec.snapshot(i)
+    max_nr = snap.max_nr_accesses
+    sub = rec.select(np.arange(rec.nr_snapshots) == i)
+    temps = stats.temperature(sub)
+    regions = [
+        {
+            "start": int(s),
+            "end": int(e),
+            "size": int(e - s),
+            "nr_accesses": int(n),
+            "access_rate_percent": round(int(n) * 100 / max_nr, 2),
+            "age_aggrs": int(a),
+            "age_us": int(a) * snap.aggr_interval_us,
+            "temperature": float(t),
+        }
+        for s, e, n, a, t in zip(snap.starts, snap.ends, snap.nr_accesses, snap.age, temps)
+    ]
+    return {
+        "snapshot": i,
+        "target_index": snap.target_index,
+        "target_id": snap.target_id,
+        "start_us": snap.start_us,
+        "end_us": snap.end_us,
+        "sample_interval_us": snap.sample_interval_us,
+        "aggr_interval_us": snap.aggr_interval_us,
+        "total_bytes": snap.total_bytes,
+        "regions": regions,
+    }
+
+
+def report_access(args: argparse.Namespace) -> int:
+    if args.live is not None:
+        rec = _load_live(args.live)
+        if args.target is not None:
+            rec = rec.for_target(args.target)
+    else:
+        rec = load(args)
+    n = rec.nr_snapshots
+    i = args.snapshot if args.snapshot >= 0 else n + args.snapshot
+    if not 0 <= i < n:
+        raise CliError(f"no snapshot {args.snapshot}; the record has {n} (0..{n - 1})", EXIT_USAGE)
+    if args.raw_form:
+        print(render.raw_form(rec.select(np.arange(n) == i)))
+        return 0
+    data = access_rows(rec, i)
+    regions = data["regions"]
+    key = {
+        "address": lambda r: r["start"],
+        "access_rate": lambda r: -r["nr_accesses"],
+        "age": lambda r: -r["age_aggrs"],
+        "size": lambda r: -r["size"],
+        "temperature": lambda r: -r["temperature"],
+    }[args.sort_regions_by]
+    shown = sorted(regions, key=key)[: args.top] if args.top else sorted(regions, key=key)
+    temps = np.asarray([r["temperature"] for r in regions])
+    sizes = np.asarray([r["size"] for r in regions])
+    summary = _temperature_summary(temps, sizes)
+    if args.json:
+        data["regions"] = shown
+        data["temperature_percentiles"] = summary
+        _emit_json(data)
+        return 0
+    origin = int(rec.snap_start_us.min())
+    print(_heat_string(regions))
+    print(
+        f"# snapshot {i} of {n}, target {data['target_id'] if data['target_id'] is not None else 0}"
+        f", {human_time_us(data['start_us'] - origin)}..{human_time_us(data['end_us'] - origin)}"
+        f", {len(regions)} regions, {human_bytes(data['total_bytes'])}"
+    )
+    print(f"{'#':>4} {'address range':<33} {'size':>12} {'access':>8} {'age':>14} {'temp':>10}")
+    for j, r in enumerate(shown):
+        print(
+            f"{j:>4} {r['start']:#014x}-{r['end']:#014x}   {human_bytes(r['size']):>12} "
+            f"{r['access_rate_percent']:>7.1f}% {human_time_us(r['age_us']):>14} "
+            f"{r['temperature']:>10.0f}"
+        )
+    print("# temperature percentiles (by bytes): " + ", ".join(
+        f"p{p}: {v:.0f}" for p, v in summary.items()))  # fmt: skip
+    hot = sizes[temps > 0].sum()
+    print(
+        f"# hot (accessed) {human_bytes(hot)} ({hot * 100 / max(sizes.sum(), 1):.1f}%), "
+        f"cold {human_bytes(sizes.sum() - hot)}"
+    )
+    return 0
+
+
+def _temperature_summary(temps: np.ndarray, sizes: np.ndarray) -> dict[str, float]:
+    """Temperature at each byte-weighted percentile (0, 25, 50, 75, 100)."""
+    if not len(temps):
+        return {}
+    order = np.argsort(temps)
+    cum = np.cumsum(sizes[order]) / max(sizes.sum(), 1)
+    out = {}
+    for p in (0, 25, 50, 75, 100):
+        k = min(int(np.searchsorted(cum, p / 100)), len(order) - 1)
+        out[str(p)] = float(temps[order[k]])
+    return out
+
+
+def _heat_string(regions: list[dict[str, Any]], width: int = 80) -> str:
+    """A 1-D heatmap line of the snapshot (damo's first line of ``report access``)."""
+    if not regions:
+        return ""
+    lo, hi = regions[0]["start"], max(r["end"] for r in regions)
+    if hi <= lo:
+        return ""
+    cells = np.zeros(width)
+    for r in regions:
+        c0 = int((r["start"] - lo) * width // (hi - lo))
+        c1 = max(int((r["end"] - lo) * width // (hi - lo)), c0 + 1)
+        cells[c0:c1] = np.maximum(cells[c0:c1], r["access_rate_percent"])
+    top = cells.max() or 1
+    return "".join(str(min(int(c / top * 10), 9)) for c in cells)
+
+
+# -- raw / info ------------------------------------------------------------------------------------
+def report_raw(args: argparse.Namespace) -> int:
+    rec = load(args)
+    if args.json:
+        from pydamon.record.damo import record_to_damo_kvpairs
+
+        _emit_json(record_to_damo_kvpairs(rec))
+        return 0
+    print(render.raw_form(rec, max_snapshots=args.max_snapshots))
+    return 0
+
+
+def report_info(args: argparse.Namespace) -> int:
+    rec = load(args)
+    path = args.input or ("pydamon.data" if os.path.exists("pydamon.data") else "damon.data")
+    info = {
+        "file": path,
+        "file_bytes": os.path.getsize(path),
+        "format": rec.source_format,
+        "complete": rec.complete,
+        "nr_snapshots": rec.nr_snapshots,
+        "nr_regions_total": rec.nr_regions_total,
+        "duration_us": rec.duration_us,
+        "ops": rec.meta.get("ops"),
+        "targets": [
+            {"index": t.index, "target_id": t.target_id, "pid": t.pid, "name": t.name}
+            for t in rec.targets
+        ],
+        "sample_interval_us": sorted({int(x) for x in np.unique(rec.snap_sample_us)}),
+        "aggr_interval_us": sorted({int(x) for x in np.unique(rec.snap_aggr_us)}),
+        "warnings": rec.warnings,
+    }
+    if args.json:
+        _emit_json(info)
+        return 0
+    state = "" if rec.complete else ", NOT finalized: cut short or still being written"
+    print(f"file:        {path} ({human_bytes(info['file_bytes'])}, {info['format']}{state})")
+    print(f"duration:    {human_time_us(info['duration_us'])}")
+    print(f"snapshots:   {info['nr_snapshots']} ({info['nr_regions_total']} regions in all)")
+    print(f"ops:         {info['ops']}")
+    print(
+        f"intervals:   sample {info['sample_interval_us']} us, aggr {info['aggr_interval_us']} us"
+    )
+    for t in info["targets"]:
+        print(f"target {t['index']}:    id {t['target_id']} pid {t['pid']} {t['name']}")
+    return 0

@@ -1,0 +1,165 @@
+"""Text and image renderings of record reports (terminal heatmap, raw form, plots)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pydamon.record.model import Record
+
+#: 256-colour ANSI background codes from cold (dark) to hot (bright), one per heat digit 0..9.
+_HEAT_COLORS = (16, 17, 18, 19, 20, 26, 32, 38, 214, 196)
+
+
+def heat_levels(grid: np.ndarray) -> np.ndarray:
+    """Map access rates to levels 0..9 relative to the hottest cell (damo's relative scale)."""
+    top = float(grid.max()) if grid.size else 0.0
+    if top <= 0:
+        return np.zeros(grid.shape, np.int64)
+    return np.minimum((grid / top * 10).astype(np.int64), 9)
+
+
+def heatmap_text(
+    grid: np.ndarray,
+    time_edges: np.ndarray,
+    addr_edges: np.ndarray,
+    *,
+    color: bool = False,
+    time_origin_us: int = 0,
+) -> str:
+    """Terminal heatmap: rows are time (top = oldest), columns address, digits 0-9 heat."""
+    levels = heat_levels(grid)
+    lines = []
+    for row in levels:
+        if color:
+            cells = "".join(f"\x1b[48;5;{_HEAT_COLORS[v]}m{v}" for v in row.tolist())
+            lines.append(cells + "\x1b[0m")
+        else:
+            lines.append("".join(str(v) for v in row.tolist()))
+    t0 = (time_edges[0] - time_origin_us) / 1e6
+    t1 = (time_edges[-1] - time_origin_us) / 1e6
+    lines.append("# access_frequency: " + "".join(str(i) for i in range(10)))
+    lines.append(
+        f"# x-axis: space [{int(addr_edges[0]):#x}, {int(addr_edges[-1]):#x}) "
+        f"({_sz(int(addr_edges[-1] - addr_edges[0]))})"
+    )
+    lines.append(f"# y-axis: time [{t0:.3f} s, {t1:.3f} s) ({t1 - t0:.3f} s)")
+    lines.append(
+        f"# resolution: {grid.shape[1]}x{grid.shape[0]} "
+        f"({_sz(int((addr_edges[-1] - addr_edges[0]) / max(grid.shape[1], 1)))} and "
+        f"{(t1 - t0) / max(grid.shape[0], 1) * 1000:.3f} ms per cell)"
+    )
+    return "\n".join(lines)
+
+
+def heatmap_raw(grid: np.ndarray, time_edges: np.ndarray, addr_edges: np.ndarray) -> str:
+    """damo's ``--output raw``: ``<time_ns> <address> <heat>`` per cell."""
+    out = []
+    for i, row in enumerate(grid.tolist()):
+        t_ns = int(time_edges[i] * 1000)
+        for j, v in enumerate(row):
+            out.append(f"{t_ns} {int(addr_edges[j])} {v:.6f}")
+    return "\n".join(out)
+
+
+def heatmap_image(
+    grid: np.ndarray,
+    time_edges: np.ndarray,
+    addr_edges: np.ndarray,
+    path: str,
+    *,
+    title: str = "",
+    time_origin_us: int = 0,
+    size_px: tuple[int, int] = (1024, 768),
+) -> None:
+    """Write the heatmap to ``path`` (format from the extension: png, svg, pdf, jpg)."""
+    plt = _pyplot()
+    dpi = 100
+    fig, ax = plt.subplots(figsize=(size_px[0] / dpi, size_px[1] / dpi), dpi=dpi)
+    t0 = (time_edges[0] - time_origin_us) / 1e6
+    t1 = (time_edges[-1] - time_origin_us) / 1e6
+    a0, a1 = float(addr_edges[0]), float(addr_edges[-1])
+    img = ax.imshow(
+        grid,
+        aspect="auto",
+        origin="lower",
+        cmap="inferno",
+        extent=(0, (a1 - a0) / 2**20, t0, t1),
+        interpolation="nearest",
+        vmin=0.0,
+        vmax=max(float(grid.max()), 1e-9),
+    )
+    ax.set_xlabel(f"address offset from {int(a0):#x} (MiB)")
+    ax.set_ylabel("time (s)")
+    ax.set_title(title or "access heatmap")
+    fig.colorbar(img, ax=ax, label="access rate")
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
+def line_plot(
+    xs: np.ndarray, ys: np.ndarray, path: str, *, xlabel: str, ylabel: str, title: str = ""
+) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
+    ax.plot(xs, ys)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _pyplot():  # type: ignore[no-untyped-def]
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise RuntimeError("image output needs matplotlib: pip install 'pydamon[plot]'") from None
+    return plt
+
+
+def raw_form(rec: Record, *, max_snapshots: int | None = None) -> str:
+    """damo's raw text form of a record (``report raw`` / ``report access --raw_form``)."""
+    lines = []
+    if not rec.nr_snapshots:
+        return ""
+    base = int(rec.snap_start_us.min())
+    lines.append(f"base_time_absolute: {_time(base)}")
+    lines.append("")
+    n = rec.nr_snapshots if max_snapshots is None else min(rec.nr_snapshots, max_snapshots)
+    for i in range(n):
+        lo, hi = int(rec.region_offsets[i]), int(rec.region_offsets[i + 1])
+        s, e = int(rec.snap_start_us[i]), int(rec.snap_end_us[i])
+        lines.append(f"monitoring_start:    {_time(s - base):>16}")
+        lines.append(f"monitoring_end:      {_time(e - base):>16}")
+        lines.append(f"monitoring_duration: {_time(e - s):>16}")
+        tid = rec.target_id_of(int(rec.snap_target[i]))
+        lines.append(f"target_id: {tid if tid is not None else int(rec.snap_target[i])}")
+        lines.append(f"nr_regions: {hi - lo}")
+        for rs, re_, nr in zip(
+            rec.starts[lo:hi].tolist(), rec.ends[lo:hi].tolist(), rec.nr_accesses[lo:hi].tolist()
+        ):
+            lines.append(f"{rs:x}-{re_:x}({re_ - rs:>10}):\t{nr}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _time(us: int) -> str:
+    if us >= 1_000_000:
+        return f"{us / 1e6:.3f} s"
+    if us >= 1000:
+        return f"{us / 1000:.3f} ms"
+    return f"{us} us"
+
+
+def _sz(n: int) -> str:
+    x = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if x < 1024 or unit == "TiB":
+            return f"{x:.0f} {unit}" if unit == "B" else f"{x:.3f} {unit}"
+        x /= 1024
+    return f"{x:.3f} TiB"

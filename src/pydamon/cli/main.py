@@ -18,6 +18,7 @@ COMMAND_MODULES: list[str] = [
     "pydamon.cli.demo",
     "pydamon.cli.module",
     "pydamon.cli.record",
+    "pydamon.cli.report",
 ]
 
 #: Exit codes: 0 success, 1 runtime failure, 2 usage error (argparse's), 3 missing feature or

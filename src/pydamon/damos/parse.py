@@ -453,7 +453,13 @@ def _list(value: object, path: _Path) -> list[Any]:
     return value
 
 
-def _nr_accesses_value(value: object, unit: str | None) -> tuple[float, str]:
+def _is_keyword(value: object) -> bool:
+    return isinstance(value, str) and value.strip().lower() in ("min", "max")
+
+
+def _nr_accesses_value(value: object, unit: str | None) -> tuple[float, str | None]:
+    if _is_keyword(value):
+        return parse_percent(value), None  # min/max mean the same in every unit
     if unit == NrAccessesUnit.SAMPLES:
         return parse_count(value, "a number of samples"), NrAccessesUnit.SAMPLES
     if isinstance(value, str) and value.strip().endswith("samples"):
@@ -463,7 +469,9 @@ def _nr_accesses_value(value: object, unit: str | None) -> tuple[float, str]:
     return parse_percent(value), NrAccessesUnit.PERCENT
 
 
-def _age_value(value: object, unit: str | None) -> tuple[float, str]:
+def _age_value(value: object, unit: str | None) -> tuple[float, str | None]:
+    if _is_keyword(value):
+        return parse_time(value), None
     if unit == AgeUnit.AGGR_INTERVALS:
         return parse_count(value, "a number of aggregation intervals"), AgeUnit.AGGR_INTERVALS
     if isinstance(value, str) and value.strip().endswith("aggr_intervals"):
@@ -489,7 +497,8 @@ def _pattern_from_kv(kv: Mapping[str, Any], path: _Path) -> AccessPattern:
         for key in ("min", "max"):
             if key in nr:
                 value, unit = _get(nr, key, path / "nr_accesses", _nr_accesses_value, nr_unit)
-                units.add(unit)
+                if unit is not None:
+                    units.add(unit)
                 setattr(pattern, f"{key}_nr_accesses", value)
         if len(units) > 1:
             raise (path / "nr_accesses").error("min and max must use the same unit")
@@ -505,7 +514,8 @@ def _pattern_from_kv(kv: Mapping[str, Any], path: _Path) -> AccessPattern:
         for key in ("min", "max"):
             if key in age:
                 value, unit = _get(age, key, path / "age", _age_value, age_unit)
-                units.add(unit)
+                if unit is not None:
+                    units.add(unit)
                 setattr(pattern, f"{key}_age", value)
         if len(units) > 1:
             raise (path / "age").error("min and max must use the same unit")

@@ -214,7 +214,13 @@ class Module:
     def build(self) -> list[Context]:
         """Create the monitoring context(s) from the parameters."""
         ops, targets = self.make_targets()
-        return [Context(ops, targets, self.make_attrs(), schemes=self.make_schemes())]
+        ctx = Context(ops, targets, self.make_attrs())
+        # Installed after construction: Context(schemes=...) trips on loop state that its
+        # __init__ has not set up yet (core issue, reported).
+        schemes = self.make_schemes()
+        if schemes:
+            ctx.set_schemes(schemes)
+        return [ctx]
 
     def commit(self, ctx: Context, old: Params) -> None:
         """Apply ``self.p`` (just changed from ``old``) to ``ctx``, inside its monitoring loop.

@@ -163,7 +163,7 @@ def targets_from_meta(meta: dict[str, Any]) -> list[TargetInfo]:
         out.append(
             TargetInfo(
                 index=int(t.get("index", i)),
-                target_id=t.get("target_id"),
+                target_id=t.get("target_id", t.get("pid")),
                 pid=t.get("pid"),
                 name=str(t.get("name", "")),
             )

@@ -272,3 +272,40 @@ def test_docs_example_runs_on_the_sim(tmp_path: Path) -> None:
     stats = module.stats()
     # hotcold's cold area is 60% of its bytes and is never accessed
     assert 0.5 <= stats["cold_bytes"] / stats["total_bytes"] <= 0.7
+
+
+def test_systemd_unit_command_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    unit = (ROOT / "contrib" / "systemd" / "pydamon-module@.service").read_text()
+    (exec_start,) = [ln for ln in unit.splitlines() if ln.startswith("ExecStart=")]
+    words = exec_start[len("ExecStart=") :].split()
+    assert words[0].endswith("/pydamon") and words[1:3] == ["module", "run"]
+    run_dir = tmp_path / "run"
+    args: list[str] = []
+    for word in words[1:]:
+        word = word.replace("${PYDAMON_MODULE}", "stat").replace("%i", "stat")
+        if word == "$PYDAMON_MODULE_ARGS":
+            args += ["--ops", "sim"]
+        elif word == "/run/pydamon/modules":
+            args.append(str(run_dir))
+        else:
+            args.append(word)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", MAIN, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    status_file = run_dir / "stat.status.json"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not status_file.exists():
+        time.sleep(0.1)
+    assert status_file.exists(), proc.stderr.read() if proc.poll() is not None else "no status"
+    assert json.loads(status_file.read_text())["pid"] == proc.pid
+    proc.send_signal(15)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    final = json.loads(status_file.read_text())
+    assert final["running"] is False
+    assert not (run_dir / "stat.pid").exists()
+    assert "estimated_memory_bandwidth" in out  # the last report on the way out

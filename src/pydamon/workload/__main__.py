@@ -1,0 +1,5 @@
+import sys
+
+from pydamon.workload.program import main
+
+sys.exit(main())

@@ -79,4 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the package module, so that command modules' ``CliError`` (imported from
+    # pydamon.cli.main) is the class caught here, not a copy defined in ``__main__``.
+    from pydamon.cli.main import main as _package_main
+
+    sys.exit(_package_main())

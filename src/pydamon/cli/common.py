@@ -108,10 +108,17 @@ def add_target_options(p: argparse.ArgumentParser, *, command: bool = True) -> N
     g.add_argument(
         "--sim_size", type=size_bytes, metavar="BYTES", help="simulated memory size (1GiB)"
     )
+    g.add_argument(
+        "--sim_speed",
+        type=float,
+        metavar="X",
+        help="simulated seconds per real second (default: as fast as possible; 1 for start)",
+    )
     if command:
         p.add_argument(
-            "command",
+            "target_command",
             nargs=argparse.REMAINDER,
+            metavar="COMMAND",
             help="a command to start and monitor (after --), 'paddr' for physical memory",
         )
 
@@ -205,7 +212,7 @@ def setup_targets(args: argparse.Namespace, *, start_command: bool = True) -> Mo
     """Resolve the target options into an operations set and targets (may start a command)."""
     import subprocess
 
-    command = [c for c in (getattr(args, "command", None) or [])]
+    command = [c for c in (getattr(args, "target_command", None) or [])]
     if command and command[0] == "--":
         command = command[1:]
     chosen = [
@@ -272,9 +279,39 @@ def _comm(pid: int) -> str:
         return str(pid)
 
 
-def make_context(setup: MonitorSetup, attrs: Attrs, seed: int | None) -> Context:
+class PacedClock:
+    """Virtual time that advances no faster than ``speed`` times the wall clock.
+
+    Lets a simulated workload run as a live background monitor without burning a CPU.
+    """
+
+    def __init__(self, speed: float) -> None:
+        import time
+
+        self._time = time
+        self.speed = speed
+        self._now_us = 0
+        self._wall_origin = time.monotonic()
+
+    def now_us(self) -> int:
+        return self._now_us
+
+    def sleep_until(self, deadline_us: int) -> None:
+        if deadline_us <= self._now_us:
+            return
+        self._now_us = deadline_us
+        wall_due = self._wall_origin + deadline_us / 1e6 / self.speed
+        delay = wall_due - self._time.monotonic()
+        if delay > 0:
+            self._time.sleep(delay)
+
+
+def make_context(
+    setup: MonitorSetup, attrs: Attrs, seed: int | None, sim_speed: float | None = None
+) -> Context:
+    clock = PacedClock(sim_speed) if setup.ops_name == "sim" and sim_speed else None
     try:
-        return Context(setup.ops, setup.targets, attrs, seed=seed)
+        return Context(setup.ops, setup.targets, attrs, seed=seed, clock=clock)
     except AttrsError as err:
         raise CliError(f"invalid monitoring attributes: {err}", EXIT_USAGE) from None
 

@@ -147,6 +147,10 @@ class Progress:
 
 def run(args: argparse.Namespace) -> int:
     mode = _permission(args.output_permission)
+    if args.state_dir:
+        from pydamon.cli.monitor import run_as_instance
+
+        return run_as_instance(args)
     out = os.path.abspath(args.out)
     if os.path.isdir(out):
         raise CliError(f"{args.out} is a directory; give a file name with -o", EXIT_USAGE)
@@ -172,7 +176,7 @@ def record(
     from pydamon.record import export_record, read_record
     from pydamon.record.recorder import Recorder
 
-    ctx = make_context(setup, attrs, args.seed)
+    ctx = make_context(setup, attrs, args.seed, getattr(args, "sim_speed", None))
     if schemes:
         ctx.set_schemes(schemes)
     stream_path = out if args.output_type == "pydamon" else f"{out}.part"

@@ -1,0 +1,445 @@
+"""Benchmark of the reclaim and thp modules on real memory, beside the kernel's own DAMON.
+
+Run INSIDE the test guest (it writes the guest's DAMON sysfs files and THP mode; it refuses to
+run elsewhere):
+
+    ../shared/testbed/run-in-vm.sh -m 2G -t 1500 -- .venv/bin/python bench/modules.py
+
+reclaim: the workload program (``hotcold``, ``--size``) runs for ``--seconds`` under
+
+- nothing (baseline),
+- pydamon's ``reclaim`` module on the workload's pid (vaddr, process_madvise pageout),
+- the kernel's DAMON doing the same: a sysfs vaddr ``pageout`` scheme with the same pattern,
+  quota and intervals on the same pid,
+- the kernel's DAMON_RECLAIM module (paddr, whole guest) with the same parameters,
+
+all in the same guest boot, with zram swap. Columns: the workload's average and final RSS, the
+memory saved vs. the baseline, the workload's CPU time (it is paced by its tick, so extra CPU
+time is the cost of refaults: its "slowdown"), its major faults, the monitor's CPU time (pydamon's
+process or the kdamond thread), and whether the workload's data checksums held.
+
+thp: a child process with a dense hot area (random reads all the time) and a sparse area (one
+page written per 256 KiB, then left alone) runs under THP ``never``, THP ``always``, and THP
+``madvise`` + pydamon's ``thp`` module. Columns: huge-page coverage of the hot area, RSS,
+AnonHugePages, memory bloat vs. ``never``, and the hot loop's reads per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import mmap
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+PAGE = 4096
+MiB = 1 << 20
+HPAGE = 2 * MiB
+KPF_THP = 22
+DAMON = "/sys/kernel/mm/damon/admin/kdamonds"
+RECLAIM = "/sys/module/damon_reclaim/parameters"
+THP = "/sys/kernel/mm/transparent_hugepage/enabled"
+MAIN = "import sys; from pydamon.cli.main import main; sys.exit(main(sys.argv[1:]))"
+
+
+def in_test_guest() -> bool:
+    try:
+        return "tb.rw=" in open("/proc/cmdline").read() or os.environ.get("PYDAMON_IN_GUEST") == "1"
+    except OSError:
+        return False
+
+
+def write(path: str, value: object) -> None:
+    with open(path, "w") as f:
+        f.write(str(value))
+
+
+def read(path: str) -> str:
+    with open(path) as f:
+        return f.read().strip()
+
+
+def status_kb(pid: int, key: str) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def cpu_and_majflt(pid: int) -> tuple[float, int]:
+    fields = read(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tick, int(fields[9])
+
+
+def rollup_kb(pid: int, key: str) -> int:
+    for line in open(f"/proc/{pid}/smaps_rollup"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def thp_bytes(pid: int, start: int, end: int) -> int:
+    """Bytes of [start, end) in transparent huge pages (pagemap + kpageflags, as root)."""
+    total = 0
+    first = (start + HPAGE - 1) // HPAGE * HPAGE
+    with open(f"/proc/{pid}/pagemap", "rb") as pm, open("/proc/kpageflags", "rb") as kf:
+        for addr in range(first, end - HPAGE + 1, HPAGE):
+            pm.seek(addr // PAGE * 8)
+            entry = struct.unpack("<Q", pm.read(8))[0]
+            if entry >> 63 & 1:
+                kf.seek((entry & ((1 << 55) - 1)) * 8)
+                if struct.unpack("<Q", kf.read(8))[0] >> KPF_THP & 1:
+                    total += HPAGE
+    return total
+
+
+def setup_zram(size: int) -> None:
+    if "zram" in open("/proc/swaps").read():
+        return
+    write("/sys/block/zram0/disksize", size)
+    subprocess.run(["mkswap", "/dev/zram0"], check=True, capture_output=True)
+    subprocess.run(["swapon", "/dev/zram0"], check=True, capture_output=True)
+
+
+def reset_swap() -> None:
+    """Empty the swap between runs so every configuration starts alike."""
+    subprocess.run(["swapoff", "-a"], check=False, capture_output=True)
+    subprocess.run(["swapon", "/dev/zram0"], check=False, capture_output=True)
+
+
+# -- the workload program --------------------------------------------------------------------------
+class Workload:
+    def __init__(self, size: str, tick_ms: int, seed: int) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pydamon.workload", "hotcold", "--size", size]
+            + ["--tick-ms", str(tick_ms), "--seed", str(seed)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        assert self.proc.stdout is not None
+        ready = json.loads(self.proc.stdout.readline())
+        self.pid: int = ready["pid"]
+
+    def command(self, cmd: str) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(cmd + "\n")
+        self.proc.stdin.flush()
+        result: dict[str, Any] = json.loads(self.proc.stdout.readline())
+        return result
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+# -- kernel DAMON in the guest ---------------------------------------------------------------------
+class KernelVaddrPageout:
+    """A sysfs kdamond with one vaddr pageout scheme (DAMON_RECLAIM's scheme, on one pid)."""
+
+    def __init__(self, pid: int, p: argparse.Namespace) -> None:
+        write(f"{DAMON}/nr_kdamonds", 1)
+        c = f"{DAMON}/0/contexts"
+        write(f"{c}/nr_contexts", 1)
+        write(f"{c}/0/operations", "vaddr")
+        a = f"{c}/0/monitoring_attrs"
+        write(f"{a}/intervals/sample_us", p.sample_us)
+        write(f"{a}/intervals/aggr_us", p.aggr_us)
+        write(f"{a}/nr_regions/min", 10)
+        write(f"{a}/nr_regions/max", 1000)
+        write(f"{c}/0/targets/nr_targets", 1)
+        write(f"{c}/0/targets/0/pid_target", pid)
+        write(f"{c}/0/schemes/nr_schemes", 1)
+        s = f"{c}/0/schemes/0"
+        write(f"{s}/action", "pageout")
+        ap = f"{s}/access_pattern"
+        write(f"{ap}/sz/min", PAGE)
+        write(f"{ap}/sz/max", 2**64 - 1)
+        write(f"{ap}/nr_accesses/min", 0)
+        write(f"{ap}/nr_accesses/max", 0)
+        write(f"{ap}/age/min", p.min_age_us // p.aggr_us)
+        write(f"{ap}/age/max", 2**32 - 1)
+        q = f"{s}/quotas"
+        write(f"{q}/ms", p.quota_ms)
+        write(f"{q}/bytes", p.quota_sz)
+        write(f"{q}/reset_interval_ms", 1000)
+        write(f"{q}/weights/sz_permil", 0)
+        write(f"{q}/weights/nr_accesses_permil", 0)
+        write(f"{q}/weights/age_permil", 1)
+        write(f"{s}/watermarks/metric", "none")
+        write(f"{DAMON}/0/state", "on")
+        self.pid = int(read(f"{DAMON}/0/pid"))
+
+    def cpu_s(self) -> float:
+        return cpu_and_majflt(self.pid)[0]
+
+    def stop(self) -> None:
+        write(f"{DAMON}/0/state", "off")
+
+
+class KernelDamonReclaim:
+    """The kernel's DAMON_RECLAIM (paddr, whole guest memory), same parameters."""
+
+    def __init__(self, p: argparse.Namespace) -> None:
+        for key, value in (
+            ("min_age", p.min_age_us),
+            ("quota_ms", p.quota_ms),
+            ("quota_sz", p.quota_sz),
+            ("quota_reset_interval_ms", 1000),
+            ("wmarks_interval", 1_000_000),
+            ("wmarks_high", 1000),
+            ("wmarks_mid", 999),
+            ("wmarks_low", 0),
+            ("sample_interval", p.sample_us),
+            ("aggr_interval", p.aggr_us),
+        ):
+            write(f"{RECLAIM}/{key}", value)
+        write(f"{RECLAIM}/enabled", "Y")
+        deadline = time.monotonic() + 10
+        self.pid = -1
+        while time.monotonic() < deadline and self.pid <= 0:
+            self.pid = int(read(f"{RECLAIM}/kdamond_pid"))
+            time.sleep(0.1)
+
+    def cpu_s(self) -> float:
+        return cpu_and_majflt(self.pid)[0] if self.pid > 0 else 0.0
+
+    def stop(self) -> None:
+        write(f"{RECLAIM}/enabled", "N")
+
+
+class PydamonModule:
+    def __init__(self, args: list[str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", MAIN, "module", "run", *args, "--report-interval", "0"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ, PYDAMON_RUN_DIR="/tmp/pydamon-bench"),
+        )
+        self.pid = self.proc.pid
+
+    def cpu_s(self) -> float:
+        return cpu_and_majflt(self.pid)[0]
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        _, err = self.proc.communicate(timeout=60)
+        if self.proc.returncode:
+            raise RuntimeError(f"pydamon module failed: {err.strip().splitlines()[-1:]}")
+
+
+# -- reclaim ---------------------------------------------------------------------------------------
+def reclaim_run(name: str, start: Callable[[int], Any] | None, p: argparse.Namespace) -> dict:
+    reset_swap()
+    wl = Workload(p.size, p.tick_ms, seed=1)
+    time.sleep(2)  # let the workload settle (pages populated, first ticks done)
+    cpu0, flt0 = cpu_and_majflt(wl.pid)
+    monitor = start(wl.pid) if start is not None else None
+    rss = []
+    monitor_cpu = 0.0
+    t_end = time.monotonic() + p.seconds
+    while time.monotonic() < t_end:
+        time.sleep(1)
+        rss.append(status_kb(wl.pid, "VmRSS"))
+        if monitor is not None:
+            monitor_cpu = monitor.cpu_s()
+    cpu1, flt1 = cpu_and_majflt(wl.pid)
+    if monitor is not None:
+        monitor.stop()
+    ok = wl.command("verify")["ok"]
+    wl.stop()
+    return {
+        "config": name,
+        "rss_avg_mib": sum(rss) / len(rss) / 1024,
+        "rss_end_mib": rss[-1] / 1024,
+        "workload_cpu_s": cpu1 - cpu0,
+        "majflt": flt1 - flt0,
+        "monitor_cpu_s": monitor_cpu,
+        "data_ok": ok,
+    }
+
+
+def bench_reclaim(p: argparse.Namespace) -> None:
+    module_args = [
+        "reclaim",
+        "--ops", "vaddr",
+        "--min-age", f"{p.min_age_us}us", "--quota-ms", str(p.quota_ms),
+        "--quota-sz", str(p.quota_sz), "--quota-reset-interval-ms", "1000",
+        "--wmarks-high", "1000", "--wmarks-mid", "999", "--wmarks-low", "0",
+        "--wmarks-interval", "1s",
+        "--sample-interval", f"{p.sample_us}us", "--aggr-interval", f"{p.aggr_us}us",
+    ]  # fmt: skip
+    configs: list[tuple[str, Callable[[int], Any] | None]] = [
+        ("no reclaim", None),
+        ("pydamon reclaim (vaddr)", lambda pid: PydamonModule([*module_args, "--pid", str(pid)])),
+        ("kernel DAMON vaddr pageout", lambda pid: KernelVaddrPageout(pid, p)),
+    ]
+    if os.path.isdir(RECLAIM):
+        configs.append(("kernel DAMON_RECLAIM (paddr)", lambda pid: KernelDamonReclaim(p)))
+    rows = [reclaim_run(name, start, p) for name, start in configs]
+    base = rows[0]
+    print(
+        f"\n## reclaim: hotcold {p.size}, {p.seconds} s, min_age {p.min_age_us / 1e6:g} s, "
+        f"quota {p.quota_sz >> 20} MiB + {p.quota_ms} ms per 1 s, "
+        f"intervals {p.sample_us / 1000:g}/{p.aggr_us / 1000:g} ms"
+    )
+    print(
+        "| config | RSS avg MiB | RSS end MiB | saved (avg) | workload CPU s | slowdown "
+        "| major faults | monitor CPU s | data ok |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        saved = 1 - r["rss_avg_mib"] / base["rss_avg_mib"]
+        slow = r["workload_cpu_s"] / base["workload_cpu_s"] - 1 if base["workload_cpu_s"] else 0
+        print(
+            f"| {r['config']} | {r['rss_avg_mib']:.1f} | {r['rss_end_mib']:.1f} | "
+            f"{saved * 100:.1f}% | {r['workload_cpu_s']:.2f} | {slow * 100:+.1f}% | "
+            f"{r['majflt']} | {r['monitor_cpu_s']:.2f} | {r['data_ok']} |"
+        )
+    sys.stdout.flush()
+
+
+# -- thp -------------------------------------------------------------------------------------------
+def thp_child(hot_mib: int, sparse_mib: int, seconds: float) -> int:
+    """Dense hot area read at random pages all the time; sparse area touched once, 1/64 pages."""
+    import numpy as np
+
+    hot = mmap.mmap(-1, hot_mib * MiB + HPAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    sparse = mmap.mmap(-1, sparse_mib * MiB, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    hot_words = np.frombuffer(hot, dtype=np.uint64)
+    hot_words[:: PAGE // 8] = 1  # populate every page
+    sparse_words = np.frombuffer(sparse, dtype=np.uint64)
+    sparse_words[:: 256 * 1024 // 8] = 1  # one page per 256 KiB
+    addr = int(hot_words.ctypes.data)
+    areas = {
+        "hot": (addr, addr + len(hot)),
+        "sparse": (int(sparse_words.ctypes.data), int(sparse_words.ctypes.data) + len(sparse)),
+    }
+    print(json.dumps({"event": "ready", "pid": os.getpid(), "areas": areas}), flush=True)
+    rng = np.random.default_rng(1)
+    nr_pages = len(hot) // PAGE
+    reads = 0
+    sink = 0
+    t_end = time.monotonic() + seconds
+    # Random page reads over the hot area (TLB-heavy); the count is the speed figure.
+    while time.monotonic() < t_end:
+        idx = rng.integers(0, nr_pages, 65536) * (PAGE // 8)
+        sink += int(hot_words[idx].sum())
+        reads += len(idx)
+    print(json.dumps({"event": "done", "reads": reads, "seconds": seconds}), flush=True)
+    sys.stdin.readline()  # stay alive for the parent's measurements
+    return 0 if sink >= 0 else 1
+
+
+def thp_run(name: str, mode: str, use_module: bool, p: argparse.Namespace) -> dict:
+    write(THP, mode)
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--thp-child", str(p.hot_mib), str(p.sparse_mib)]
+        + [str(p.seconds)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+    )
+    assert child.stdout is not None and child.stdin is not None
+    ready = json.loads(child.stdout.readline())
+    pid = ready["pid"]
+    module = None
+    if use_module:
+        module = PydamonModule(
+            ["thp", "--ops", "vaddr", "--pid", str(pid)]
+            + ["--sample-interval", f"{p.sample_us}us", "--aggr-interval", f"{p.aggr_us}us"]
+        )
+    done = json.loads(child.stdout.readline())
+    hot = ready["areas"]["hot"]
+    row = {
+        "config": name,
+        "hot_thp_coverage": thp_bytes(pid, *hot) / ((hot[1] - hot[0]) // HPAGE * HPAGE),
+        "rss_mib": status_kb(pid, "VmRSS") / 1024,
+        "anon_huge_mib": rollup_kb(pid, "AnonHugePages") / 1024,
+        "reads_per_s": done["reads"] / done["seconds"],
+        "monitor_cpu_s": module.cpu_s() if module else 0.0,
+    }
+    if module is not None:
+        module.stop()
+    child.stdin.write("\n")
+    child.stdin.flush()
+    child.wait(30)
+    return row
+
+
+def bench_thp(p: argparse.Namespace) -> None:
+    old = read(THP).split("[")[1].split("]")[0]
+    try:
+        rows = [
+            thp_run("THP never", "never", False, p),
+            thp_run("THP always", "always", False, p),
+            thp_run("THP madvise + pydamon thp", "madvise", True, p),
+        ]
+    finally:
+        write(THP, old)
+    never = rows[0]
+    print(
+        f"\n## thp: hot {p.hot_mib} MiB (random reads), sparse {p.sparse_mib} MiB "
+        f"(1 page per 256 KiB), {p.seconds} s"
+    )
+    print(
+        "| config | hot huge-page coverage | RSS MiB | AnonHugePages MiB | bloat vs never "
+        "| reads/s | speedup vs never | monitor CPU s |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['config']} | {r['hot_thp_coverage'] * 100:.0f}% | {r['rss_mib']:.1f} | "
+            f"{r['anon_huge_mib']:.0f} | {r['rss_mib'] - never['rss_mib']:+.1f} MiB | "
+            f"{r['reads_per_s']:.3g} | {r['reads_per_s'] / never['reads_per_s'] - 1:+.1%} | "
+            f"{r['monitor_cpu_s']:.2f} |"
+        )
+    sys.stdout.flush()
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--thp-child":
+        return thp_child(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", choices=("reclaim", "thp"))
+    ap.add_argument("--size", default="128M", help="reclaim workload size")
+    ap.add_argument("--tick-ms", type=int, default=50)
+    ap.add_argument("--seconds", type=float, default=40)
+    ap.add_argument("--min-age-us", type=int, default=5_000_000)
+    ap.add_argument("--quota-ms", type=int, default=0)
+    ap.add_argument("--quota-sz", type=int, default=32 * MiB)
+    ap.add_argument("--sample-us", type=int, default=50_000)
+    ap.add_argument("--aggr-us", type=int, default=1_000_000)
+    ap.add_argument("--hot-mib", type=int, default=32)
+    ap.add_argument("--sparse-mib", type=int, default=64)
+    p = ap.parse_args()
+    if not in_test_guest():
+        print(
+            "bench/modules.py: error: run it inside the test guest (run-in-vm.sh)", file=sys.stderr
+        )
+        return 2
+    if os.geteuid() != 0:
+        print("bench/modules.py: error: run as root (the test guest runs commands as root)")
+        return 2
+    os.sched_setaffinity(0, {0})  # workload, monitors and their children on the same vCPU
+    print(f"# bench/modules.py in the test guest, kernel {os.uname().release}")
+    if p.only in (None, "reclaim"):
+        setup_zram(512 * MiB)
+        bench_reclaim(p)
+    if p.only in (None, "thp"):
+        bench_thp(p)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

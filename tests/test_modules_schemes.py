@@ -3,6 +3,7 @@ parameter rules. Real-memory behaviour is in tests/guest/test_modules_guest.py."
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -152,3 +153,22 @@ def test_thp_on_sim_backs_hot_memory_with_huge_pages() -> None:
 def test_bad_params(name: str, values: dict, message: str) -> None:
     with pytest.raises(ParamError, match=message):
         load_module(name)(**values)
+
+
+def test_cgroup_targets_are_its_processes() -> None:
+    from pydamon.modules import ModuleError
+    from pydamon.modules.targets import cgroup_pids
+
+    v2 = [ln[3:] for ln in open("/proc/self/cgroup").read().splitlines() if ln.startswith("0::")]
+    if not v2 or not os.path.exists(
+        os.path.join("/sys/fs/cgroup", v2[0].lstrip("/"), "cgroup.procs")
+    ):
+        pytest.skip("no cgroup v2 hierarchy at /sys/fs/cgroup")
+    path = v2[0]
+    try:
+        pids = cgroup_pids(path)
+    except ModuleError as err:
+        pytest.skip(f"cgroup not readable here: {err}")
+    assert os.getpid() in pids
+    with pytest.raises(ModuleError, match="does not exist"):
+        cgroup_pids("/no/such/cgroup")

@@ -83,10 +83,15 @@ def test_reclaim_pages_out_the_cold_area_within_quota(zram_swap, workload, tmp_p
     assert before["present"] >= 0.95 * (cold[1] - cold[0])
     quota = 8 * MiB
     duration_s = 16
+    # monitor it as the only process of a cgroup (one target per process of cgroup.procs)
+    cgroup = "/sys/fs/cgroup/pydamon-test-reclaim"
+    os.makedirs(cgroup, exist_ok=True)
+    with open(f"{cgroup}/cgroup.procs", "w") as f:
+        f.write(str(wl.pid))
     status = run_module(
         tmp_path,
         "reclaim",
-        "--ops", "vaddr", "--pid", str(wl.pid),
+        "--ops", "vaddr", "--cgroup", cgroup,
         "--min-age", "4s", "--quota-sz", str(quota), "--quota-ms", "0",
         "--wmarks-interval", "1s", *ALWAYS_ON, *MONITORING,
         "--duration", str(duration_s),

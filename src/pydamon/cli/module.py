@@ -186,6 +186,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     except (ModuleError, ParamError) as err:
         raise CliError(str(err)) from None
+    except CliError:
+        raise
+    except Exception as err:  # what ended a monitoring loop (e.g. a target's memory vanished)
+        raise CliError(f"monitoring stopped: {type(err).__name__}: {err}") from None
     finally:
         files.release()
     return 0

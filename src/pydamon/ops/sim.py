@@ -340,6 +340,8 @@ class SimSpace:
         for i, p in enumerate(spec.phases):
             for area, prob in p.access.items():
                 self.phase_probs[i, self.area_index[area]] = prob
+        self._single_phase = len(spec.phases) == 1
+        self._has_hotspots = any(p.hotspots for p in spec.phases)
         # state changed by DAMOS actions
         self.nonresident = IntervalMap()
         self.huge = IntervalMap()
@@ -352,7 +354,7 @@ class SimSpace:
         return (time_us - self.origin_us) // self.tick_us
 
     def phase_of_tick(self, tick: int) -> int:
-        if tick < 0:
+        if tick < 0 or self._single_phase:
             return 0
         if self.spec.repeat:
             tick %= self.cycle_ticks
@@ -401,10 +403,12 @@ class SimSpace:
     def access_prob(self, addrs: IntArray, tick: int) -> FloatArray:
         """Per-tick access probability of the pages holding ``addrs`` at ``tick``."""
         phase = self.phase_of_tick(tick)
+        # index -1 (before the first area) reads the last area; "ai >= 0" masks it out
         ai = np.searchsorted(self.area_starts, addrs, side="right") - 1
-        aic = np.clip(ai, 0, len(self.area_starts) - 1)
-        mapped = (ai >= 0) & (addrs < self.area_ends[aic])
-        p = np.where(mapped, self.phase_probs[phase][aic], 0.0)
+        mapped = (ai >= 0) & (addrs < self.area_ends[ai])
+        p = np.where(mapped, self.phase_probs[phase][ai], 0.0)
+        if not self._has_hotspots:
+            return p
         for lo, hi, prob in self._hotspot_ranges(phase, tick):
             inside = (addrs >= lo) & (addrs < hi)
             p = np.where(inside, np.maximum(p, prob), p)

@@ -431,3 +431,52 @@ def test_interval_map_assign_remove_and_coalesce():
     ]
     assert m.weighted_bytes() == pytest.approx(40 + 60 + 40)
     assert m.weighted_bytes(30, 50) == pytest.approx(10 + 5)
+
+
+def test_long_sampling_windows_use_the_exact_any_access_probability():
+    """Windows over MAX_EXACT_TICKS ticks draw "accessed at least once" from 1 - (1 - p)^n."""
+    spec = WorkloadSpec(
+        name="sparse",
+        areas=[Area("data", 64 * MiB, "mmap")],
+        phases=[Phase(1_000_000_000, {"data": 0.002})],
+    )
+    ops = SimOperations(spec, seed=4)
+    started(ops)
+    space = ops.space()
+    addrs = np.arange(space.areas[0][1], space.areas[0][2], PAGE, dtype=np.int64)
+    hit = space.accessed_in_window(addrs, 0, 1_000_000)  # 200 ticks
+    assert hit.mean() == pytest.approx(1 - (1 - 0.002) ** 200, abs=0.01)
+    short = space.accessed_in_window(addrs, 0, 100_000)  # 20 ticks: OR of the exact ticks
+    exact = ops.true_access_counts(addrs[0], addrs[-1] + PAGE, 0, 100_000) > 0
+    assert np.array_equal(short, exact)
+
+
+def test_runs_with_intervals_auto_tuning():
+    from pydamon.core import RECOMMENDED_INTERVALS_GOAL
+
+    # rare accesses: the tuning grows the intervals, so windows span many ticks
+    spec = WorkloadSpec(
+        name="sparse",
+        areas=[Area("data", 64 * MiB, "mmap")],
+        phases=[Phase(1_000_000_000, {"data": 0.0005})],
+    )
+    ops = SimOperations(spec)
+    ctx = Context(ops, [Target()], Attrs(intervals_goal=RECOMMENDED_INTERVALS_GOAL), seed=1)
+    snaps: list[Snapshot] = []
+    ctx.add_callback("after_aggregation", lambda c: snaps.append(c.snapshot()))
+    ctx.run(duration_us=120_000_000)
+    # the tuning moved it up past MAX_EXACT_TICKS ticks (the 4% goal is met near 90 ticks)
+    assert ctx.attrs.sample_interval_us >= 400_000
+    late = snaps[-1]
+    true_rate = 1 - (1 - 0.0005) ** (late.sample_interval_us // 5000)
+    measured = float((late.access_rate * late.sizes).sum() / late.total_bytes)
+    assert measured == pytest.approx(true_rate, abs=0.02)
+
+
+def test_one_workload_per_target():
+    ops = SimOperations([small_spec(), get_workload("hotcold", 64 * MiB)], seed=1)
+    ctx = Context(ops, [Target(), Target()], Attrs(), seed=1)
+    ctx.run(nr_aggregations=3)
+    assert ops.space(0).spec.name == "small" and ops.space(1).spec.name == "hotcold"
+    assert ctx.targets[0].regions.total_size < ctx.targets[1].regions.total_size
+    assert ops.truth_snapshot(ctx.snapshot(1)).target_index == 1

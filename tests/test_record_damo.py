@@ -25,14 +25,20 @@ DAMO_RAW = [
                 "start_time": "1000000000",
                 "end_time": "1100000000",
                 "regions": [
-                    {"start": "4096", "end": "12288",
-                     "nr_accesses": {"samples": 20, "percent": None},
-                     "age": {"usec": "300000", "aggr_intervals": "3"},
-                     "sz_filter_passed": "0"},
-                    {"start": "12288", "end": "1060864",
-                     "nr_accesses": {"samples": 0, "percent": None},
-                     "age": {"usec": None, "aggr_intervals": "10"},
-                     "sz_filter_passed": "0"},
+                    {
+                        "start": "4096",
+                        "end": "12288",
+                        "nr_accesses": {"samples": 20, "percent": None},
+                        "age": {"usec": "300000", "aggr_intervals": "3"},
+                        "sz_filter_passed": "0",
+                    },
+                    {
+                        "start": "12288",
+                        "end": "1060864",
+                        "nr_accesses": {"samples": 0, "percent": None},
+                        "age": {"usec": None, "aggr_intervals": "10"},
+                        "sz_filter_passed": "0",
+                    },
                 ],
                 "total_bytes": "1056768",
             },
@@ -40,9 +46,12 @@ DAMO_RAW = [
                 "start_time": "1100000000",
                 "end_time": "1200000000",
                 "regions": [
-                    {"start": "4096", "end": "1060864",
-                     "nr_accesses": {"samples": 2, "percent": None},
-                     "age": {"usec": "0", "aggr_intervals": "0"}},
+                    {
+                        "start": "4096",
+                        "end": "1060864",
+                        "nr_accesses": {"samples": 2, "percent": None},
+                        "age": {"usec": "0", "aggr_intervals": "0"},
+                    },
                 ],
                 "total_bytes": None,
             },
@@ -60,21 +69,30 @@ DAMO_HUMAN = [
                 "start_time": "1 s",
                 "end_time": "1 s 100 ms",
                 "regions": [
-                    {"start": "4,096", "end": "12 KiB",
-                     "nr_accesses": {"samples": None, "percent": "100"},
-                     "age": {"usec": "300 ms", "aggr_intervals": None}},
-                    {"start": "12 KiB", "end": "1,060,864",
-                     "nr_accesses": {"samples": "0", "percent": None},
-                     "age": {"usec": "1 s", "aggr_intervals": None}},
+                    {
+                        "start": "4,096",
+                        "end": "12 KiB",
+                        "nr_accesses": {"samples": None, "percent": "100"},
+                        "age": {"usec": "300 ms", "aggr_intervals": None},
+                    },
+                    {
+                        "start": "12 KiB",
+                        "end": "1,060,864",
+                        "nr_accesses": {"samples": "0", "percent": None},
+                        "age": {"usec": "1 s", "aggr_intervals": None},
+                    },
                 ],
             },
             {
                 "start_time": "1 s 100 ms",
                 "end_time": "1 s 200 ms",
                 "regions": [
-                    {"start": "4 KiB", "end": "1,060,864",
-                     "nr_accesses": {"samples": 2, "percent": None},
-                     "age": {"usec": "0 ns", "aggr_intervals": "0"}},
+                    {
+                        "start": "4 KiB",
+                        "end": "1,060,864",
+                        "nr_accesses": {"samples": 2, "percent": None},
+                        "age": {"usec": "0 ns", "aggr_intervals": "0"},
+                    },
                 ],
             },
         ],
@@ -82,9 +100,9 @@ DAMO_HUMAN = [
 ]
 
 PERF_SCRIPT = """\
-kdamond.0  4452 [000] 1.100000: damon:damon_aggregated: target_id=4242 nr_regions=2 4096-12288: 20 3
-kdamond.0  4452 [000] 1.100000: damon:damon_aggregated: target_id=4242 nr_regions=2 12288-1060864: 0 10
-kdamond.0  4452 [000] 1.200000: damon:damon_aggregated: target_id=4242 nr_regions=1 4096-1060864: 2 0
+kdamond.0 4452 [000] 1.100000: damon:damon_aggregated: target_id=4242 nr_regions=2 4096-12288: 20 3
+kdamond.0 1 [000] 1.100000: damon:damon_aggregated: target_id=4242 nr_regions=2 12288-1060864: 0 10
+kdamond.0 1 [000] 1.200000: damon:damon_aggregated: target_id=4242 nr_regions=1 4096-1060864: 2 0
 """
 
 
@@ -158,7 +176,7 @@ def test_export_follows_damo_schema_and_reads_back(tmp_path):
     "content, words",
     [
         (zlib.compress(b"[{]")[:-4], "corrupted"),
-        (b"[{\"snapshots\": 3}]", "not a damo record"),
+        (b'[{"snapshots": 3}]', "not a damo record"),
         (b"[1, 2", "not valid JSON"),
     ],
 )

@@ -89,6 +89,10 @@ def test_wss_numbers_match_the_api(recorded):
             pydamon("report", "wss", "-i", name, "--json", "--all_wss", cwd=recorded).stdout
         )[0]["all_bytes"]
         assert all_wss == api.tolist()
+    # the report API's own series (pydamon.report.wss) agrees
+    from pydamon.report.wss import wss_series
+
+    assert wss_series(list(rec.snapshots())).tolist() == api.tolist()
     # and by hand from the snapshots, as damo computes it
     by_hand = [int(s.sizes[s.nr_accesses >= 1].sum()) for s in rec.snapshots()]
     assert by_hand == api.tolist()
@@ -196,3 +200,17 @@ def test_bad_records_and_options(recorded, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path / "empty")
     assert main(["report", "wss"]) == 2
     assert "pydamon record" in capsys.readouterr().err
+
+
+def test_fast_heat_grid_matches_the_terminal_heatmap_api(recorded):
+    """The vectorized grid the CLI draws equals pydamon.report.heatmap's per-snapshot one
+    when time rows align with aggregations."""
+    from pydamon.report.heatmap import heatmap
+
+    rec = read_record(recorded / "pydamon.data")
+    n = rec.nr_snapshots
+    for rows in (n, n // 4):
+        grid, _, spans = stats.heat_grid(rec, time_bins=rows, address_bins=64)
+        ref = heatmap(list(rec.snapshots()), time_bins=rows, address_bins=64)
+        assert spans == ref.spans
+        assert np.allclose(grid, ref.grid, atol=1e-9, equal_nan=True)

@@ -85,11 +85,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     hm.add_argument("--address_range", nargs=2, type=address, metavar=("START", "END"))
     hm.add_argument(
         "--draw_range",
-        choices=("hottest", "all"),
-        default="hottest",
-        help="default address range: the hottest contiguous span (default) or everything",
+        choices=("all", "hottest"),
+        default="all",
+        help="without --address_range: every monitored span, holes between them collapsed "
+        "(all, default) or only the span with the most accesses (hottest)",
     )
     hm.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    hm.add_argument(
+        "--scale",
+        choices=("absolute", "relative"),
+        default="absolute",
+        help="digits: access rate 0..100%% (absolute) or the map's min..max (relative, damo's)",
+    )
     hm.set_defaults(func=report_heatmap)
 
     ws = rsub.add_parser(
@@ -234,9 +241,15 @@ def _emit_json(data: Any) -> None:
 
 
 # -- heatmap ---------------------------------------------------------------------------------------
-def heatmap_grid(
-    args: argparse.Namespace, rec: Record
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def heatmap_of(args: argparse.Namespace, rec: Record) -> Any:
+    """A :class:`pydamon.report.heatmap.Heatmap` of the record's first (or chosen) target.
+
+    By default every monitored span is drawn with the holes between them collapsed (as the
+    terminal heatmap of ``pydamon demo``); ``--draw_range hottest`` draws only the contiguous
+    span with the most accesses. The grid is vectorized, so records of hours render quickly.
+    """
+    from pydamon.report.heatmap import Heatmap
+
     tidx = _targets(rec)[0]
     rec = rec.for_target(tidx)
     origin = int(rec.snap_start_us.min())
@@ -248,38 +261,46 @@ def heatmap_grid(
     addr_range = tuple(args.address_range) if args.address_range else None
     if addr_range is not None and addr_range[1] <= addr_range[0]:
         raise CliError("--address_range END must be above START", EXIT_USAGE)
-    if addr_range is None and args.draw_range == "all":
-        addr_range = (int(rec.starts.min()), int(rec.ends.max()))
+    if addr_range is None and args.draw_range == "hottest":
+        addr_range = stats.hottest_span(rec)
     image = args.output not in (None, "raw")
     rows, cols = args.resol if args.resol else ((300, 500) if image else (30, 80))
     if rows <= 0 or cols <= 0:
         raise CliError("--resol needs positive numbers", EXIT_USAGE)
-    return stats.heat_grid(
+    grid, t_edges, spans = stats.heat_grid(
         rec,
         time_range=time_range,
         address_range=addr_range,  # type: ignore[arg-type]
         time_bins=rows,
         address_bins=cols,
     )
+    return Heatmap(grid, t_edges, spans, sum(b - a for a, b in spans) / cols)
 
 
 def report_heatmap(args: argparse.Namespace) -> int:
+    from pydamon.report.heatmap import render_heatmap
+
     rec = load(args)
-    grid, t_edges, a_edges = heatmap_grid(args, rec)
+    hm = heatmap_of(args, rec)
     origin = int(rec.snap_start_us.min())
+    grid = hm.grid
     if args.json:
         _emit_json(
             {
-                "time_edges_us": (t_edges - origin).tolist(),
-                "address_edges": [int(x) for x in a_edges],
-                "access_rate": np.round(grid, 6).tolist(),
+                "time_edges_us": (hm.time_edges_us - origin).tolist(),
+                "spans": [list(sp) for sp in hm.spans],
+                "bytes_per_column": hm.bytes_per_column,
+                "access_rate": [
+                    [None if np.isnan(v) else round(float(v), 6) for v in row] for row in grid
+                ],
             }
         )
     elif args.output == "raw":
-        print(render.heatmap_raw(grid, t_edges, a_edges))
+        a_edges = [hm.column_address(c) for c in range(hm.address_bins)]
+        print(render.heatmap_raw(np.nan_to_num(grid), hm.time_edges_us, np.asarray(a_edges)))
     elif args.output:
         try:
-            render.heatmap_image(grid, t_edges, a_edges, args.output, time_origin_us=origin)
+            render.heatmap_image(hm, args.output, time_origin_us=origin)
         except RuntimeError as err:
             raise CliError(str(err), 3) from None
         except ValueError as err:
@@ -287,7 +308,7 @@ def report_heatmap(args: argparse.Namespace) -> int:
         print(f"heatmap written to {args.output}", file=sys.stderr)
     else:
         color = args.color == "always" or (args.color == "auto" and is_tty(sys.stdout))
-        print(render.heatmap_text(grid, t_edges, a_edges, color=color, time_origin_us=origin))
+        print(render_heatmap(hm, color=color, scale=args.scale))
     return 0
 
 

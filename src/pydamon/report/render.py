@@ -2,53 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from pydamon.record.model import Record
-
-#: 256-colour ANSI background codes from cold (dark) to hot (bright), one per heat digit 0..9.
-_HEAT_COLORS = (16, 17, 18, 19, 20, 26, 32, 38, 214, 196)
-
-
-def heat_levels(grid: np.ndarray) -> np.ndarray:
-    """Map access rates to levels 0..9 relative to the hottest cell (damo's relative scale)."""
-    top = float(grid.max()) if grid.size else 0.0
-    if top <= 0:
-        return np.zeros(grid.shape, np.int64)
-    return np.minimum((grid / top * 10).astype(np.int64), 9)
-
-
-def heatmap_text(
-    grid: np.ndarray,
-    time_edges: np.ndarray,
-    addr_edges: np.ndarray,
-    *,
-    color: bool = False,
-    time_origin_us: int = 0,
-) -> str:
-    """Terminal heatmap: rows are time (top = oldest), columns address, digits 0-9 heat."""
-    levels = heat_levels(grid)
-    lines = []
-    for row in levels:
-        if color:
-            cells = "".join(f"\x1b[48;5;{_HEAT_COLORS[v]}m{v}" for v in row.tolist())
-            lines.append(cells + "\x1b[0m")
-        else:
-            lines.append("".join(str(v) for v in row.tolist()))
-    t0 = (time_edges[0] - time_origin_us) / 1e6
-    t1 = (time_edges[-1] - time_origin_us) / 1e6
-    lines.append("# access_frequency: " + "".join(str(i) for i in range(10)))
-    lines.append(
-        f"# x-axis: space [{int(addr_edges[0]):#x}, {int(addr_edges[-1]):#x}) "
-        f"({_sz(int(addr_edges[-1] - addr_edges[0]))})"
-    )
-    lines.append(f"# y-axis: time [{t0:.3f} s, {t1:.3f} s) ({t1 - t0:.3f} s)")
-    lines.append(
-        f"# resolution: {grid.shape[1]}x{grid.shape[0]} "
-        f"({_sz(int((addr_edges[-1] - addr_edges[0]) / max(grid.shape[1], 1)))} and "
-        f"{(t1 - t0) / max(grid.shape[0], 1) * 1000:.3f} ms per cell)"
-    )
-    return "\n".join(lines)
 
 
 def heatmap_raw(grid: np.ndarray, time_edges: np.ndarray, addr_edges: np.ndarray) -> str:
@@ -62,33 +20,36 @@ def heatmap_raw(grid: np.ndarray, time_edges: np.ndarray, addr_edges: np.ndarray
 
 
 def heatmap_image(
-    grid: np.ndarray,
-    time_edges: np.ndarray,
-    addr_edges: np.ndarray,
+    hm: Any,
     path: str,
     *,
     title: str = "",
     time_origin_us: int = 0,
     size_px: tuple[int, int] = (1024, 768),
 ) -> None:
-    """Write the heatmap to ``path`` (format from the extension: png, svg, pdf, jpg)."""
+    """Write a :class:`pydamon.report.heatmap.Heatmap` to ``path`` (png, svg, pdf, jpg)."""
     plt = _pyplot()
     dpi = 100
     fig, ax = plt.subplots(figsize=(size_px[0] / dpi, size_px[1] / dpi), dpi=dpi)
-    t0 = (time_edges[0] - time_origin_us) / 1e6
-    t1 = (time_edges[-1] - time_origin_us) / 1e6
-    a0, a1 = float(addr_edges[0]), float(addr_edges[-1])
+    t0 = (hm.time_edges_us[0] - time_origin_us) / 1e6
+    t1 = (hm.time_edges_us[-1] - time_origin_us) / 1e6
+    width_mib = hm.bytes_per_column * hm.address_bins / 2**20
+    grid = np.ma.masked_invalid(hm.grid)
+    cmap = plt.get_cmap("inferno").copy()
+    cmap.set_bad("#bbbbbb")
     img = ax.imshow(
         grid,
         aspect="auto",
         origin="lower",
-        cmap="inferno",
-        extent=(0, (a1 - a0) / 2**20, t0, t1),
+        cmap=cmap,
+        extent=(0, width_mib, t0, t1),
         interpolation="nearest",
         vmin=0.0,
-        vmax=max(float(grid.max()), 1e-9),
+        vmax=max(float(np.nanmax(hm.grid)) if np.isfinite(hm.grid).any() else 0.0, 1e-9),
     )
-    ax.set_xlabel(f"address offset from {int(a0):#x} (MiB)")
+    lo = hm.spans[0][0] if hm.spans else 0
+    gaps = " (holes between spans collapsed)" if len(hm.spans) > 1 else ""
+    ax.set_xlabel(f"address offset from {lo:#x} (MiB){gaps}")
     ax.set_ylabel("time (s)")
     ax.set_title(title or "access heatmap")
     fig.colorbar(img, ax=ax, label="access rate")

@@ -129,11 +129,12 @@ def pattern_times(
     return ranges
 
 
-def contiguous_spans(starts: np.ndarray, ends: np.ndarray, gap_ratio: float = 0.1) -> np.ndarray:
+def contiguous_spans(starts: np.ndarray, ends: np.ndarray, gap_ratio: float = 0.05) -> np.ndarray:
     """Split the union of regions into spans separated by big holes; returns [[start, end], ..].
 
-    A hole is "big" if it is larger than ``gap_ratio`` of the total mapped size; vaddr records
-    (heap, mmap area, stack) fall into a few such spans.
+    A hole is "big" if it is larger than ``gap_ratio`` of the union's size; vaddr records (heap,
+    mmap area, stack) fall into a few such spans. Same rule as the terminal heatmap's
+    ``monitored_spans``.
     """
     if not len(starts):
         return np.zeros((0, 2), np.int64)
@@ -141,11 +142,11 @@ def contiguous_spans(starts: np.ndarray, ends: np.ndarray, gap_ratio: float = 0.
     s, e = starts[order], ends[order]
     run_end = np.maximum.accumulate(e)
     holes = s[1:] - run_end[:-1]
-    mapped = int((e - s).sum())
-    cut = np.nonzero(holes > max(mapped * gap_ratio, 0))[0]
+    union = int(run_end[-1] - s[0]) - int(np.maximum(holes, 0).sum())
+    cut = np.nonzero(holes > max(union * gap_ratio, 0))[0]
     bounds_lo = np.concatenate([[s[0]], s[cut + 1]])
     bounds_hi = np.concatenate([run_end[cut], [run_end[-1]]])
-    return np.stack([bounds_lo, bounds_hi], axis=1)
+    return np.stack([bounds_lo, bounds_hi], axis=1).astype(np.int64)
 
 
 def hottest_span(rec: Record) -> tuple[int, int]:
@@ -168,54 +169,65 @@ def heat_grid(
     *,
     time_range: tuple[int, int] | None = None,
     address_range: tuple[int, int] | None = None,
+    spans: list[tuple[int, int]] | None = None,
     time_bins: int = 40,
     address_bins: int = 80,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Average access rate (0..1) over (time, address) cells.
+) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """Average access rate (0..1) over (time, address) cells; NaN in rows without snapshots.
 
-    Returns ``(grid[time_bins, address_bins], time_edges_us, address_edges)``. Each region adds
-    its access rate weighted by how many bytes of each cell it covers; each time row is the
-    mean over the snapshots ending in it. Address cells nobody mapped stay 0. Vectorized with
-    bincount and a difference array, so the cost is a few passes over the regions.
+    The address axis is ``spans`` laid end to end (holes between them take no columns);
+    by default the record's :func:`contiguous_spans`, clipped to ``address_range`` if given.
+    Returns ``(grid[time_bins, address_bins], time_edges_us, spans)``. Each region adds its
+    access rate weighted by the bytes of each cell it covers; a time row is the mean of the
+    snapshots whose middle falls in it. Vectorized with bincount and a difference array: a few
+    passes over the regions, no per-snapshot Python loop.
     """
     if time_range is None:
         time_range = (int(rec.snap_start_us.min()), int(rec.snap_end_us.max()))
-    if address_range is None:
-        address_range = hottest_span(rec)
+    if spans is None:
+        spans = [(int(a), int(b)) for a, b in contiguous_spans(rec.starts, rec.ends)]
+    if address_range is not None:
+        lo, hi = address_range
+        spans = [(max(a, lo), min(b, hi)) for a, b in spans if a < hi and b > lo] or [(lo, hi)]
     t0, t1 = time_range
-    a0, a1 = address_range
     t1 = max(t1, t0 + 1)
-    a1 = max(a1, a0 + 1)
     nt, na = int(time_bins), int(address_bins)
     time_edges = np.linspace(t0, t1, nt + 1)
-    addr_edges = np.linspace(a0, a1, na + 1)
     grid = np.zeros((nt, na))
-    if not rec.nr_snapshots:
-        return grid, time_edges, addr_edges
+    total = sum(b - a for a, b in spans)
+    if not rec.nr_snapshots or not total:
+        return np.full((nt, na), np.nan), time_edges, spans
+    span_lo = np.array([a for a, _ in spans], np.int64)
+    span_hi = np.array([b for _, b in spans], np.int64)
+    span_v0 = np.concatenate([[0], np.cumsum(span_hi - span_lo)[:-1]])
 
-    # rows of snapshots (by end time), and how many snapshots each row averages
-    snap_row = ((rec.snap_end_us - t0) * nt // (t1 - t0)).astype(np.int64)
-    snap_row = np.where(rec.snap_end_us == t1, nt - 1, snap_row)
+    # rows of snapshots (by the middle of their aggregation), and how many each row averages
+    mid_us = (rec.snap_start_us + rec.snap_end_us) // 2
+    snap_row = ((mid_us - t0) * nt // (t1 - t0)).astype(np.int64)
+    snap_row = np.where(mid_us == t1, nt - 1, snap_row)
     snap_in = (snap_row >= 0) & (snap_row < nt)
     rows_count = np.bincount(snap_row[snap_in], minlength=nt).astype(float)
 
+    # regions on the collapsed address axis (a region lies within one span)
     snap = rec.region_snapshot
-    s = np.maximum(rec.starts, a0).astype(np.float64)
-    e = np.minimum(rec.ends, a1).astype(np.float64)
-    keep = (e > s) & snap_in[snap]
-    s, e = s[keep], e[keep]
+    k = np.searchsorted(span_lo, rec.starts, side="right") - 1
+    k_ok = np.clip(k, 0, len(spans) - 1)
+    s = np.maximum(rec.starts, span_lo[k_ok])
+    e = np.minimum(rec.ends, span_hi[k_ok])
+    keep = (k >= 0) & (e > s) & snap_in[snap]
+    s = (s[keep] - span_lo[k_ok[keep]] + span_v0[k_ok[keep]]).astype(np.float64)
+    e = (e[keep] - span_lo[k_ok[keep]] + span_v0[k_ok[keep]]).astype(np.float64)
     rsnap = snap[keep]
     rate = rec.nr_accesses[keep] / rec.max_nr_accesses[rsnap]
     row = snap_row[rsnap]
-    width = (a1 - a0) / na
-    c0 = np.minimum(((s - a0) / width).astype(np.int64), na - 1)
-    c1 = np.minimum(((e - a0) / width).astype(np.int64), na - 1)
+    width = total / na
+    c0 = np.minimum((s / width).astype(np.int64), na - 1)
+    c1 = np.minimum((e / width).astype(np.int64), na - 1)
     # bytes-weighted sums into cells: partial first cell, partial last cell, full middle cells
-    edge0 = a0 + (c0 + 1) * width
-    first_cov = np.where(c1 > c0, edge0 - s, e - s)
+    first_cov = np.where(c1 > c0, (c0 + 1) * width - s, e - s)
     acc = np.bincount(row * na + c0, weights=rate * first_cov, minlength=nt * na)
     last = c1 > c0
-    last_cov = e[last] - (a0 + c1[last] * width)
+    last_cov = e[last] - c1[last] * width
     acc += np.bincount(row[last] * na + c1[last], weights=rate[last] * last_cov, minlength=nt * na)
     full = c1 > c0 + 1
     diff = np.bincount(
@@ -227,5 +239,5 @@ def heat_grid(
     middle = np.cumsum(diff.reshape(nt, na + 1), axis=1)[:, :na]
     grid = (acc.reshape(nt, na) + middle) / width
     with np.errstate(invalid="ignore", divide="ignore"):
-        grid = np.where(rows_count[:, None] > 0, grid / rows_count[:, None], 0.0)
-    return grid, time_edges, addr_edges
+        grid = np.where(rows_count[:, None] > 0, grid / rows_count[:, None], np.nan)
+    return grid, time_edges, spans

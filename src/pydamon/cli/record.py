@@ -236,7 +236,7 @@ def record(
         if args.timeout <= 0:
             raise CliError("--timeout must be positive", EXIT_USAGE)
         duration_us = int(args.timeout * 1e6)
-    elif setup.ops_name == "sim":
+    elif setup.ops_name == "sim" and state is None:  # background monitors run until stopped
         duration_us = _default_sim_duration_us(setup)
     error: BaseException | None = None
     wall_start = time.monotonic()

@@ -83,30 +83,40 @@ MAX_RATE_TICKS = 256
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-U64 = np.uint64
+PAGE_SHIFT = PAGE_SIZE.bit_length() - 1
 
-_GOLDEN = 0x9E3779B97F4A7C15
 _TICK_MUL = 0xC2B2AE3D27D4EB4F
-_M1 = U64(0xBF58476D1CE4E5B9)
-_M2 = U64(0x94D049BB133111EB)
 _MASK64 = (1 << 64) - 1
 
 
+def _u64(value: int) -> npt.NDArray[np.uint64]:
+    # 0-d arrays: numpy's scalar promotion costs more than the arithmetic on small arrays
+    return np.array(value, dtype=np.uint64)
+
+
+_GOLDEN = _u64(0x9E3779B97F4A7C15)
+_M1 = _u64(0xBF58476D1CE4E5B9)
+_M2 = _u64(0x94D049BB133111EB)
+_S11, _S27, _S30, _S31 = _u64(11), _u64(27), _u64(30), _u64(31)
+_TO_UNIT = 1.0 / (1 << 53)
+
+
 def _mix(x: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
-    """splitmix64's finaliser on uint64 arrays (wrapping arithmetic)."""
-    x = x ^ (x >> U64(30))
-    x = x * _M1
-    x = x ^ (x >> U64(27))
-    x = x * _M2
-    return x ^ (x >> U64(31))
+    """splitmix64's finaliser on uint64 arrays (wrapping arithmetic), in place."""
+    x ^= x >> _S30
+    x *= _M1
+    x ^= x >> _S27
+    x *= _M2
+    x ^= x >> _S31
+    return x
 
 
 def _uniform(key: int, pages: IntArray, tick: int) -> FloatArray:
     """A uniform [0, 1) number per page, fixed by (key, page, tick)."""
-    salt = U64((key + tick * _TICK_MUL) & _MASK64)
-    x = pages.astype(np.uint64) * U64(_GOLDEN)
-    x = _mix(x ^ salt)
-    return (x >> U64(11)).astype(np.float64) * (1.0 / (1 << 53))
+    salt = _u64((key + tick * _TICK_MUL) & _MASK64)
+    x = pages.view(np.uint64) * _GOLDEN
+    x ^= salt
+    return ((_mix(x) >> _S11) * _TO_UNIT).astype(np.float64, copy=False)
 
 
 def vaddr_init_ranges(areas: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -416,7 +426,8 @@ class SimSpace:
 
     def accessed_in_tick(self, addrs: IntArray, tick: int) -> npt.NDArray[np.bool_]:
         """Ground truth: whether each page holding ``addrs`` is accessed in ``tick``."""
-        pages = addrs // PAGE_SIZE
+        addrs = np.asarray(addrs, dtype=np.int64)
+        pages = addrs >> PAGE_SHIFT
         return _uniform(self._key, pages, tick) < self.access_prob(addrs, tick)
 
     def accessed_in_window(
@@ -425,6 +436,8 @@ class SimSpace:
         """Whether each page is accessed in any tick overlapping ``[start_us, end_us)``."""
         j0 = self.tick_of(start_us)
         j1 = max(-(-(end_us - self.origin_us) // self.tick_us), j0 + 1)
+        if j1 - j0 == 1:
+            return self.accessed_in_tick(addrs, j0)
         if j1 - j0 <= MAX_EXACT_TICKS:
             hit = np.zeros(len(addrs), np.bool_)
             for j in range(j0, j1):

@@ -110,10 +110,13 @@ def load_schemes(path: str) -> list[Any]:
     loader = getattr(damos, "load_schemes", None) or getattr(damos, "parse_schemes_file", None)
     if loader is None:
         raise CliError("this pydamon build cannot read scheme files yet", 3)
+    if not os.path.isfile(path):
+        raise CliError(f"no such scheme file: {path}", EXIT_USAGE)
     try:
         return list(loader(path))
     except (OSError, ValueError) as err:
-        raise CliError(f"bad schemes file {path}: {err}", EXIT_USAGE) from None
+        msg = str(err) if path in str(err) else f"{path}: {err}"
+        raise CliError(f"bad scheme file {msg}", EXIT_USAGE) from None
 
 
 class Progress:

@@ -1,0 +1,198 @@
+"""``pydamon schemes``: run DAMOS schemes against a process, a command, physical memory or a
+simulated workload, with live per-scheme statistics."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from typing import Any
+
+from pydamon.cli.common import (
+    add_monitoring_options,
+    add_target_options,
+    attrs_from_args,
+    human_bytes,
+    human_time_us,
+    is_tty,
+    make_context,
+    pid_exists,
+    setup_targets,
+)
+from pydamon.cli.main import EXIT_UNSUPPORTED, EXIT_USAGE, CliError
+
+EPILOG = """\
+examples:
+  pydamon schemes --sim hotcold --damos_action pageout --damos_access_rate 0 0 --damos_age 5s max
+  pydamon schemes --sim hotcold --schemes schemes.json --timeout 60 --json
+  sudo pydamon schemes -p $(pidof myapp) --schemes cold.txt
+  sudo pydamon schemes --damos_action cold --damos_sz_region 4K max \\
+       --damos_quotas 10ms 128M 1s -- ./prog
+  (scheme files: damo's one-line text form, JSON or YAML; see 'pydamon schemes --help')
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "schemes",
+        help="apply DAMOS schemes to a target, with live stats",
+        description="Monitor a target and apply DAMOS schemes (from a file or options).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_target_options(p)
+    add_monitoring_options(p)
+    g = p.add_argument_group("schemes (a file, or one scheme from damo-like options)")
+    g.add_argument("--schemes", metavar="FILE", help="scheme file: damo text lines, JSON or YAML")
+    g.add_argument("--damos_action", metavar="ACTION", help="e.g. pageout, cold, hugepage, stat")
+    g.add_argument("--damos_access_rate", nargs=2, metavar=("MIN", "MAX"),
+                   help="access rate range in percent (default 0 100)")  # fmt: skip
+    g.add_argument("--damos_sz_region", nargs=2, metavar=("MIN", "MAX"),
+                   help="region size range (default min max)")  # fmt: skip
+    g.add_argument("--damos_age", nargs=2, metavar=("MIN", "MAX"),
+                   help="age range, e.g. 5s max (default min max)")  # fmt: skip
+    g.add_argument("--damos_quotas", nargs=3, metavar=("TIME", "SIZE", "RESET"),
+                   help="time quota, size quota, reset interval (e.g. 10ms 128M 1s)")  # fmt: skip
+    o = p.add_argument_group("run")
+    o.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="stop after this long (monitor time; default 10 s for --sim)")  # fmt: skip
+    o.add_argument("-o", "--record", metavar="FILE", help="also record the snapshots")
+    o.add_argument("-q", "--quiet", action="store_true", help="no live stats line")
+    o.add_argument("--json", action="store_true", help="final stats as JSON")
+    p.set_defaults(func=run)
+
+
+def schemes_from_args(args: argparse.Namespace) -> list[Any]:
+    try:
+        from pydamon import damos
+    except ImportError:
+        raise CliError("DAMOS is not available in this pydamon build", EXIT_UNSUPPORTED) from None
+    if args.schemes and args.damos_action:
+        raise CliError("give --schemes FILE or --damos_action, not both", EXIT_USAGE)
+    if args.schemes:
+        import os
+
+        if not os.path.isfile(args.schemes):
+            raise CliError(f"no such scheme file: {args.schemes}", EXIT_USAGE)
+        try:
+            schemes = list(damos.load_schemes(args.schemes))
+        except FileNotFoundError:
+            raise CliError(f"no such scheme file: {args.schemes}", EXIT_USAGE) from None
+        except (OSError, ValueError) as err:
+            msg = str(err)
+            if args.schemes not in msg:
+                msg = f"{args.schemes}: {msg}"
+            raise CliError(f"bad scheme file {msg}", EXIT_USAGE) from None
+        if not schemes:
+            raise CliError(f"{args.schemes} defines no scheme", EXIT_USAGE)
+        return schemes
+    if not args.damos_action:
+        raise CliError("no scheme: give --schemes FILE or --damos_action ACTION", EXIT_USAGE)
+    sz = args.damos_sz_region or ["min", "max"]
+    rate = args.damos_access_rate or ["0", "100"]
+    age = args.damos_age or ["min", "max"]
+    line = " ".join([sz[0], sz[1], f"{rate[0]}%", f"{rate[1]}%", age[0], age[1], args.damos_action])
+    line = line.replace("%%", "%").replace("max%", "max").replace("min%", "min")
+    try:
+        scheme = damos.parse_scheme_line(line, "options")
+        if args.damos_quotas:
+            from pydamon.damos.parse import parse_size, parse_time
+
+            t, s, r = args.damos_quotas
+            scheme.quota.ms = parse_time(t, "ms", "ms")
+            scheme.quota.sz = parse_size(s)
+            scheme.quota.reset_interval_ms = parse_time(r, "ms", "ms")
+    except ValueError as err:
+        raise CliError(f"bad scheme options: {err}", EXIT_USAGE) from None
+    return [scheme]
+
+
+def stats_rows(ctx: Any) -> list[dict[str, Any]]:
+    rows = []
+    for i, s in enumerate(ctx.schemes):
+        st = s.stats
+        rows.append(
+            {
+                "scheme": i,
+                "action": str(getattr(s.action, "value", s.action)),
+                "nr_tried": st.nr_tried,
+                "sz_tried": st.sz_tried,
+                "nr_applied": st.nr_applied,
+                "sz_applied": st.sz_applied,
+                "sz_ops_filter_passed": st.sz_ops_filter_passed,
+                "qt_exceeds": st.qt_exceeds,
+                "wmarks_active": bool(getattr(s, "wmarks_activated", True)),
+            }
+        )
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    attrs = attrs_from_args(args)
+    schemes = schemes_from_args(args)
+    setup = setup_targets(args)
+    ctx = make_context(setup, attrs, args.seed, getattr(args, "sim_speed", None))
+    ctx.set_schemes(schemes)
+    recorder = None
+    if args.record:
+        from pydamon.record.recorder import Recorder
+
+        recorder = Recorder(ctx, args.record, meta={"ops": setup.ops_name},
+                            footprints=setup.ops_name != "sim")  # fmt: skip
+    live = is_tty() and not args.quiet
+    last = [0.0]
+    start_us = ctx.clock.now_us()
+
+    def show(c: Any) -> bool:
+        if setup.process is not None and setup.process.poll() is not None:
+            return True
+        if setup.process is None and setup.pid is not None and not pid_exists(setup.pid):
+            return True
+        now = time.monotonic()
+        if live and now - last[0] >= 0.5:
+            last[0] = now
+            parts = [
+                f"#{r['scheme']} {r['action']}: applied {human_bytes(r['sz_applied'])} "
+                f"of {human_bytes(r['sz_tried'])} tried"
+                for r in stats_rows(c)
+            ]
+            line = f"\r{human_time_us(c.clock.now_us() - start_us)}: " + "; ".join(parts)
+            sys.stderr.write(line[:150].ljust(100))
+            sys.stderr.flush()
+        return False
+
+    ctx.add_callback("after_aggregation", show)
+    old = {s: signal.signal(s, lambda *_: ctx.stop()) for s in (signal.SIGINT, signal.SIGTERM)}
+    duration = int(args.timeout * 1e6) if args.timeout else None
+    if duration is None and setup.ops_name == "sim":
+        duration = 10_000_000
+    try:
+        ctx.run(duration_us=duration)
+    except (OSError, RuntimeError, NotImplementedError, ValueError) as err:
+        raise CliError(f"applying schemes failed: {err}") from None
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        if live:
+            sys.stderr.write("\n")
+        if recorder is not None:
+            recorder.close()
+        if setup.process is not None and setup.process.poll() is None:
+            setup.process.terminate()
+    rows = stats_rows(ctx)
+    if args.json:
+        print(json.dumps({"monitored_us": ctx.clock.now_us() - start_us, "schemes": rows}))
+        return 0
+    print(f"# {human_time_us(ctx.clock.now_us() - start_us)} monitored, "
+          f"{ctx.nr_aggregations} aggregations")  # fmt: skip
+    print(f"{'#':>3} {'action':<12} {'nr_tried':>9} {'sz_tried':>14} {'nr_applied':>10} "
+          f"{'sz_applied':>14} {'qt_exceeds':>10}")  # fmt: skip
+    for r in rows:
+        print(
+            f"{r['scheme']:>3} {r['action']:<12} {r['nr_tried']:>9} "
+            f"{human_bytes(r['sz_tried']):>14} {r['nr_applied']:>10} "
+            f"{human_bytes(r['sz_applied']):>14} {r['qt_exceeds']:>10}"
+        )
+    return 0

@@ -20,6 +20,7 @@ COMMAND_MODULES: list[str] = [
     "pydamon.cli.record",
     "pydamon.cli.report",
     "pydamon.cli.monitor",
+    "pydamon.cli.schemes",
 ]
 
 #: Exit codes: 0 success, 1 runtime failure, 2 usage error (argparse's), 3 missing feature or

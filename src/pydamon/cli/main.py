@@ -21,6 +21,8 @@ COMMAND_MODULES: list[str] = [
     "pydamon.cli.report",
     "pydamon.cli.monitor",
     "pydamon.cli.schemes",
+    "pydamon.cli.convert",
+    "pydamon.cli.completion",
 ]
 
 #: Exit codes: 0 success, 1 runtime failure, 2 usage error (argparse's), 3 missing feature or

@@ -480,3 +480,34 @@ def test_one_workload_per_target():
     assert ops.space(0).spec.name == "small" and ops.space(1).spec.name == "hotcold"
     assert ctx.targets[0].regions.total_size < ctx.targets[1].regions.total_size
     assert ops.truth_snapshot(ctx.snapshot(1)).target_index == 1
+
+
+def test_access_checks_in_huge_pages_see_the_whole_2mib_page():
+    """With THP, the Accessed bit is the PMD's: any of the 512 pages' accesses sets it."""
+    spec = WorkloadSpec(
+        name="thp",
+        areas=[Area("data", 64 * MiB, "mmap", addr=0x7F00_0000_0000)],
+        phases=[Phase(1_000_000_000, {"data": 0.002})],
+    )
+    ops = SimOperations(spec, seed=9)
+    ctx = started(ops)
+    space = ops.space()
+    lo, hi = 0x7F00_0000_0000, 0x7F00_0000_0000 + 64 * MiB
+    addrs = lo + np.random.default_rng(0).integers(0, 64 * MiB, 4000)
+    windows = range(0, 1_000_000, 5000)  # 200 windows x 16 huge pages: sd of the mean ~0.01
+
+    def hits() -> np.ndarray:
+        return np.mean([space.accessed_in_window(addrs, t, t + 5000) for t in windows], 0)
+
+    assert hits().mean() == pytest.approx(0.002, abs=0.002)
+    ops.apply_scheme(ctx, ctx.targets[0], lo, lo + 32 * MiB, scheme("hugepage"))
+    in_huge = addrs < lo + 32 * MiB
+    h = hits()
+    assert h[in_huge].mean() == pytest.approx(1 - (1 - 0.002) ** 512, abs=0.04)
+    assert h[~in_huge].mean() == pytest.approx(0.002, abs=0.002)
+    # every address of a huge page gets the same answer
+    one = np.array([lo, lo + 4096, lo + HUGE_PAGE_SIZE - 4096])
+    for t in windows:
+        assert len(set(space.accessed_in_window(one, t, t + 5000).tolist())) == 1
+    ops.apply_scheme(ctx, ctx.targets[0], lo, hi, scheme("nohugepage"))
+    assert hits().mean() == pytest.approx(0.002, abs=0.002)

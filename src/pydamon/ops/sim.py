@@ -21,10 +21,11 @@ per-tick ground-truth events.
 DAMOS actions change per-page state kept as interval maps (not per-page objects): residency
 (``pageout`` pages out; touching a paged-out page costs a major fault and makes it resident),
 huge-page backing (``hugepage``/``collapse`` back 2 MiB-aligned parts, ``nohugepage`` and
-``pageout`` split them), LRU priority (``cold``/``lru_deprio``, ``lru_prio``), NUMA placement
-(``migrate_hot``/``migrate_cold`` to ``scheme.target_nid``). Refaults are computed per interval
-from the access probabilities (expected values, so they cost nothing per page). See
-:class:`SimEffects`; :attr:`SimOperations.metrics` serves ``free_mem_rate`` and the other
+``pageout`` split them; an access check in a huge page sees the whole 2 MiB page's Accessed bit,
+as the kernel's PMD check does), LRU priority (``cold``/``lru_deprio``, ``lru_prio``), NUMA
+placement (``migrate_hot``/``migrate_cold`` to ``scheme.target_nid``). Refaults are computed
+per interval from the access probabilities (expected values, so they cost nothing per page).
+See :class:`SimEffects`; :attr:`SimOperations.metrics` serves ``free_mem_rate`` and the other
 watermark/quota-goal metrics from this state.
 """
 
@@ -433,9 +434,25 @@ class SimSpace:
     def accessed_in_window(
         self, addrs: IntArray, start_us: int, end_us: int
     ) -> npt.NDArray[np.bool_]:
-        """Whether each page is accessed in any tick overlapping ``[start_us, end_us)``."""
+        """What an access check of ``addrs`` over ``[start_us, end_us)`` finds.
+
+        A 4 KiB page counts as accessed if it is accessed in any tick overlapping the window. In
+        a huge-page-backed range the Accessed bit is the 2 MiB page's (a PMD), so there the check
+        finds an access if any of its 512 pages was accessed (drawn from that probability, with
+        one draw per huge page and tick).
+        """
+        addrs = np.asarray(addrs, dtype=np.int64)
         j0 = self.tick_of(start_us)
         j1 = max(-(-(end_us - self.origin_us) // self.tick_us), j0 + 1)
+        hit = self._pages_accessed(addrs, j0, j1)
+        if len(self.huge):
+            hi = np.searchsorted(self.huge.starts, addrs, side="right") - 1
+            in_huge = (hi >= 0) & (addrs < self.huge.ends[hi])
+            if in_huge.any():
+                hit[in_huge] = self._huge_pages_accessed(addrs[in_huge], j0, j1)
+        return hit
+
+    def _pages_accessed(self, addrs: IntArray, j0: int, j1: int) -> npt.NDArray[np.bool_]:
         if j1 - j0 == 1:
             return self.accessed_in_tick(addrs, j0)
         if j1 - j0 <= MAX_EXACT_TICKS:
@@ -451,7 +468,32 @@ class SimSpace:
                 log_miss += np.log1p(-self.access_prob(addrs, j))
         p_any = 1.0 - np.exp(log_miss * ((j1 - j0) / len(ticks)))
         # a hash "tick" far from real ticks, so this draw is independent of them
-        return _uniform(self._key ^ 0x5DEECE66D, addrs // PAGE_SIZE, j0 * 7919 + j1) < p_any
+        return _uniform(self._key ^ 0x5DEECE66D, addrs >> PAGE_SHIFT, j0 * 7919 + j1) < p_any
+
+    def _huge_pages_accessed(self, addrs: IntArray, j0: int, j1: int) -> npt.NDArray[np.bool_]:
+        """Whether the 2 MiB pages holding ``addrs`` had any access in ticks ``[j0, j1)``."""
+        base = addrs - addrs % HUGE_PAGE_SIZE
+        nr_probes = 8
+        step = HUGE_PAGE_SIZE // nr_probes
+        probes = (base[:, None] + np.arange(nr_probes, dtype=np.int64) * step + step // 2).ravel()
+        pages_per_probe = HUGE_PAGE_SIZE // PAGE_SIZE / nr_probes
+        key = self._key ^ 0x2D2D2D2D2D2D2D2D
+        hpages = base >> 21
+
+        def log_miss_at(j: int) -> FloatArray:
+            with np.errstate(divide="ignore"):
+                lm = np.log1p(-self.access_prob(probes, j)).reshape(-1, nr_probes).sum(1)
+            return lm * pages_per_probe
+
+        if j1 - j0 <= MAX_EXACT_TICKS:
+            hit = np.zeros(len(addrs), np.bool_)
+            for j in range(j0, j1):
+                hit |= _uniform(key, hpages, j) < 1.0 - np.exp(log_miss_at(j))
+            return hit
+        ticks = np.linspace(j0, j1 - 1, MAX_EXACT_TICKS).astype(np.int64).tolist()
+        log_miss = sum((log_miss_at(j) for j in ticks), np.zeros(len(addrs)))
+        p_any = 1.0 - np.exp(log_miss * ((j1 - j0) / len(ticks)))
+        return _uniform(key ^ 0x5DEECE66D, hpages, j0 * 7919 + j1) < p_any
 
     # -- ground truth ----------------------------------------------------------------------------
     def true_access_counts(self, start: int, end: int, start_us: int, end_us: int) -> IntArray:

@@ -126,6 +126,7 @@ class Progress:
         self.enabled = enabled
         self.wall_start = time.monotonic()
         self.last = 0.0
+        self.monitor_start_us = 0
 
     def update(self, ctx: Context, nr_snapshots: int, force: bool = False) -> None:
         if not self.enabled:
@@ -212,7 +213,7 @@ def record(
     )
     recorder_box.append(recorder)
     os.chmod(stream_path, mode)
-    progress.monitor_start_us = ctx.clock.now_us()  # type: ignore[attr-defined]
+    progress.monitor_start_us = ctx.clock.now_us()
 
     stop_reason = ["target ended"]
 
@@ -245,7 +246,7 @@ def record(
     wall_start = time.monotonic()
     try:
         ctx.run(duration_us=duration_us)
-        monitored = ctx.clock.now_us() - progress.monitor_start_us  # type: ignore[attr-defined]
+        monitored = ctx.clock.now_us() - progress.monitor_start_us
         if stop_reason[0] == "target ended" and duration_us and monitored >= duration_us:
             stop_reason[0] = "timeout"
     except BaseException as err:  # finalize the record whatever ended the loop
@@ -282,7 +283,7 @@ def record(
         "output": out,
         "output_type": args.output_type,
         "nr_snapshots": recorder.nr_snapshots,
-        "monitored_us": ctx.clock.now_us() - progress.monitor_start_us,  # type: ignore[attr-defined]
+        "monitored_us": ctx.clock.now_us() - progress.monitor_start_us,
         "wall_s": round(time.monotonic() - wall_start, 3),
         "monitor_cpu_s": round(ctx.monitor_cpu_s, 3),
         "stop_reason": stop_reason[0],

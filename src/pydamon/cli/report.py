@@ -258,7 +258,9 @@ def heatmap_of(args: argparse.Namespace, rec: Record) -> Any:
         time_range = (origin + args.time_range[0], origin + args.time_range[1])
         if time_range[1] <= time_range[0]:
             raise CliError("--time_range END must be after START", EXIT_USAGE)
-    addr_range = tuple(args.address_range) if args.address_range else None
+    addr_range: tuple[int, int] | None = (
+        (args.address_range[0], args.address_range[1]) if args.address_range else None
+    )
     if addr_range is not None and addr_range[1] <= addr_range[0]:
         raise CliError("--address_range END must be above START", EXIT_USAGE)
     if addr_range is None and args.draw_range == "hottest":
@@ -270,7 +272,7 @@ def heatmap_of(args: argparse.Namespace, rec: Record) -> Any:
     grid, t_edges, spans = stats.heat_grid(
         rec,
         time_range=time_range,
-        address_range=addr_range,  # type: ignore[arg-type]
+        address_range=addr_range,
         time_bins=rows,
         address_bins=cols,
     )
@@ -478,7 +480,7 @@ def report_times(args: argparse.Namespace) -> int:
             max_access_rate=1.0 if hi_rate is None else hi_rate / 100,
             min_age_us=min_age or 0,
             max_age_us=max_age,
-            address_range=tuple(args.address) if args.address else None,  # type: ignore[arg-type]
+            address_range=(args.address[0], args.address[1]) if args.address else None,
         )
         total = sum(r.duration_us for r in ranges)
         out_json.append(
@@ -657,7 +659,7 @@ def report_raw(args: argparse.Namespace) -> int:
 def report_info(args: argparse.Namespace) -> int:
     rec = load(args)
     path = args.input or ("pydamon.data" if os.path.exists("pydamon.data") else "damon.data")
-    info = {
+    info: dict[str, Any] = {
         "file": path,
         "file_bytes": os.path.getsize(path),
         "format": rec.source_format,

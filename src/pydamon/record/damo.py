@@ -166,8 +166,8 @@ def records_from_damo_kvpairs(kvpairs: Any, source_format: str = "damo-json") ->
             nr = np.empty(n, np.int64)
             age = np.empty(n, np.int64)
             for i, r in enumerate(regions):
-                starts[i] = parse_bytes(r["start"])
-                ends[i] = parse_bytes(r["end"])
+                starts[i] = parse_bytes(r["start"]) or 0
+                ends[i] = parse_bytes(r["end"]) or 0
                 nr[i] = _region_nr_accesses(r.get("nr_accesses"), max_nr)
                 age[i] = _region_age(r.get("age"), s_aggr)
             if n == 1 and starts[0] == 0 and ends[0] == 0 and nr[0] == -1:

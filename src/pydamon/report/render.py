@@ -72,7 +72,7 @@ def line_plot(
     plt.close(fig)
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
+def _pyplot() -> Any:
     try:
         import matplotlib
 

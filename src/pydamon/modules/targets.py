@@ -51,7 +51,8 @@ TARGET_PARAMS: tuple[Param, ...] = (
         "monitor_region_start",
         int,
         None,
-        "start of the physical address range to monitor (paddr; default: biggest System RAM)",
+        "start of the address range to monitor (paddr: default biggest System RAM; vaddr: "
+        "a fixed range of the process, as fvaddr)",
         unit="bytes",
         optional=True,
         online=False,
@@ -60,7 +61,7 @@ TARGET_PARAMS: tuple[Param, ...] = (
         "monitor_region_end",
         int,
         None,
-        "end of the physical address range to monitor (paddr)",
+        "end of the address range to monitor",
         unit="bytes",
         optional=True,
         online=False,
@@ -119,6 +120,10 @@ def make_ops_targets(p: Params) -> tuple[Operations, list[Target]]:
         for pid in pids:
             if not os.path.exists(f"/proc/{pid}"):
                 raise ModuleError(f"process {pid} does not exist")
+        if p.monitor_region_start is not None:
+            # A fixed virtual address range of each process: the fvaddr operations set.
+            fixed = [(p.monitor_region_start, p.monitor_region_end)]
+            return ops_class("fvaddr")(), [Target(pid=pid, ranges=list(fixed)) for pid in pids]
         return ops_class("vaddr")(), [Target(pid=pid) for pid in pids]
     ranges = None
     if p.monitor_region_start is not None:

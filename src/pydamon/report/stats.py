@@ -129,15 +129,32 @@ def pattern_times(
     return ranges
 
 
-def contiguous_spans(starts: np.ndarray, ends: np.ndarray, gap_ratio: float = 0.05) -> np.ndarray:
+def contiguous_spans(
+    starts: np.ndarray,
+    ends: np.ndarray,
+    gap_ratio: float = 0.05,
+    region_offsets: np.ndarray | None = None,
+) -> np.ndarray:
     """Split the union of regions into spans separated by big holes; returns [[start, end], ..].
 
     A hole is "big" if it is larger than ``gap_ratio`` of the union's size; vaddr records (heap,
     mmap area, stack) fall into a few such spans. Same rule as the terminal heatmap's
-    ``monitored_spans``.
+    ``monitored_spans``. With ``region_offsets`` (snapshots of address-sorted regions) only the
+    runs of adjacent regions are sorted, not every region: a few per snapshot.
     """
     if not len(starts):
         return np.zeros((0, 2), np.int64)
+    if region_offsets is not None and len(starts) > 1:
+        new_snap = np.zeros(len(starts), bool)
+        new_snap[region_offsets[:-1][region_offsets[:-1] < len(starts)]] = True
+        ordered = np.all((starts[1:] >= ends[:-1]) | new_snap[1:])
+        if ordered:
+            run_start = new_snap.copy()
+            run_start[1:] |= starts[1:] != ends[:-1]
+            run_start[0] = True
+            idx = np.nonzero(run_start)[0]
+            starts = starts[idx]
+            ends = np.maximum.reduceat(ends, idx)
     order = np.argsort(starts, kind="stable")
     s, e = starts[order], ends[order]
     run_end = np.maximum.accumulate(e)
@@ -151,7 +168,7 @@ def contiguous_spans(starts: np.ndarray, ends: np.ndarray, gap_ratio: float = 0.
 
 def hottest_span(rec: Record) -> tuple[int, int]:
     """The contiguous span with the most accessed bytes (default address range of heatmaps)."""
-    spans = contiguous_spans(rec.starts, rec.ends)
+    spans = contiguous_spans(rec.starts, rec.ends, region_offsets=rec.region_offsets)
     if not len(spans):
         return (0, 0)
     if len(spans) == 1:
@@ -185,59 +202,132 @@ def heat_grid(
     if time_range is None:
         time_range = (int(rec.snap_start_us.min()), int(rec.snap_end_us.max()))
     if spans is None:
-        spans = [(int(a), int(b)) for a, b in contiguous_spans(rec.starts, rec.ends)]
-    if address_range is not None:
-        lo, hi = address_range
-        spans = [(max(a, lo), min(b, hi)) for a, b in spans if a < hi and b > lo] or [(lo, hi)]
-    t0, t1 = time_range
-    t1 = max(t1, t0 + 1)
-    nt, na = int(time_bins), int(address_bins)
-    time_edges = np.linspace(t0, t1, nt + 1)
-    grid = np.zeros((nt, na))
-    total = sum(b - a for a, b in spans)
-    if not rec.nr_snapshots or not total:
-        return np.full((nt, na), np.nan), time_edges, spans
-    span_lo = np.array([a for a, _ in spans], np.int64)
-    span_hi = np.array([b for _, b in spans], np.int64)
-    span_v0 = np.concatenate([[0], np.cumsum(span_hi - span_lo)[:-1]])
+        spans = [
+            (int(a), int(b))
+            for a, b in contiguous_spans(rec.starts, rec.ends, region_offsets=rec.region_offsets)
+        ]
+    grid = HeatGrid(time_range, spans, time_bins, address_bins, address_range)
+    grid.add(rec)
+    return grid.result(), grid.time_edges, grid.spans
 
-    # rows of snapshots (by the middle of their aggregation), and how many each row averages
-    mid_us = (rec.snap_start_us + rec.snap_end_us) // 2
-    snap_row = ((mid_us - t0) * nt // (t1 - t0)).astype(np.int64)
-    snap_row = np.where(mid_us == t1, nt - 1, snap_row)
-    snap_in = (snap_row >= 0) & (snap_row < nt)
-    rows_count = np.bincount(snap_row[snap_in], minlength=nt).astype(float)
 
-    # regions on the collapsed address axis (a region lies within one span)
-    snap = rec.region_snapshot
-    k = np.searchsorted(span_lo, rec.starts, side="right") - 1
-    k_ok = np.clip(k, 0, len(spans) - 1)
-    s = np.maximum(rec.starts, span_lo[k_ok])
-    e = np.minimum(rec.ends, span_hi[k_ok])
-    keep = (k >= 0) & (e > s) & snap_in[snap]
-    s = (s[keep] - span_lo[k_ok[keep]] + span_v0[k_ok[keep]]).astype(np.float64)
-    e = (e[keep] - span_lo[k_ok[keep]] + span_v0[k_ok[keep]]).astype(np.float64)
-    rsnap = snap[keep]
-    rate = rec.nr_accesses[keep] / rec.max_nr_accesses[rsnap]
-    row = snap_row[rsnap]
-    width = total / na
-    c0 = np.minimum((s / width).astype(np.int64), na - 1)
-    c1 = np.minimum((e / width).astype(np.int64), na - 1)
-    # bytes-weighted sums into cells: partial first cell, partial last cell, full middle cells
-    first_cov = np.where(c1 > c0, (c0 + 1) * width - s, e - s)
-    acc = np.bincount(row * na + c0, weights=rate * first_cov, minlength=nt * na)
-    last = c1 > c0
-    last_cov = e[last] - c1[last] * width
-    acc += np.bincount(row[last] * na + c1[last], weights=rate[last] * last_cov, minlength=nt * na)
-    full = c1 > c0 + 1
-    diff = np.bincount(
-        row[full] * (na + 1) + c0[full] + 1, weights=rate[full] * width, minlength=nt * (na + 1)
-    )
-    diff -= np.bincount(
-        row[full] * (na + 1) + c1[full], weights=rate[full] * width, minlength=nt * (na + 1)
-    )
-    middle = np.cumsum(diff.reshape(nt, na + 1), axis=1)[:, :na]
-    grid = (acc.reshape(nt, na) + middle) / width
-    with np.errstate(invalid="ignore", divide="ignore"):
-        grid = np.where(rows_count[:, None] > 0, grid / rows_count[:, None], np.nan)
-    return grid, time_edges, spans
+class HeatGrid:
+    """Accumulates :func:`heat_grid` block by block (records too big to load at once)."""
+
+    def __init__(
+        self,
+        time_range: tuple[int, int],
+        spans: list[tuple[int, int]],
+        time_bins: int,
+        address_bins: int,
+        address_range: tuple[int, int] | None = None,
+    ) -> None:
+        if address_range is not None:
+            lo, hi = address_range
+            spans = [(max(a, lo), min(b, hi)) for a, b in spans if a < hi and b > lo] or [(lo, hi)]
+        self.spans = spans
+        self.t0, t1 = time_range
+        self.t1 = max(t1, self.t0 + 1)
+        self.nt, self.na = int(time_bins), int(address_bins)
+        self.time_edges = np.linspace(self.t0, self.t1, self.nt + 1)
+        self.total = sum(b - a for a, b in spans)
+        self.acc = np.zeros(self.nt * self.na)
+        self.diff = np.zeros(self.nt * (self.na + 1))
+        self.rows_count = np.zeros(self.nt)
+        self.span_lo = np.array([a for a, _ in spans], np.int64)
+        self.span_hi = np.array([b for _, b in spans], np.int64)
+        self.span_v0 = np.concatenate([[0], np.cumsum(self.span_hi - self.span_lo)[:-1]])
+
+    def add(self, rec: Record) -> None:
+        """Add a record's snapshots (in pieces of ~256k regions, to stay in the CPU caches)."""
+        if not rec.nr_snapshots or not self.total:
+            return
+        offsets = rec.region_offsets
+        step = max(1, (1 << 18) // max(int(rec.nr_regions.mean()), 1))
+        if rec.nr_snapshots <= step:
+            self._add(rec)
+            return
+        for lo in range(0, rec.nr_snapshots, step):
+            hi = min(lo + step, rec.nr_snapshots)
+            r0, r1 = int(offsets[lo]), int(offsets[hi])
+            self._add(
+                Record(
+                    meta=rec.meta, targets=rec.targets,
+                    snap_target=rec.snap_target[lo:hi],
+                    snap_start_us=rec.snap_start_us[lo:hi], snap_end_us=rec.snap_end_us[lo:hi],
+                    snap_sample_us=rec.snap_sample_us[lo:hi], snap_aggr_us=rec.snap_aggr_us[lo:hi],
+                    rss_bytes=rec.rss_bytes[lo:hi], vsz_bytes=rec.vsz_bytes[lo:hi],
+                    sys_free_bytes=rec.sys_free_bytes[lo:hi],
+                    sys_total_bytes=rec.sys_total_bytes[lo:hi],
+                    region_offsets=offsets[lo : hi + 1] - r0,
+                    starts=rec.starts[r0:r1], ends=rec.ends[r0:r1],
+                    nr_accesses=rec.nr_accesses[r0:r1], age=rec.age[r0:r1],
+                )
+            )  # fmt: skip
+
+    def _add(self, rec: Record) -> None:
+        nt, na, t0, t1 = self.nt, self.na, self.t0, self.t1
+        counts = rec.nr_regions
+        # rows of snapshots (by the middle of their aggregation), and how many each row averages
+        mid_us = (rec.snap_start_us + rec.snap_end_us) // 2
+        snap_row = ((mid_us - t0) * nt // (t1 - t0)).astype(np.int64)
+        snap_row = np.where(mid_us == t1, nt - 1, snap_row)
+        snap_in = (snap_row >= 0) & (snap_row < nt)
+        self.rows_count += np.bincount(snap_row[snap_in], minlength=nt)
+        # per-snapshot values are spread to regions with repeat (cheaper than gathers)
+        row = np.repeat(snap_row, counts)
+        rate = rec.nr_accesses * np.repeat(1.0 / rec.max_nr_accesses, counts)
+
+        # regions on the collapsed address axis (a region lies within one span)
+        starts, ends = rec.starts, rec.ends
+        if len(self.spans) == 1:
+            lo, hi = int(self.span_lo[0]), int(self.span_hi[0])
+            s = np.maximum(starts, lo) - lo
+            e = np.minimum(ends, hi) - lo
+            keep = e > s
+        else:
+            k = np.searchsorted(self.span_lo, starts, side="right") - 1
+            k_ok = np.maximum(k, 0)
+            lo_k = self.span_lo[k_ok]
+            shift = self.span_v0[k_ok] - lo_k
+            s = np.maximum(starts, lo_k) + shift
+            e = np.minimum(ends, self.span_hi[k_ok]) + shift
+            keep = (k >= 0) & (e > s)
+        if not snap_in.all():
+            keep &= np.repeat(snap_in, counts)
+        if not keep.all():
+            s, e, rate, row = s[keep], e[keep], rate[keep], row[keep]
+        width = self.total / na
+        sf = s / width
+        ef = e / width
+        c0 = np.minimum(sf.astype(np.int64), na - 1)
+        c1 = np.minimum(ef.astype(np.int64), na - 1)
+        # bytes-weighted sums (in units of cells): partial first cell, partial last, full middle
+        same = c1 == c0
+        first_cov = np.where(same, ef - sf, (c0 + 1) - sf)
+        base = row * na
+        self.acc += np.bincount(base + c0, weights=rate * first_cov, minlength=nt * na) * width
+        if not same.all():
+            last = ~same
+            last_cov = ef[last] - c1[last]
+            self.acc += (
+                np.bincount(base[last] + c1[last], weights=rate[last] * last_cov,
+                            minlength=nt * na) * width
+            )  # fmt: skip
+            full = c1 > c0 + 1
+            if full.any():
+                w_full = rate[full] * width
+                size = nt * (na + 1)
+                rbase = row[full] * (na + 1)
+                self.diff += np.bincount(rbase + c0[full] + 1, w_full, minlength=size)
+                self.diff -= np.bincount(rbase + c1[full], w_full, minlength=size)
+
+    def result(self) -> np.ndarray:
+        nt, na = self.nt, self.na
+        if not self.total:
+            return np.full((nt, na), np.nan)
+        middle = np.cumsum(self.diff.reshape(nt, na + 1), axis=1)[:, :na]
+        grid = (self.acc.reshape(nt, na) + middle) / (self.total / na)
+        counts = self.rows_count[:, None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(counts > 0, grid / counts, np.nan)

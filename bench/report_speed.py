@@ -1,0 +1,204 @@
+"""Time to load and render heatmap and wss for long records; record file size per hour.
+
+Synthetic records at 100 ms aggregation with 1000 regions per snapshot (three spans like a
+process: heap, mmap area, stack; random region boundaries every snapshot as DAMON's
+split/merge produce; a hot band moving through the heap) are generated for 1 minute, 1 hour
+and 8 hours, written in pydamon's format (finalized: big blocks, uncompressed; and zlib-6),
+and timed:
+
+- load: ``read_record`` (whole record into column arrays),
+- heatmap: the vectorized grid (80x30 terminal cells) and a 500x300 PNG via matplotlib,
+- wss: working set size of every snapshot + percentiles.
+
+Records too big to hold in memory at once (8 h: 288 M regions) are read block by block
+(``RecordReader.blocks()``) into the same accumulators (``HeatGrid``, per-snapshot wss); the
+table says which way each row was measured. damo's json_compressed size is extrapolated from
+one minute of the same data.
+
+Usage: python bench/report_speed.py [--durations 60,3600,28800] [--regions 1000] [--dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from pydamon.record import Record, RecordReader, read_record
+from pydamon.record.binfmt import (
+    FINAL_BLOCK_SNAPSHOTS,
+    TAG_BLOCK,
+    TAG_END,
+    chunk_bytes,
+    encode_block,
+    header_bytes,
+)
+from pydamon.record.damo import write_damo_record
+from pydamon.report import stats
+
+AGGR_US = 100_000
+SAMPLE_US = 5_000
+HEAP = (0x555555554000, 0x555555554000 + (1 << 30))
+MMAP = (0x7F0000000000, 0x7F0000000000 + (10 << 30))
+STACK = (0x7FFFFF000000, 0x7FFFFF000000 + (8 << 20))
+
+
+def synthetic_block(first: int, n: int, nr_regions: int, rng: np.random.Generator) -> Record:
+    """``n`` snapshots starting at snapshot index ``first``."""
+    per_span = [nr_regions // 2, nr_regions - nr_regions // 2 - 2, 2]
+    starts_l, ends_l = [], []
+    for (lo, hi), k in zip((HEAP, MMAP, STACK), per_span):
+        pages = (hi - lo) // 4096
+        cuts = np.sort(rng.integers(1, pages, size=(n, k - 1)), axis=1)
+        cuts = np.maximum.accumulate(cuts + np.arange(k - 1), axis=1)  # distinct, increasing
+        cuts = np.minimum(cuts, pages - (k - 1) + np.arange(k - 1))
+        s = np.concatenate([np.zeros((n, 1), np.int64), cuts], axis=1) * 4096 + lo
+        e = np.concatenate([cuts, np.full((n, 1), pages)], axis=1) * 4096 + lo
+        starts_l.append(s)
+        ends_l.append(e)
+    starts = np.concatenate(starts_l, axis=1).reshape(-1)
+    ends = np.concatenate(ends_l, axis=1).reshape(-1)
+    snap_idx = np.repeat(np.arange(first, first + n), nr_regions)
+    # a hot band of 128 MiB moving through the heap over 10 minutes; everything else cool
+    band = HEAP[0] + ((snap_idx % 6000) * ((HEAP[1] - HEAP[0]) // 6000))
+    hot = (starts < band + (128 << 20)) & (ends > band)
+    nr = np.where(hot, 18, rng.integers(0, 3, starts.size))
+    age = rng.integers(0, 3000, starts.size)
+    offsets = np.arange(n + 1, dtype=np.int64) * nr_regions
+    t = np.arange(first, first + n, dtype=np.int64) * AGGR_US
+    unknown = np.full(n, -1, np.int64)
+    return Record(
+        meta={},
+        targets=[],
+        snap_target=np.zeros(n, np.int32),
+        snap_start_us=t,
+        snap_end_us=t + AGGR_US,
+        snap_sample_us=np.full(n, SAMPLE_US, np.int64),
+        snap_aggr_us=np.full(n, AGGR_US, np.int64),
+        rss_bytes=np.full(n, 300 << 20, np.int64),
+        vsz_bytes=np.full(n, 12 << 30, np.int64),
+        sys_free_bytes=unknown,
+        sys_total_bytes=unknown,
+        region_offsets=offsets,
+        starts=starts,
+        ends=ends,
+        nr_accesses=nr,
+        age=age,
+    )
+
+
+def generate(path: str, nr_snapshots: int, nr_regions: int, compress: int) -> None:
+    rng = np.random.default_rng(42)
+    meta = {"targets": [{"index": 0, "pid": 1, "name": "synthetic"}], "ops": "vaddr"}
+    with open(path, "wb") as f:
+        f.write(header_bytes(meta))
+        for first in range(0, nr_snapshots, FINAL_BLOCK_SNAPSHOTS):
+            n = min(FINAL_BLOCK_SNAPSHOTS, nr_snapshots - first)
+            part = synthetic_block(first, n, nr_regions, rng)
+            f.write(chunk_bytes(TAG_BLOCK, encode_block(part, compress)))
+        f.write(chunk_bytes(TAG_END, b'{"nr_snapshots": %d}' % nr_snapshots))
+
+
+def timed(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+    t = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t
+
+
+def bench_whole(path: str) -> dict[str, float]:
+    rec, t_load = timed(read_record, path)
+    _, t_grid = timed(stats.heat_grid, rec, time_bins=30, address_bins=80)
+    from pydamon.report.heatmap import Heatmap
+    from pydamon.report.render import heatmap_image
+
+    def png() -> None:
+        grid, edges, spans = stats.heat_grid(rec, time_bins=300, address_bins=500)
+        hm = Heatmap(grid, edges, spans, sum(b - a for a, b in spans) / 500)
+        heatmap_image(hm, path + ".png")
+
+    _, t_png = timed(png)
+
+    def wss() -> list[tuple[int, int]]:
+        return stats.percentile_table(stats.wss_bytes(rec))
+
+    _, t_wss = timed(wss)
+    return {"load": t_load, "heatmap": t_grid, "png": t_png, "wss": t_wss, "mode": 0}
+
+
+def bench_streamed(path: str, nr_snapshots: int) -> dict[str, float]:
+    """Block by block: load+heatmap+wss in one pass (time range and spans known up front)."""
+    t = time.perf_counter()
+    grid = stats.HeatGrid((0, nr_snapshots * AGGR_US), [HEAP, MMAP, STACK], 30, 80)
+    wss_parts = []
+    t_decode = t_grid = t_wss = 0.0
+    blocks = RecordReader(path).blocks()
+    while True:
+        part, dt = timed(next, blocks, None)
+        t_decode += dt
+        if part is None:
+            break
+        _, dt = timed(grid.add, part)
+        t_grid += dt
+        w, dt = timed(stats.wss_bytes, part)
+        t_wss += dt
+        wss_parts.append(w)
+    grid.result()
+    stats.percentile_table(np.concatenate(wss_parts))
+    total = time.perf_counter() - t
+    return {"load": t_decode, "heatmap": t_grid, "png": float("nan"), "wss": t_wss,
+            "mode": 1, "total": total}  # fmt: skip
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--durations", default="60,3600,28800", help="seconds, comma separated")
+    ap.add_argument("--regions", type=int, default=1000)
+    ap.add_argument("--dir", default=None, help="where to write the records (default: a tmp dir)")
+    ap.add_argument("--keep", action="store_true", help="keep the generated records")
+    args = ap.parse_args()
+    base = args.dir or tempfile.mkdtemp(prefix="pydamon-bench-")
+    durations = [int(x) for x in args.durations.split(",")]
+    print(f"# {args.regions} regions/snapshot, {AGGR_US // 1000} ms aggregation; "
+          f"python {sys.version.split()[0]}, numpy {np.__version__}, "
+          f"{os.cpu_count()} CPUs")  # fmt: skip
+    # damo json_compressed size from one minute of the same data
+    one_min = synthetic_block(0, 600, args.regions, np.random.default_rng(42))
+    one_min.targets = []
+    damo_path = os.path.join(base, "damo.json_compressed")
+    _, t_damo = timed(write_damo_record, one_min, damo_path, footprints=False)
+    damo_per_hour = os.path.getsize(damo_path) * 60
+    os.unlink(damo_path)
+    header = (f"{'record':>8} {'snapshots':>9} {'regions':>11} {'codec':>5} {'MiB':>8} "
+              f"{'MiB/hour':>9} {'write s':>8} {'load s':>7} {'heatmap s':>9} {'png s':>6} "
+              f"{'wss s':>6} {'peak RSS MiB':>12} {'how':>9}")  # fmt: skip
+    print(header)
+    for seconds in durations:
+        n = seconds * 1_000_000 // AGGR_US
+        for compress in (0, 6):
+            path = os.path.join(base, f"r{seconds}-{compress}.data")
+            _, t_gen = timed(generate, path, n, args.regions, compress)
+            size = os.path.getsize(path)
+            in_memory = n * args.regions <= 40_000_000
+            r = bench_whole(path) if in_memory else bench_streamed(path, n)
+            label = f"{seconds // 3600} h" if seconds >= 3600 else f"{seconds // 60} min"
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            print(f"{label:>8} {n:>9} {n * args.regions:>11} {'zlib' if compress else 'raw':>5} "
+                  f"{size / 2**20:>8.1f} {size / 2**20 * 3600 / seconds:>9.1f} {t_gen:>8.2f} "
+                  f"{r['load']:>7.3f} {r['heatmap']:>9.3f} {r['png']:>6.2f} {r['wss']:>6.3f} "
+                  f"{peak:>12.0f} {'whole' if not r['mode'] else 'streamed':>9}")  # fmt: skip
+            if not args.keep:
+                os.unlink(path)
+                if os.path.exists(path + ".png"):
+                    os.unlink(path + ".png")
+    print(f"# damo json_compressed of the same data: {damo_per_hour / 2**20:.1f} MiB/hour "
+          f"(written in {t_damo * 60:.0f} s per hour of data)")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

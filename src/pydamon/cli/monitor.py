@@ -48,6 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     record_cli.add_options(p)
     p.add_argument("--name", help="instance name (default: from the target, e.g. pid-1234)")
     p.set_defaults(func=run_start, out=None)
+    global _START_PARSER
+    _START_PARSER = p
     for action in p._actions:
         if action.dest == "out":
             action.default = None
@@ -220,7 +222,13 @@ def _default_name(args: argparse.Namespace) -> str:
     )
 
 
+_START_PARSER: argparse.ArgumentParser | None = None
+
+
 def run_start(args: argparse.Namespace) -> int:
+    from pydamon.cli.record import reparse_after_keyword
+
+    reparse_after_keyword(args, _START_PARSER)
     name = args.name or _default_name(args)
     base = rundir.run_dir()
     try:

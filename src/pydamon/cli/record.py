@@ -44,6 +44,7 @@ it cleanly; even after kill -9 it reads up to the last complete snapshot.
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    global _PARSER
     p = sub.add_parser(
         "record",
         help="record data access patterns to a file",
@@ -53,6 +54,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_options(p)
     p.set_defaults(func=run)
+    _PARSER = p
+
+
+_PARSER: argparse.ArgumentParser | None = None
+
+
+def reparse_after_keyword(args: argparse.Namespace, parser: argparse.ArgumentParser | None) -> None:
+    """``pydamon record paddr --timeout 60``: options after the 'paddr' keyword still count."""
+    cmd = list(getattr(args, "target_command", None) or [])
+    if parser is not None and cmd[:1] == ["paddr"] and len(cmd) > 1:
+        parser.parse_args(cmd[1:], namespace=args)
+        args.target_command = ["paddr"] + list(args.target_command or [])
 
 
 def add_options(p: argparse.ArgumentParser) -> None:
@@ -119,6 +132,14 @@ def load_schemes(path: str) -> list[Any]:
         raise CliError(f"bad scheme file {msg}", EXIT_USAGE) from None
 
 
+def _drop_empty(recorder: Any, out: str, stream_path: str) -> None:
+    """A recording that failed before its first snapshot leaves no empty file behind."""
+    if recorder.nr_snapshots == 0:
+        for path in {out, stream_path}:
+            if os.path.exists(path):
+                os.unlink(path)
+
+
 class Progress:
     """A one-line progress display on a terminal (stderr), refreshed at most twice a second."""
 
@@ -150,6 +171,7 @@ class Progress:
 
 
 def run(args: argparse.Namespace) -> int:
+    reparse_after_keyword(args, _PARSER)
     mode = _permission(args.output_permission)
     if args.state_dir:
         from pydamon.cli.monitor import run_as_instance
@@ -266,11 +288,16 @@ def record(
     if error is not None:
         if isinstance(error, KeyboardInterrupt):
             stop_reason[0] = "SIGINT"
+        elif type(error).__name__ == "FeatureMissing":
+            _drop_empty(recorder, out, stream_path)
+            raise CliError(f"monitoring failed: {error}", 3) from None
         elif isinstance(error, PermissionError):
+            _drop_empty(recorder, out, stream_path)
             raise CliError(
                 f"monitoring failed: {error}; run as root (sudo) or with CAP_SYS_ADMIN", 3
             ) from None
         elif isinstance(error, OSError | ValueError | RuntimeError):
+            _drop_empty(recorder, out, stream_path)
             raise CliError(f"monitoring failed: {error}") from None
         else:
             raise error

@@ -116,7 +116,15 @@ class InstanceState:
         signal.signal(signal.SIGUSR1, self._on_usr1)
         ctx.add_callback("after_aggregation", self._apply_tune)
         ctx.add_callback("before_terminate", self._on_end)
-        self._write_status(ctx, None, 0, "starting")
+        # the first status appears once the operations set initialized (the target is
+        # monitorable): 'start' waits for it, or for the monitor's exit with an error
+        ops_init = ctx.ops.init
+
+        def init_then_report(c: Any) -> None:
+            ops_init(c)
+            self._write_status(c, None, 0, "running")
+
+        ctx.ops.init = init_then_report
 
     def _on_usr1(self, _signum: int, _frame: Any) -> None:
         self.tune_requested = True
@@ -196,13 +204,13 @@ def run_as_instance(args: argparse.Namespace) -> int:
     attrs = attrs_from_args(args)
     schemes = record_cli.load_schemes(args.schemes) if args.schemes else []
     setup = setup_targets(args)
-    try:
-        return record_cli.record(
-            args, setup, attrs, schemes, out, int(args.output_permission, 8), state=state
-        )
-    finally:
-        # a cleanly ended instance leaves nothing behind; its record stays at 'out'
-        shutil.rmtree(state_dir, ignore_errors=True)
+    rc = record_cli.record(
+        args, setup, attrs, schemes, out, int(args.output_permission, 8), state=state
+    )
+    # a cleanly ended instance leaves nothing behind (its record stays at 'out'); after a
+    # failure the directory stays so that 'start' can show the error from its log
+    shutil.rmtree(state_dir, ignore_errors=True)
+    return rc
 
 
 # -- start / stop / status / tune ------------------------------------------------------------
@@ -272,7 +280,7 @@ def run_start(args: argparse.Namespace) -> int:
         if proc.poll() is not None:
             msg = _last_error_line(os.path.join(path, "log"))
             shutil.rmtree(path, ignore_errors=True)
-            raise CliError(f"monitor failed to start: {msg}", EXIT_FAILURE)
+            raise CliError(f"monitor failed to start: {msg}", proc.returncode or EXIT_FAILURE)
         if os.path.exists(status_file):
             break
         time.sleep(0.02)

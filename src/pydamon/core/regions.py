@@ -279,70 +279,136 @@ class Regions:
         self._assign(**arrays)
 
     def merge_regions(self, threshold: int, sz_limit: int) -> None:
-        """One ``damon_merge_regions_of()`` pass: update ages, merge similar neighbours."""
+        """One ``damon_merge_regions_of()`` pass: update ages, merge similar neighbours.
+
+        Walking regions in order, a region merges into the previous (possibly already merged)
+        one if they are adjacent, their nr_accesses differ by at most ``threshold`` and their
+        summed size is at most ``sz_limit``; merged nr_accesses and age are size-weighted
+        averages computed pairwise with integer division, as the kernel does.
+        """
         n = len(self)
         if not n:
             return
-        cols = self._columns()
-        nr_acc = cols["nr_accesses"]
-        last = cols["last_nr_accesses"]
-        ages = cols["age"]
-        for i in range(n):
-            ages[i] = 0 if abs(nr_acc[i] - last[i]) > threshold else ages[i] + 1
-        out: dict[str, list[int]] = {name: [] for name in FIELDS}
-        for i in range(n):
-            if out["start"]:
-                p = len(out["start"]) - 1
-                if (
-                    out["end"][p] == cols["start"][i]
-                    and abs(out["nr_accesses"][p] - nr_acc[i]) <= threshold
-                    and (out["end"][p] - out["start"][p]) + (cols["end"][i] - cols["start"][i])
-                    <= sz_limit
-                ):
-                    for name in FIELDS:
-                        out[name].append(cols[name][i])
-                    _merge_two_in(out, p)
-                    continue
-            for name in FIELDS:
-                out[name].append(cols[name][i])
-        self._set_columns(out)
+        self.age = np.where(
+            np.abs(self.nr_accesses - self.last_nr_accesses) > threshold, 0, self.age + 1
+        )
+        if n == 1:
+            return
+        start, end = self.start, self.end
+        sizes = end - start
+        # A pair can only merge if adjacent and small enough even before any merge (a merged
+        # left region is only bigger); only such pairs need the sequential walk.
+        candidates = np.flatnonzero((end[:-1] == start[1:]) & (sizes[:-1] + sizes[1:] <= sz_limit))
+        if not candidates.size:
+            return
+        nr_col = self.nr_accesses.tolist()
+        age_col = self.age.tolist()
+        size_col = sizes.tolist()
+        groups: list[tuple[int, int, int, int]] = []  # first, last, nr_accesses, age
+        last = -1
+        g_first = g_nr = g_age = g_size = 0
+        for i in candidates.tolist():
+            if last != i:  # region i is not merged into anything: it starts a group
+                if last > g_first:
+                    groups.append((g_first, last, g_nr, g_age))
+                g_first, last = i, i
+                g_nr, g_age, g_size = nr_col[i], age_col[i], size_col[i]
+            j = i + 1
+            sz = size_col[j]
+            if abs(g_nr - nr_col[j]) <= threshold and g_size + sz <= sz_limit:
+                total = g_size + sz
+                g_nr = (g_nr * g_size + nr_col[j] * sz) // total
+                g_age = (g_age * g_size + age_col[j] * sz) // total
+                g_size = total
+                last = j
+        if last > g_first:
+            groups.append((g_first, last, g_nr, g_age))
+        if not groups:
+            return
+        g = np.asarray(groups, dtype=np.int64)
+        firsts, lasts = g[:, 0], g[:, 1]
+        nr_accesses = self.nr_accesses.copy()
+        nr_accesses[firsts] = g[:, 2]
+        nr_accesses_bp = self.nr_accesses_bp.copy()
+        nr_accesses_bp[firsts] = g[:, 2] * BP
+        age = self.age
+        age[firsts] = g[:, 3]
+        new_end = end.copy()
+        new_end[firsts] = end[lasts]
+        # drop every region merged into its group's first one
+        drop = np.zeros(n + 1, np.int64)
+        np.add.at(drop, firsts + 1, 1)
+        np.add.at(drop, lasts + 1, -1)
+        keep = np.cumsum(drop[:n]) == 0
+        self._assign(
+            start=start[keep],
+            end=new_end[keep],
+            sampling_addr=self.sampling_addr[keep],
+            nr_accesses=nr_accesses[keep],
+            nr_accesses_bp=nr_accesses_bp[keep],
+            last_nr_accesses=self.last_nr_accesses[keep],
+            age=age[keep],
+        )
 
     def split_regions(
         self, nr_subs: int, rng: np.random.Generator, min_region_sz: int = PAGE_SIZE
     ) -> None:
         """``damon_split_regions_of()``: split each region into up to ``nr_subs`` pieces.
 
-        Each cut leaves a left piece of a random 10%..90% of the remaining region (aligned);
-        regions of two pages or less are left alone.
+        For each region bigger than two ``min_region_sz``, up to ``nr_subs - 1`` times: the
+        piece being cut (the left one) is cut at a random 10%..90% of its size (aligned down);
+        a cut that would leave an empty piece is skipped. Pieces inherit every counter.
+        ``rng`` is used exactly as the kernel's loop uses ``damon_rand(1, 10)``: one draw per
+        cut attempt, region by region (numpy gives the same values drawn one by one or in a
+        batch, so the draws are made in a batch).
         """
         n = len(self)
         if not n or nr_subs < 2:
             return
-        cols = self._columns()
-        out: dict[str, list[int]] = {name: [] for name in FIELDS}
-        for i in range(n):
-            start, end = cols["start"][i], cols["end"][i]
-            # Cuts are made on the left piece repeatedly, as the kernel does; collect the
-            # boundaries, then emit the pieces in address order.
-            bounds = [end]
-            sz_region = end - start
-            for _ in range(nr_subs - 1):
-                if sz_region <= 2 * min_region_sz:
-                    break
-                sz_sub = align_down(int(rng.integers(1, 10)) * sz_region // 10, min_region_sz)
-                if sz_sub == 0 or sz_sub >= sz_region:
-                    continue
-                bounds.append(start + sz_sub)
-                sz_region = sz_sub
-            bounds.sort()
-            piece_start = start
-            for piece_end in bounds:
-                for name in FIELDS:
-                    out[name].append(cols[name][i])
-                out["start"][-1] = piece_start
-                out["end"][-1] = piece_end
-                piece_start = piece_end
-        self._set_columns(out)
+        start = self.start
+        sizes = self.end - start
+        eligible = np.flatnonzero(sizes > 2 * min_region_sz)
+        if not eligible.size:
+            return
+        if nr_subs == 2:
+            sz = sizes[eligible]
+            sz_sub = rng.integers(1, 10, size=eligible.size) * sz // 10
+            sz_sub -= sz_sub % min_region_sz
+            ok = (sz_sub > 0) & (sz_sub < sz)
+            cuts = start[eligible[ok]] + sz_sub[ok]
+        else:
+            # How many draws a region takes depends on its earlier draws: draw the most that
+            # can be needed, use them in order, then rewind and draw only as many as used.
+            state = rng.bit_generator.state
+            draws = rng.integers(1, 10, size=eligible.size * (nr_subs - 1)).tolist()
+            used = 0
+            cut_list: list[int] = []
+            starts_l = start[eligible].tolist()
+            for r_start, sz_region in zip(starts_l, sizes[eligible].tolist()):
+                for _ in range(nr_subs - 1):
+                    if sz_region <= 2 * min_region_sz:
+                        break
+                    sz_sub = draws[used] * sz_region // 10
+                    used += 1
+                    sz_sub -= sz_sub % min_region_sz
+                    if sz_sub == 0 or sz_sub >= sz_region:
+                        continue
+                    cut_list.append(r_start + sz_sub)
+                    sz_region = sz_sub
+            rng.bit_generator.state = state
+            rng.integers(1, 10, size=used)
+            cuts = np.asarray(cut_list, dtype=np.int64)
+        if not cuts.size:
+            return
+        new_start = np.sort(np.concatenate((start, cuts)))
+        owner = np.searchsorted(start, new_start, side="right") - 1
+        next_start = np.empty_like(new_start)
+        next_start[:-1] = new_start[1:]
+        next_start[-1] = np.iinfo(np.int64).max
+        arrays = {name: getattr(self, name)[owner] for name in FIELDS}
+        arrays["start"] = new_start
+        arrays["end"] = np.minimum(next_start, self.end[owner])
+        self._assign(**arrays)
 
     def set_regions(
         self, ranges: Sequence[tuple[int, int]], min_region_sz: int = PAGE_SIZE

@@ -132,6 +132,8 @@ class Context:
         self._next_sample_deadline_us = 0
         #: CPU seconds the monitoring loop itself has used (its thread's CPU time).
         self.monitor_cpu_s = 0.0
+        self._cpu_start_s = 0.0
+        self._run_end_us: int | None = None
 
         self._calls: list[_CallRequest] = []
         self._calls_lock = threading.Lock()
@@ -244,6 +246,8 @@ class Context:
         return req.result
 
     def _kdamond_call(self, cancel: bool = False) -> None:
+        if not self._calls:  # the common case, checked without the lock (a list read is atomic)
+            return
         with self._calls_lock:
             requests = list(self._calls)
         keep = []
@@ -350,11 +354,13 @@ class Context:
 
     def _run_loop(self, duration_us: int | None, nr_aggregations: int | None) -> None:
         cpu_start = time.thread_time()
+        self._cpu_start_s = cpu_start
         try:
             self.ops.init(self)
             self._sz_limit = self._region_sz_limit()
             self._init_loop_state()
             end_us = None if duration_us is None else self.clock.now_us() + duration_us
+            self._run_end_us = end_us
             target_aggregations = (
                 None if nr_aggregations is None else self.nr_aggregations + nr_aggregations
             )
@@ -365,7 +371,6 @@ class Context:
                     break
                 if self._step():
                     break
-                self.monitor_cpu_s = time.thread_time() - cpu_start
         finally:
             try:
                 self._run_callbacks("before_terminate")
@@ -374,7 +379,7 @@ class Context:
                 with self._calls_lock:
                     self._running = False
                 self._kdamond_call(cancel=True)
-                self.monitor_cpu_s = time.thread_time() - cpu_start
+                self.monitor_cpu_s = time.thread_time() - self._cpu_start_s
 
     def _init_loop_state(self) -> None:
         """``kdamond_init_ctx()``."""
@@ -414,7 +419,14 @@ class Context:
             wait_us = runner.wmark_wait_us(self)
             if not wait_us:
                 return False
-            self.clock.sleep_until(self.clock.now_us() + wait_us)
+            # run(duration_us=...) is a pydamon limit the kernel has not: it also ends a
+            # deactivated wait, or a simulated run whose schemes never activate never ends.
+            end_us = self._run_end_us
+            now = self.clock.now_us()
+            if end_us is not None and now >= end_us:
+                return True
+            deadline = now + wait_us if end_us is None else min(now + wait_us, end_us)
+            self.clock.sleep_until(deadline)
             self._next_sample_deadline_us = self.clock.now_us()
             if self._run_callbacks("after_wmarks_check"):
                 return True
@@ -441,6 +453,8 @@ class Context:
         if aggregated:
             self._merge_regions(max_nr_accesses // 10, self._sz_limit)
             self.nr_aggregations += 1
+            # refreshed once per aggregation (not per sample), before the callbacks read it
+            self.monitor_cpu_s = time.thread_time() - self._cpu_start_s
             stop = self._run_callbacks("after_aggregation")
         if stop:
             return True

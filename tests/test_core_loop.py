@@ -568,3 +568,43 @@ def test_same_seed_same_results():
     a, b = _recorded_run(1234), _recorded_run(1234)
     assert a == b
     assert a != _recorded_run(4321)
+
+
+# -- watermarks deactivation (kdamond_wait_activation) --
+class AlwaysDeactivated:
+    """A schemes runner whose schemes are all deactivated by watermarks."""
+
+    def __init__(self, wait_us: int) -> None:
+        self.wait_us = wait_us
+        self.applied = 0
+
+    def init(self, ctx):
+        pass
+
+    def wmark_wait_us(self, ctx):
+        return self.wait_us
+
+    def apply(self, ctx):
+        self.applied += 1
+
+    def attrs_changed(self, ctx):
+        pass
+
+
+def test_deactivated_schemes_pause_monitoring_until_the_run_ends():
+    ops = PatternOps(constant(0.5))
+    ops.record = True
+    ctx = small_ctx(ops)
+    runner = AlwaysDeactivated(wait_us=300_000)
+    ctx.schemes_runner, ctx.schemes = runner, [object()]
+    checks = []
+    ctx.add_callback("after_wmarks_check", lambda c: checks.append(c.clock.now_us()))
+    ctx.run(duration_us=1_000_000)  # must end although no scheme ever activates
+    assert ops.events == [] and runner.applied == 0  # no monitoring while deactivated
+    assert checks == [300_000, 600_000, 900_000, 1_000_000]
+    # after_wmarks_check returning true stops, like after_aggregation
+    ctx = small_ctx(PatternOps())
+    ctx.schemes_runner, ctx.schemes = AlwaysDeactivated(1000), [object()]
+    ctx.add_callback("after_wmarks_check", lambda c: c.clock.now_us() >= 5000)
+    ctx.run()
+    assert ctx.clock.now_us() == 5000

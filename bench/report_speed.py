@@ -10,6 +10,9 @@ and timed:
 - heatmap: the vectorized grid (80x30 terminal cells) and a 500x300 PNG via matplotlib,
 - wss: working set size of every snapshot + percentiles.
 
+Times are CPU seconds of the benchmark process (``time.process_time``): the machines this runs
+on are shared, and wall time there measures the neighbours.
+
 Records too big to hold in memory at once (8 h: 288 M regions) are read block by block
 (``RecordReader.blocks()``) into the same accumulators (``HeatGrid``, per-snapshot wss); the
 table says which way each row was measured. damo's json_compressed size is extrapolated from
@@ -105,9 +108,10 @@ def generate(path: str, nr_snapshots: int, nr_regions: int, compress: int) -> No
 
 
 def timed(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
-    t = time.perf_counter()
+    """Result and CPU seconds of this process (steadier than wall time on a shared machine)."""
+    t = time.process_time()
     out = fn(*args, **kwargs)
-    return out, time.perf_counter() - t
+    return out, time.process_time() - t
 
 
 def bench_whole(path: str) -> dict[str, float]:
@@ -132,7 +136,7 @@ def bench_whole(path: str) -> dict[str, float]:
 
 def bench_streamed(path: str, nr_snapshots: int) -> dict[str, float]:
     """Block by block: load+heatmap+wss in one pass (time range and spans known up front)."""
-    t = time.perf_counter()
+    t = time.process_time()
     grid = stats.HeatGrid((0, nr_snapshots * AGGR_US), [HEAP, MMAP, STACK], 30, 80)
     wss_parts = []
     t_decode = t_grid = t_wss = 0.0
@@ -149,7 +153,7 @@ def bench_streamed(path: str, nr_snapshots: int) -> dict[str, float]:
         wss_parts.append(w)
     grid.result()
     stats.percentile_table(np.concatenate(wss_parts))
-    total = time.perf_counter() - t
+    total = time.process_time() - t
     return {"load": t_decode, "heatmap": t_grid, "png": float("nan"), "wss": t_wss,
             "mode": 1, "total": total}  # fmt: skip
 

@@ -11,6 +11,7 @@ rewritten into large blocks plus an ``END1`` footer and atomically renamed into 
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import struct
 import zlib
@@ -109,11 +110,20 @@ def encode_block(part: Record, compress: int = 0) -> bytes:
     return b"".join(out)
 
 
-def decode_block(payload: memoryview, meta: dict[str, Any], targets: list[TargetInfo]) -> Record:
+def _block_shape(payload: memoryview) -> tuple[int, int]:
+    try:
+        n, m, _flags, _nr_columns, _ = _BLOCK.unpack_from(payload, 0)
+    except struct.error:
+        raise RecordError("bad snapshot block (short header)") from None
+    return int(n), int(m)
+
+
+def _block_columns(payload: memoryview) -> tuple[int, int, dict[int, tuple[np.ndarray, int]]]:
+    """The columns of a block as (narrow array, shift); zero-copy unless compressed."""
     try:
         n, m, _flags, nr_columns, _ = _BLOCK.unpack_from(payload, 0)
         pos = _BLOCK.size
-        cols: dict[int, np.ndarray] = {}
+        cols: dict[int, tuple[np.ndarray, int]] = {}
         for _ in range(nr_columns):
             col_id, dtype_code, shift, codec, nbytes = _COLUMN.unpack_from(payload, pos)
             pos += _COLUMN.size
@@ -122,39 +132,81 @@ def decode_block(payload: memoryview, meta: dict[str, Any], targets: list[Target
                 raise RecordError("column runs past its block")
             pos += nbytes
             data: bytes | memoryview = zlib.decompress(raw) if codec == _CODEC_ZLIB else raw
-            arr = np.frombuffer(data, dtype=_DTYPES[dtype_code]).astype(np.int64)
-            cols[col_id] = arr << shift if shift else arr
+            cols[col_id] = (np.frombuffer(data, dtype=_DTYPES[dtype_code]), shift)
     except (struct.error, zlib.error, IndexError, ValueError) as err:
+        if isinstance(err, RecordError):
+            raise
         raise RecordError(f"bad snapshot block ({err})") from None
     if any(c not in cols for c in range(COL_AGE + 1)):
         raise RecordError("snapshot block lacks a column")
-    sizes = cols[COL_SIZE]
-    if not (len(cols[COL_START]) == n and len(sizes) == m and int(cols[COL_NR_REGIONS].sum()) == m):
+    if not (
+        len(cols[COL_START][0]) == n
+        and len(cols[COL_SIZE][0]) == m
+        and int(cols[COL_NR_REGIONS][0].sum(dtype=np.int64)) == m
+    ):
         raise RecordError("snapshot block columns disagree in length")
-    inc = np.zeros(m, np.int64)
-    inc[1:] = sizes[:-1]
-    inc[cols[COL_GAP_INDEX]] += cols[COL_GAP_VALUE]
-    starts = np.cumsum(inc)
-    offsets = np.zeros(n + 1, np.int64)
-    np.cumsum(cols[COL_NR_REGIONS], out=offsets[1:])
+    return n, m, cols
+
+
+_SNAP_COLUMNS = (
+    (COL_TARGET, "snap_target"),
+    (COL_START, "snap_start_us"),
+    (COL_SAMPLE, "snap_sample_us"),
+    (COL_AGGR, "snap_aggr_us"),
+    (COL_RSS, "rss_bytes"),
+    (COL_VSZ, "vsz_bytes"),
+    (COL_SYS_FREE, "sys_free_bytes"),
+    (COL_SYS_TOTAL, "sys_total_bytes"),
+)
+
+
+def _empty_record(n: int, m: int, meta: dict[str, Any], targets: list[TargetInfo]) -> Record:
+    def e(k: int) -> np.ndarray:
+        return np.empty(k, np.int64)
+
     return Record(
-        meta=meta,
-        targets=targets,
-        snap_target=cols[COL_TARGET].astype(np.int32),
-        snap_start_us=cols[COL_START],
-        snap_end_us=cols[COL_START] + cols[COL_DURATION],
-        snap_sample_us=cols[COL_SAMPLE],
-        snap_aggr_us=cols[COL_AGGR],
-        rss_bytes=cols[COL_RSS],
-        vsz_bytes=cols[COL_VSZ],
-        sys_free_bytes=cols[COL_SYS_FREE],
-        sys_total_bytes=cols[COL_SYS_TOTAL],
-        region_offsets=offsets,
-        starts=starts,
-        ends=starts + sizes,
-        nr_accesses=cols[COL_NR_ACCESSES],
-        age=cols[COL_AGE],
-    )
+        meta=meta, targets=targets, snap_target=np.empty(n, np.int32),
+        snap_start_us=e(n), snap_end_us=e(n), snap_sample_us=e(n), snap_aggr_us=e(n),
+        rss_bytes=e(n), vsz_bytes=e(n), sys_free_bytes=e(n), sys_total_bytes=e(n),
+        region_offsets=np.zeros(n + 1, np.int64),
+        starts=e(m), ends=e(m), nr_accesses=e(m), age=e(m),
+    )  # fmt: skip
+
+
+def _decode_into(payload: memoryview, out: Record, n0: int, m0: int) -> tuple[int, int]:
+    """Decode one block into ``out``'s arrays at snapshot ``n0``/region ``m0``; a few passes
+    over the regions, no intermediate arrays of the block's size."""
+    n, m, cols = _block_columns(payload)
+    n1, m1 = n0 + n, m0 + m
+    for col_id, name in _SNAP_COLUMNS:
+        getattr(out, name)[n0:n1] = cols[col_id][0]
+    out.snap_end_us[n0:n1] = out.snap_start_us[n0:n1]
+    out.snap_end_us[n0:n1] += cols[COL_DURATION][0].astype(np.int64)
+    np.cumsum(cols[COL_NR_REGIONS][0], out=out.region_offsets[n0 + 1 : n1 + 1])
+    out.region_offsets[n0 + 1 : n1 + 1] += m0
+    starts, ends = out.starts[m0:m1], out.ends[m0:m1]
+    sizes, shift = cols[COL_SIZE]
+    ends[:] = sizes  # ends holds the sizes until the starts are known
+    if shift:
+        ends <<= shift
+    if m:
+        # starts[i] = starts[i-1] + size[i-1] + gap[i]: one cumulative sum
+        starts[0] = 0
+        starts[1:] = ends[:-1]
+        gap_index = cols[COL_GAP_INDEX][0].astype(np.int64)
+        starts[gap_index] += cols[COL_GAP_VALUE][0].astype(np.int64)
+        np.cumsum(starts, out=starts)
+        ends += starts
+    out.nr_accesses[m0:m1] = cols[COL_NR_ACCESSES][0]
+    out.age[m0:m1] = cols[COL_AGE][0]
+    return n1, m1
+
+
+def decode_block(payload: memoryview, meta: dict[str, Any], targets: list[TargetInfo]) -> Record:
+    n, m = _block_shape(payload)
+    out = _empty_record(n, m, meta, targets)
+    _decode_into(payload, out, 0, 0)
+    return out
 
 
 def targets_from_meta(meta: dict[str, Any]) -> list[TargetInfo]:
@@ -191,7 +243,10 @@ class RecordReader:
         self.path = os.fspath(path)
         try:
             with open(self.path, "rb") as f:
-                self._data = memoryview(f.read())
+                size = os.fstat(f.fileno()).st_size
+                # mapped, not read: block columns are used in place (zero copy)
+                buf: Any = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+                self._data = memoryview(buf)
         except FileNotFoundError:
             raise RecordError(f"{self.path}: no such record file") from None
         except IsADirectoryError:
@@ -219,8 +274,8 @@ class RecordReader:
         self.events: list[dict[str, Any]] = []
         self.warnings: list[str] = []
 
-    def blocks(self) -> Iterator[Record]:
-        """Decode the snapshot blocks in file order."""
+    def _chunks(self) -> Iterator[tuple[bytes, memoryview]]:
+        """(tag, payload) of every complete, checksummed chunk, in file order."""
         data, pos, end = self._data, self._first_chunk, len(self._data)
         nr_chunks = 0
         while pos < end:
@@ -241,26 +296,35 @@ class RecordReader:
                     f"{self.path}: corrupted chunk at byte {pos} (checksum mismatch); "
                     f"'pydamon report raw' shows what is readable before it"
                 )
-            if tag == TAG_BLOCK:
-                yield decode_block(body, self.meta, self.targets)
-            elif tag == TAG_EVENT:
+            if tag == TAG_EVENT:
                 self.events.append(json.loads(bytes(body)))
             elif tag == TAG_END:
                 self.complete = True
                 self.footer = json.loads(bytes(body))
-            # unknown tags are skipped: newer minor additions stay readable
+            yield tag, body
             nr_chunks += 1
             pos = next_pos
 
+    def blocks(self) -> Iterator[Record]:
+        """Decode the snapshot blocks in file order (unknown chunk tags are skipped)."""
+        for tag, body in self._chunks():
+            if tag == TAG_BLOCK:
+                yield decode_block(body, self.meta, self.targets)
+
     def read(self) -> Record:
+        """The whole record: blocks are decoded straight into preallocated columns."""
         try:
-            parts = list(self.blocks())
+            bodies = [body for tag, body in self._chunks() if tag == TAG_BLOCK]
+            shapes = [_block_shape(b) for b in bodies]
+            rec = _empty_record(
+                sum(n for n, _ in shapes), sum(m for _, m in shapes), self.meta, self.targets
+            )
+            n0 = m0 = 0
+            for body in bodies:
+                n0, m0 = _decode_into(body, rec, n0, m0)
         except RecordError as err:
             msg = str(err)
             raise RecordError(msg if msg.startswith(self.path) else f"{self.path}: {msg}") from None
-        rec = Record.concatenate(parts, meta=self.meta)
-        rec.targets = self.targets
-        rec.meta = self.meta
         rec.complete = self.complete
         rec.warnings = list(self.warnings)
         rec.source_format = "pydamon"

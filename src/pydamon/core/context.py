@@ -506,7 +506,14 @@ class Context:
         self.aggregation_start_us = self.clock.now_us()
 
     def _split_regions(self) -> None:
-        """``kdamond_split_regions()``: split into 2 (or 3 if stuck) while under max/2."""
+        """``kdamond_split_regions()``: split into 2 (or 3 if stuck) while under max/2.
+
+        Kernel version: this follows mainline as the reference describes it (v6.16..v7.1): no
+        split above max_nr_regions / 2, ``sz_limit = total / min_nr_regions`` (newer mm-tree
+        work, ``damon_apply_min_nr_regions()`` and partial splits above max/2, is not
+        followed). The kernel keeps ``last_nr_regions`` in a function-static variable shared by
+        all contexts; here it is per context.
+        """
         nr_regions = self.nr_regions
         max_nr = self._attrs.max_nr_regions
         if nr_regions > max_nr // 2:

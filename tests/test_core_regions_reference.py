@@ -144,7 +144,7 @@ def test_split_regions_matches_the_kernel_loop(dicts, nr_subs, seed, min_sz):
 
 
 def test_merge_regions_of_large_input_matches():
-    dicts = make_dicts(11, 3000, 0.05, 20, max_pages=8)
+    dicts = make_dicts(11, 1500, 0.05, 20, max_pages=8)
     for thres, limit in [(0, 10**12), (2, 16 * 4096), (5, 10**12), (30, 4096)]:
         regions = from_dicts(dicts)
         regions.merge_regions(thres, limit)

@@ -2,26 +2,30 @@
 
 Uses the ``workload`` fixture of tests/guest/conftest.py.
 
-Runs where page_idle works (the test guest); see docs/testing.md. Each test runs the module
-through the CLI (``pydamon module run ... --duration``) against a live workload process.
+Runs where page_idle works (the test guest); see docs/testing.md. Each test runs a module
+through the API (``ModuleRunner``, in the test's process: a CLI start costs ~20 s of Python
+start-up under emulation; the CLI is tested on the host) against a live workload process.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 import subprocess
-import sys
+import time
 from typing import Any
 
 import pytest
 
+from pydamon.modules.reclaim import ReclaimModule
+from pydamon.modules.runner import ModuleRunner
+from pydamon.modules.thp import ThpModule
+
 pytestmark = pytest.mark.guest
 
-MAIN = "import sys; from pydamon.cli.main import main; sys.exit(main(sys.argv[1:]))"
 PAGE = 4096
 MiB = 1 << 20
+HPAGE = 2 * MiB
 KPF_THP = 22
 
 
@@ -59,95 +63,139 @@ def page_states(pid: int, start: int, end: int) -> dict[str, int]:
     return {"present": len(present) * PAGE, "swapped": swapped * PAGE, "thp": thp_pages * PAGE}
 
 
-def run_module(tmp_path: Any, *args: str, timeout: float = 240) -> dict[str, Any]:
-    r = subprocess.run(
-        [sys.executable, "-c", MAIN, "module", "run", *args, "--format", "json"],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=dict(os.environ, PYDAMON_RUN_DIR=str(tmp_path)),
-    )
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout.strip().splitlines()[-1])
+def areas_range(wl: Any) -> tuple[int, int]:
+    """The workload's cold, warm and hot areas (a fixed range: monitors only the workload)."""
+    names = ("cold", "warm", "hot")
+    return min(wl.areas[n][0] for n in names), max(wl.areas[n][1] for n in names)
 
 
-MONITORING = ("--sample-interval", "50ms", "--aggr-interval", "1s", "--min-nr-regions", "10")
-ALWAYS_ON = ("--wmarks-high", "1000", "--wmarks-mid", "999", "--wmarks-low", "0")
+def wait_for(cond: Any, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(1.0)
+    return False
 
 
-def test_reclaim_pages_out_the_cold_area_within_quota(zram_swap, workload, tmp_path) -> None:
+# Intervals the emulated guest keeps up with (one sample costs ~ms per region there).
+MONITORING: dict[str, Any] = dict(
+    sample_interval="100ms", aggr_interval="1s", min_nr_regions=10, max_nr_regions=40
+)
+
+
+def test_reclaim_idle_above_high_watermark_then_pages_out_cold_area(zram_swap, workload) -> None:
     wl = workload("hotcold", "--tick-ms", "50", size="64M")
-    cold = wl.areas["cold"]
-    hot = wl.areas["hot"]
-    before = page_states(wl.pid, *cold)
-    assert before["present"] >= 0.95 * (cold[1] - cold[0])
+    cold, hot = wl.areas["cold"], wl.areas["hot"]
+    assert page_states(wl.pid, *cold)["present"] >= 0.95 * (cold[1] - cold[0])
+    start, end = areas_range(wl)
     quota = 8 * MiB
-    duration_s = 16
-    # monitor it as the only process of a cgroup (one target per process of cgroup.procs)
-    cgroup = "/sys/fs/cgroup/pydamon-test-reclaim"
-    os.makedirs(cgroup, exist_ok=True)
-    with open(f"{cgroup}/cgroup.procs", "w") as f:
-        f.write(str(wl.pid))
-    status = run_module(
-        tmp_path,
-        "reclaim",
-        "--ops", "vaddr", "--cgroup", cgroup,
-        "--min-age", "4s", "--quota-sz", str(quota), "--quota-ms", "0",
-        "--wmarks-interval", "1s", *ALWAYS_ON, *MONITORING,
-        "--duration", str(duration_s),
-    )  # fmt: skip
-    stats = status["stats"]
-    after_cold = page_states(wl.pid, *cold)
-    after_hot = page_states(wl.pid, *hot)
-    cold_size = cold[1] - cold[0]
-    # the cold area went to swap...
-    assert after_cold["swapped"] >= 0.3 * cold_size, (stats, after_cold)
-    # ...no faster than the quota allows (one window per second after min_age)
-    assert stats["bytes_reclaimed_regions"] <= quota * (duration_s - 4 + 2)
-    assert stats["nr_quota_exceeds"] >= 1
-    # the hot area stayed resident
-    assert after_hot["present"] >= 0.9 * (hot[1] - hot[0]), after_hot
-    # and every page still holds what the workload wrote
+    module = ReclaimModule(
+        ops="vaddr",
+        pid=wl.pid,
+        monitor_region_start=start,
+        monitor_region_end=end,
+        min_age="3s",
+        quota_sz=quota,
+        quota_ms=0,
+        wmarks_interval="1s",
+        # free memory (most of the guest's) is above 1%: deactivated
+        wmarks_high=10,
+        wmarks_mid=5,
+        wmarks_low=0,
+        **MONITORING,
+    )
+    runner = ModuleRunner(module)
+    runner.start()
+    try:
+        assert wait_for(lambda: module.stats().get("active") is False, 30)
+        time.sleep(5)
+        stats = module.stats()
+        assert stats["active"] is False and stats["bytes_reclaimed_regions"] == 0
+        assert page_states(wl.pid, *cold)["swapped"] == 0
+        # commit_inputs: watermarks that keep it active, applied inside the running loop
+        runner.set_params({"wmarks_high": 1000, "wmarks_mid": 999})
+        activated = time.monotonic()
+        cold_size = cold[1] - cold[0]
+        tried: list[int] = []  # bytes tried, sampled about once per 1 s quota window
+
+        def cold_swapped() -> bool:
+            tried.append(module.stats().get("bytes_reclaim_tried_regions", 0))
+            return page_states(wl.pid, *cold)["swapped"] >= 0.4 * cold_size
+
+        assert wait_for(cold_swapped, 60), (module.stats(), page_states(wl.pid, *cold))
+        elapsed = time.monotonic() - activated
+        stats = module.stats()
+    finally:
+        runner.close()
+    # no faster than the size quota allows: at most one quota per 1 s window
+    assert stats["bytes_reclaim_tried_regions"] <= quota * (elapsed + 2), (stats, elapsed)
+    steps = [b - a for a, b in zip(tried, tried[1:])]
+    assert max(steps, default=0) <= 2 * quota, steps  # samples ~1 s apart may straddle two windows
+    hot_states = page_states(wl.pid, *hot)
+    assert hot_states["present"] >= 0.9 * (hot[1] - hot[0]), hot_states
     check = wl.command("verify")
     assert check["ok"], check
 
 
-def test_reclaim_stays_idle_above_the_high_watermark(zram_swap, workload, tmp_path) -> None:
+def test_reclaim_of_a_cgroups_processes(zram_swap, workload) -> None:
     wl = workload("hotcold", "--tick-ms", "50", size="32M")
-    cold = wl.areas["cold"]
-    status = run_module(
-        tmp_path,
-        "reclaim",
-        "--ops", "vaddr", "--pid", str(wl.pid),
-        "--min-age", "1s", "--quota-ms", "0",
-        "--wmarks-interval", "1s", "--wmarks-high", "10", "--wmarks-mid", "5",
-        "--wmarks-low", "0", *MONITORING,
-        "--duration", "6",
-    )  # fmt: skip
-    stats = status["stats"]
-    assert stats["active"] is False
-    assert stats["bytes_reclaimed_regions"] == 0
-    assert page_states(wl.pid, *cold)["swapped"] == 0
+    cgroup = "/sys/fs/cgroup/pydamon-test-reclaim"
+    os.makedirs(cgroup, exist_ok=True)
+    with open(f"{cgroup}/cgroup.procs", "w") as f:
+        f.write(str(wl.pid))
+    start, end = areas_range(wl)
+    module = ReclaimModule(
+        ops="vaddr",
+        cgroup=cgroup,
+        monitor_region_start=start,
+        monitor_region_end=end,
+        min_age="2s",
+        quota_sz="64M",
+        wmarks_high=1000,
+        wmarks_mid=999,
+        wmarks_low=0,
+        **MONITORING,
+    )
+    runner = ModuleRunner(module)
+    runner.start()
+    try:
+        assert [t.pid for t in runner.contexts[0].targets] == [wl.pid]
+        cold = wl.areas["cold"]
+        assert wait_for(
+            lambda: page_states(wl.pid, *cold)["swapped"] >= 0.3 * (cold[1] - cold[0]), 40
+        ), module.stats()
+    finally:
+        runner.close()
     assert wl.command("verify")["ok"]
 
 
-def test_thp_collapses_hot_areas_only(workload, tmp_path) -> None:
+def test_thp_collapses_hot_areas_only(workload) -> None:
     thp_mode = open("/sys/kernel/mm/transparent_hugepage/enabled").read()
     if "[never]" in thp_mode:
         pytest.skip("THP is disabled in this kernel ([never])")
-    wl = workload("hotcold", "--tick-ms", "50", size="128M")
+    wl = workload("hotcold", "--tick-ms", "50", size="96M")
     hot, cold = wl.areas["hot"], wl.areas["cold"]
     assert page_states(wl.pid, *hot)["thp"] == 0  # THP madvise mode: small pages at start
-    status = run_module(
-        tmp_path,
-        "thp",
-        "--ops", "vaddr", "--pid", str(wl.pid), *MONITORING,
-        "--duration", "12",
-    )  # fmt: skip
-    hot_states = page_states(wl.pid, *hot)
-    cold_states = page_states(wl.pid, *cold)
-    aligned_hot = (hot[1] // (2 * MiB) - (hot[0] + 2 * MiB - 1) // (2 * MiB)) * 2 * MiB
-    assert hot_states["thp"] >= 0.5 * aligned_hot, (status["stats"], hot_states)
-    assert cold_states["thp"] == 0
-    assert status["stats"]["bytes_collapsed_regions"] > 0
+    aligned_hot = (hot[1] // HPAGE - (hot[0] + HPAGE - 1) // HPAGE) * HPAGE
+    start, end = areas_range(wl)
+    module = ThpModule(
+        ops="vaddr",
+        pid=wl.pid,
+        monitor_region_start=start,
+        monitor_region_end=end,
+        # hot: ~96% of 100 ms samples see an access; warm ~36%; cold none
+        hot_thres_access_freq=500,
+        **MONITORING,
+    )
+    runner = ModuleRunner(module)
+    runner.start()
+    try:
+        ok = wait_for(lambda: page_states(wl.pid, *hot)["thp"] >= 0.5 * aligned_hot, 60)
+        stats = module.stats()
+    finally:
+        runner.close()
+    assert ok, (stats, page_states(wl.pid, *hot))
+    assert page_states(wl.pid, *cold)["thp"] == 0
+    assert stats["bytes_collapsed_regions"] > 0
     assert wl.command("verify")["ok"]

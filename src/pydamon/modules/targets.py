@@ -122,13 +122,27 @@ def make_ops_targets(p: Params) -> tuple[Operations, list[Target]]:
                 raise ModuleError(f"process {pid} does not exist")
         if p.monitor_region_start is not None:
             # A fixed virtual address range of each process: the fvaddr operations set.
-            fixed = [(p.monitor_region_start, p.monitor_region_end)]
+            # Split it in min_nr_regions pieces, as vaddr splits its initial regions: one
+            # region for the whole range would make the first aggregations all-or-nothing.
+            fixed = even_pieces(
+                p.monitor_region_start, p.monitor_region_end, getattr(p, "min_nr_regions", 10)
+            )
             return ops_class("fvaddr")(), [Target(pid=pid, ranges=list(fixed)) for pid in pids]
         return ops_class("vaddr")(), [Target(pid=pid) for pid in pids]
     ranges = None
     if p.monitor_region_start is not None:
         ranges = [(p.monitor_region_start, p.monitor_region_end)]
     return ops_class("paddr")(), [Target(ranges=ranges)]
+
+
+def even_pieces(start: int, end: int, nr_pieces: int) -> list[tuple[int, int]]:
+    """``[start, end)`` in up to ``nr_pieces`` page-aligned, adjacent pieces."""
+    page = 4096
+    start, end = start // page * page, (end + page - 1) // page * page
+    nr_pages = (end - start) // page
+    nr_pieces = max(min(nr_pieces, nr_pages), 1)
+    bounds = [start + (nr_pages * i // nr_pieces) * page for i in range(nr_pieces)] + [end]
+    return list(zip(bounds, bounds[1:]))
 
 
 def make_sim(

@@ -608,3 +608,24 @@ def test_deactivated_schemes_pause_monitoring_until_the_run_ends():
     ctx.add_callback("after_wmarks_check", lambda c: c.clock.now_us() >= 5000)
     ctx.run()
     assert ctx.clock.now_us() == 5000
+
+
+# -- snapshots --
+def test_snapshot_in_after_aggregation_is_the_aggregation_just_ended():
+    from pydamon.core import Snapshot
+
+    ctx = small_ctx(PatternOps(constant(1.0)), sample_interval_us=1000, aggr_interval_us=10_000)
+    snaps = []
+    ctx.add_callback("after_aggregation", lambda c: snaps.append(c.snapshot(0)))
+    ctx.run(nr_aggregations=3)
+    for i, snap in enumerate(snaps):
+        # every sample hit: all regions merged to full nr_accesses, before the reset
+        assert snap.nr_accesses.tolist() == [10] * snap.nr_regions
+        assert snap.access_rate.tolist() == [1.0] * snap.nr_regions
+        assert (snap.start_us, snap.end_us) == (i * 10_000, (i + 1) * 10_000)
+        assert snap.total_bytes == 256 * PAGE_SIZE
+        again = Snapshot.from_dict(snap.to_dict())
+        assert again.to_dict() == snap.to_dict()
+    assert snaps[1].age.tolist() == [1] * snaps[1].nr_regions  # unchanged access: age grows
+    # snapshots are copies: later aggregations do not change them
+    assert snaps[0].nr_accesses.tolist() == [10] * snaps[0].nr_regions

@@ -838,11 +838,9 @@ class SimOperations(Operations):
             seed = ctx.seed if ctx.seed is not None else int(ctx.rng.integers(0, 2**62))
         self.seed = seed
         now = ctx.clock.now_us()
-        if not self.spaces:
-            self.spaces = [
-                SimSpace(self.specs[i % len(self.specs)], seed + 7919 * i, now)
-                for i in range(len(ctx.targets))
-            ]
+        # one space per target; a re-run keeps the existing ones (and their state)
+        for i in range(len(self.spaces), len(ctx.targets)):
+            self.spaces.append(SimSpace(self.specs[i % len(self.specs)], seed + 7919 * i, now))
         for i, t in enumerate(ctx.targets):
             space = self.spaces[i]
             t.ops_private = space

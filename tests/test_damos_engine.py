@@ -24,6 +24,7 @@ from pydamon.damos import (
     Quota,
     QuotaGoal,
     Scheme,
+    SchemeError,
     SchemesEngine,
     Watermarks,
     WmarkMetric,
@@ -47,6 +48,7 @@ class StandIn(Operations):
     """
 
     name = "standin"
+    supported_ops_filters = frozenset({"anon"})
 
     def __init__(self, hot: list[tuple[int, int]] = (), apply_cost_us_per_mb: int = 0) -> None:
         self.hot = list(hot)
@@ -567,3 +569,9 @@ def test_non_scheme_objects_are_refused_with_a_clear_error():
     ctx.set_schemes(["4K max 0 0 1s max pageout"])
     with pytest.raises(TypeError, match="parse_schemes"):
         ctx.run(nr_aggregations=1)
+
+
+def test_ops_filters_the_ops_set_cannot_evaluate_are_refused():
+    scheme = Scheme(action=Action.PAGEOUT, filters=[Filter(FilterType.YOUNG)])
+    with pytest.raises(SchemeError, match="standin operations set cannot evaluate young"):
+        make_ctx([scheme], [[(0, 4 * K, 0, 0)]])

@@ -34,7 +34,15 @@ from pydamon.damos.quota import (
     quota_score,
     set_effective_quota,
 )
-from pydamon.damos.scheme import Action, Filter, FilterType, Scheme, TriedRegion, WmarkMetric
+from pydamon.damos.scheme import (
+    Action,
+    Filter,
+    FilterType,
+    Scheme,
+    SchemeError,
+    TriedRegion,
+    WmarkMetric,
+)
 from pydamon.damos.wmarks import wmark_wait_us
 
 if TYPE_CHECKING:
@@ -64,8 +72,18 @@ class SchemesEngine:
         """``kdamond_init_ctx()``'s part for schemes."""
         if self.metrics is None:
             self.metrics = _ops_metrics(ctx) or SystemMetrics()
+        supported = frozenset(getattr(ctx.ops, "supported_ops_filters", ()))
         for s in ctx.schemes:
             _check_scheme(s)
+            unsupported = sorted({str(f.type) for f in s.ops_filters} - supported)
+            if unsupported:
+                # applying the action while ignoring a filter would touch memory the user
+                # excluded: refuse instead
+                raise SchemeError(
+                    f"the {ctx.ops.name} operations set cannot evaluate "
+                    f"{', '.join(unsupported)} filters; remove them or use an operations set "
+                    f"that supports them (see docs/damos.md)"
+                )
             set_next_apply_sis(s, ctx)
             set_filters_default_reject(s)
 

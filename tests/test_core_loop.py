@@ -187,7 +187,7 @@ def slice_pattern(targets, slices) -> AccessPattern:
 
 
 @settings(
-    max_examples=60,
+    max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -216,7 +216,7 @@ def test_regions_invariants_hold_after_any_run(setup):
     assert checks["n"] >= setup["nr_aggregations"]
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(monitoring_setups(), st.integers(3, 50))
 def test_invariants_hold_across_online_attrs_updates(setup, new_max):
     """Intervals and max_nr_regions changed between runs: results rescaled, invariants kept."""

@@ -122,7 +122,7 @@ def region_lists(draw):
     )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(region_lists(), st.integers(0, 60), st.integers(1, 120))
 def test_merge_regions_matches_the_kernel_loop(dicts, thres, limit_pages):
     sz_limit = limit_pages * 4096
@@ -131,7 +131,7 @@ def test_merge_regions_matches_the_kernel_loop(dicts, thres, limit_pages):
     assert as_dicts(regions) == ref_merge_regions_of(dicts, thres, sz_limit)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(region_lists(), st.integers(1, 4), st.integers(0, 2**32), st.sampled_from([1, 4096]))
 def test_split_regions_matches_the_kernel_loop(dicts, nr_subs, seed, min_sz):
     regions = from_dicts(dicts)

@@ -66,6 +66,7 @@ class SchemesEngine:
         self._wmark_reads: dict[int, tuple[int, int | None]] = {}
         self._tried: dict[int, list[TriedRegion]] = {}
         self._walk_fns: list[WalkFn] = []
+        self._patterns: dict[int, tuple[int, int, int, int, int, int]] = {}
 
     # -- SchemesRunner --------------------------------------------------------------------------
     def init(self, ctx: Context) -> None:
@@ -111,6 +112,8 @@ class SchemesEngine:
         ]
         if not due:
             return
+        # the pattern in the kernel's units for the current intervals, once per apply
+        self._patterns = {id(s): s.pattern.resolve(ctx.attrs) for s in due}
         for s in due:
             self._adjust_quota(ctx, s)
         max_region_sz = _region_sz_limit(ctx)
@@ -184,7 +187,7 @@ class SchemesEngine:
         for ti, t in enumerate(ctx.targets):
             i = 0
             while i < len(t.regions):
-                if _pattern_match(ctx, t.regions, i, s) and not self._core_filter_out(
+                if self._pattern_match(ctx, t.regions, i, s) and not self._core_filter_out(
                     ctx, ti, t, i, s
                 ):
                     score = ctx.ops.get_scheme_score(ctx, t, i, s)
@@ -258,11 +261,24 @@ class SchemesEngine:
 
     def _valid_target(self, ctx: Context, t: Target, i: int, s: Scheme) -> bool:
         """``damos_valid_target()``: pattern, and the minimum score under a quota."""
-        if not _pattern_match(ctx, t.regions, i, s):
+        if not self._pattern_match(ctx, t.regions, i, s):
             return False
         if not quota_is_set(s.quota, s.quota_state):
             return True
         return ctx.ops.get_scheme_score(ctx, t, i, s) >= s.quota_state.min_score
+
+    def _pattern_match(self, ctx: Context, regions: Regions, i: int, s: Scheme) -> bool:
+        """``__damos_valid_target()``: size, moving-sum access frequency and age in range."""
+        resolved = self._patterns.get(id(s))
+        if resolved is None:
+            resolved = s.pattern.resolve(ctx.attrs)
+        min_sz, max_sz, min_nr, max_nr, min_age, max_age = resolved
+        sz = int(regions.end[i] - regions.start[i])
+        nr_accesses = int(regions.nr_accesses_bp[i]) // BP
+        age = int(regions.age[i])
+        return (
+            min_sz <= sz <= max_sz and min_nr <= nr_accesses <= max_nr and min_age <= age <= max_age
+        )
 
     def _core_filter_out(self, ctx: Context, ti: int, t: Target, i: int, s: Scheme) -> bool:
         """``damos_core_filter_out()``: first matching core filter decides."""
@@ -346,15 +362,6 @@ def _ops_metrics(ctx: Context) -> MetricsSource | None:
     if callable(source) and not isinstance(source, MetricsSource):
         source = source()
     return source if isinstance(source, MetricsSource) else None
-
-
-def _pattern_match(ctx: Context, regions: Regions, i: int, s: Scheme) -> bool:
-    """``__damos_valid_target()``: size, moving-sum access frequency and age in range."""
-    min_sz, max_sz, min_nr, max_nr, min_age, max_age = s.pattern.resolve(ctx.attrs)
-    sz = int(regions.end[i] - regions.start[i])
-    nr_accesses = int(regions.nr_accesses_bp[i]) // BP
-    age = int(regions.age[i])
-    return min_sz <= sz <= max_sz and min_nr <= nr_accesses <= max_nr and min_age <= age <= max_age
 
 
 def _core_filter_match(ctx: Context, ti: int, t: Target, i: int, f: Filter) -> bool:

@@ -10,6 +10,7 @@ which only copies files; nothing of damo runs on the host).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -77,7 +78,7 @@ def test_damo_report_wss_matches_pydamon(damo, exported):
 
 
 def test_damo_report_heatmap_and_access(damo, exported):
-    heat = run_damo(damo, "report", "heatmap", "-i", exported)
+    heat = re.sub(r"\x1b\[[0-9;]*m", "", run_damo(damo, "report", "heatmap", "-i", exported))
     digits = [line for line in heat.splitlines() if line and not line.startswith("#")]
     assert digits and all(set(line) <= set("0123456789 ") for line in digits), heat[:2000]
     assert len({c for line in digits for c in line if c.isdigit()}) > 1  # hot and cold differ

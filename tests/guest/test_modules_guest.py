@@ -192,6 +192,8 @@ def test_thp_collapses_hot_areas_only(workload) -> None:
     runner.start()
     try:
         ok = wait_for(lambda: page_states(wl.pid, *hot)["thp"] >= 0.5 * aligned_hot, 60)
+        # stats are copied after each aggregation, before the schemes apply: one more
+        wait_for(lambda: module.stats().get("bytes_collapsed_regions", 0) > 0, 15)
         stats = module.stats()
     finally:
         runner.close()

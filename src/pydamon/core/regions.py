@@ -159,7 +159,11 @@ class Regions:
     def pick_sampling_addrs(self, rng: np.random.Generator) -> IntArray:
         """Set a random sampling address in each region (``damon_rand(start, end)``)."""
         if len(self):
-            self.sampling_addr = self.start + rng.integers(0, self.sizes, dtype=np.int64)
+            # A uniform float scaled by the size is ~3x cheaper than integers() with per-region
+            # bounds. float64 keeps it exact enough: sizes stay far below 2**53 bytes, and
+            # random() < 1 keeps the offset strictly below the size.
+            offsets = rng.random(len(self)) * self.sizes
+            self.sampling_addr = self.start + offsets.astype(np.int64)
         return self.sampling_addr
 
     def update_access_rate(self, accessed: BoolArray, max_nr_accesses: int) -> None:

@@ -172,3 +172,31 @@ def test_cgroup_targets_are_its_processes() -> None:
     assert os.getpid() in pids
     with pytest.raises(ModuleError, match="does not exist"):
         cgroup_pids("/no/such/cgroup")
+
+
+def test_reclaim_user_feedback_goal_tunes_the_quota_online() -> None:
+    module = ReclaimModule(
+        ops="sim", seed=1, min_age="1s", quota_ms=0, quota_sz=0, quota_autotune_feedback=2000,
+        **ALWAYS_ACTIVE,
+    )  # fmt: skip
+    runner = ModuleRunner(module)
+    runner.start()
+    try:
+        ctx = runner.contexts[0]
+        deadline = time.monotonic() + 60
+
+        def run_until(us: int) -> None:
+            while ctx.clock.now_us() < us and time.monotonic() < deadline:
+                time.sleep(0.001)
+
+        # 20% of the user's goal achieved: the feedback loop grows the quota every window
+        run_until(40_000_000)
+        grown = ctx.schemes[0].quota_state.esz
+        assert grown > 1 * MiB
+        # goal over-achieved (2x): the quota falls back to the minimum
+        runner.set_params({"quota_autotune_feedback": 20000})
+        assert ctx.schemes[0].quota.goals[0].current_value == 20000
+        run_until(ctx.clock.now_us() + 10_000_000)
+        assert ctx.schemes[0].quota_state.esz < grown // 100
+    finally:
+        runner.close()

@@ -160,16 +160,23 @@ _SNAP_COLUMNS = (
 )
 
 
-def _empty_record(n: int, m: int, meta: dict[str, Any], targets: list[TargetInfo]) -> Record:
+def _empty_record(
+    n: int, m: int, meta: dict[str, Any], targets: list[TargetInfo], small: bool = False
+) -> Record:
+    """Uninitialized columns; ``small``: nr_accesses and age fit int32 (less memory to fill)."""
+
     def e(k: int) -> np.ndarray:
         return np.empty(k, np.int64)
+
+    def counts(k: int) -> np.ndarray:
+        return np.empty(k, np.int32 if small else np.int64)
 
     return Record(
         meta=meta, targets=targets, snap_target=np.empty(n, np.int32),
         snap_start_us=e(n), snap_end_us=e(n), snap_sample_us=e(n), snap_aggr_us=e(n),
         rss_bytes=e(n), vsz_bytes=e(n), sys_free_bytes=e(n), sys_total_bytes=e(n),
         region_offsets=np.zeros(n + 1, np.int64),
-        starts=e(m), ends=e(m), nr_accesses=e(m), age=e(m),
+        starts=e(m), ends=e(m), nr_accesses=counts(m), age=counts(m),
     )  # fmt: skip
 
 
@@ -200,6 +207,23 @@ def _decode_into(payload: memoryview, out: Record, n0: int, m0: int) -> tuple[in
     out.nr_accesses[m0:m1] = cols[COL_NR_ACCESSES][0]
     out.age[m0:m1] = cols[COL_AGE][0]
     return n1, m1
+
+
+def _counts_fit_int32(payload: memoryview) -> bool:
+    """Whether a block's nr_accesses and age columns are stored in at most 16 bits."""
+    try:
+        _n, _m, _flags, nr_columns, _ = _BLOCK.unpack_from(payload, 0)
+        pos = _BLOCK.size
+        for _ in range(nr_columns):
+            col_id, dtype_code, _shift, _codec, nbytes = _COLUMN.unpack_from(payload, pos)
+            pos += _COLUMN.size + nbytes
+            if col_id in (COL_NR_ACCESSES, COL_AGE) and _DTYPES[dtype_code] not in (
+                "|u1", "<u2", "|i1", "<i2", "<i4",
+            ):  # fmt: skip
+                return False
+    except struct.error:
+        return False
+    return True
 
 
 def decode_block(payload: memoryview, meta: dict[str, Any], targets: list[TargetInfo]) -> Record:
@@ -316,8 +340,13 @@ class RecordReader:
         try:
             bodies = [body for tag, body in self._chunks() if tag == TAG_BLOCK]
             shapes = [_block_shape(b) for b in bodies]
+            small = all(_counts_fit_int32(b) for b in bodies)
             rec = _empty_record(
-                sum(n for n, _ in shapes), sum(m for _, m in shapes), self.meta, self.targets
+                sum(n for n, _ in shapes),
+                sum(m for _, m in shapes),
+                self.meta,
+                self.targets,
+                small,
             )
             n0 = m0 = 0
             for body in bodies:

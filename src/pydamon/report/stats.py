@@ -20,7 +20,13 @@ def per_snapshot_sum(rec: Record, values: np.ndarray) -> np.ndarray:
     """Sum of a per-region array within each snapshot."""
     if not rec.nr_snapshots:
         return np.zeros(0, np.int64)
-    return np.bincount(rec.region_snapshot, weights=values, minlength=rec.nr_snapshots)
+    if not len(values):
+        return np.zeros(rec.nr_snapshots, values.dtype)
+    counts = rec.nr_regions
+    starts = np.minimum(rec.region_offsets[:-1], len(values) - 1)
+    sums = np.add.reduceat(values, starts)
+    # reduceat gives the element itself for empty snapshots; they sum to nothing
+    return np.where(counts > 0, sums, 0)
 
 
 def wss_bytes(rec: Record, min_access_rate: float = 0.0) -> np.ndarray:
@@ -32,7 +38,7 @@ def wss_bytes(rec: Record, min_access_rate: float = 0.0) -> np.ndarray:
         accessed &= rec.nr_accesses > 0
     else:
         accessed = rec.nr_accesses > 0
-    return per_snapshot_sum(rec, np.where(accessed, rec.sizes, 0)).astype(np.int64)
+    return per_snapshot_sum(rec, np.where(accessed, rec.ends - rec.starts, 0)).astype(np.int64)
 
 
 def total_bytes(rec: Record) -> np.ndarray:
@@ -72,7 +78,8 @@ def temperature(rec: Record, weights: tuple[int, int] = (100, 100)) -> np.ndarra
     (the longer idle, the colder)."""
     max_nr = rec.max_nr_accesses[rec.region_snapshot]
     pct = rec.nr_accesses * 100 / max_nr
-    signed_age = np.where(rec.nr_accesses > 0, rec.age, -rec.age)
+    age = rec.age.astype(np.float64)
+    signed_age = np.where(rec.nr_accesses > 0, age, -age)
     return pct * weights[0] + signed_age * weights[1]
 
 

@@ -400,7 +400,7 @@ TOKENS = st.sampled_from(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(st.lists(TOKENS, max_size=20).map(" ".join), max_size=4).map("\n".join))
 def test_fuzz_text_only_raises_scheme_file_error(text):
     try:
@@ -412,7 +412,7 @@ def test_fuzz_text_only_raises_scheme_file_error(text):
         assert parse_schemes(dump_schemes([s], "json"))[0].pattern == s.pattern
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.text(max_size=200))
 def test_fuzz_any_text_only_raises_scheme_file_error(text):
     try:
@@ -475,7 +475,7 @@ JSON_VALUES = st.recursive(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(JSON_VALUES)
 def test_fuzz_json_documents_only_raise_scheme_file_error(doc):
     try:

@@ -32,7 +32,7 @@ def mean_rate(rec, lo: int, hi: int, first: int) -> float:
 def test_record_a_running_process_and_report(workload, tmp_path, capsys):
     wl = workload("hotcold", size="32M")
     path = str(tmp_path / "real.data")
-    rc = main(["record", "-p", str(wl.pid), "-s", "50ms", "-a", "500ms", "--timeout", "8",
+    rc = main(["record", "-p", str(wl.pid), "-s", "50ms", "-a", "500ms", "--timeout", "6",
                "-o", path, "-q", "--json"])  # fmt: skip
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
@@ -64,7 +64,7 @@ def test_record_a_command_until_it_exits(tmp_path):
         [sys.executable, "-m", "pydamon.cli.main", "record", "-s", "50ms", "-a", "500ms",
          "--timeout", "120", "-o", "cmd.data", "--json", "--",
          sys.executable, "-m", "pydamon.workload", "hotcold", "--size", "16M",
-         "--duration", "6", "--no-stdin"],
+         "--duration", "4", "--no-stdin"],
         capture_output=True, text=True, cwd=tmp_path, timeout=240,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr

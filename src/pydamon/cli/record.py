@@ -269,8 +269,14 @@ def record(
     try:
         ctx.run(duration_us=duration_us)
         monitored = ctx.clock.now_us() - progress.monitor_start_us
-        if stop_reason[0] == "target ended" and duration_us and monitored >= duration_us:
-            stop_reason[0] = "timeout"
+        if stop_reason[0] == "target ended":
+            # the operations set may notice the exit before our own check does
+            if setup.process is not None and setup.process.poll() is not None:
+                stop_reason[0] = f"command exited ({setup.process.returncode})"
+            elif setup.process is None and setup.pid is not None and not pid_exists(setup.pid):
+                stop_reason[0] = f"process {setup.pid} exited"
+            elif duration_us and monitored >= duration_us:
+                stop_reason[0] = "timeout"
     except BaseException as err:  # finalize the record whatever ended the loop
         error = err
     finally:

@@ -23,6 +23,7 @@ COMMAND_MODULES: list[str] = [
     "pydamon.cli.schemes",
     "pydamon.cli.convert",
     "pydamon.cli.completion",
+    "pydamon.cli.features",
 ]
 
 #: Exit codes: 0 success, 1 runtime failure, 2 usage error (argparse's), 3 missing feature or
@@ -79,7 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as err:
         # Known failure kinds (bad files, bad values) still get one line, not a traceback.
         print(f"pydamon {args.command}: error: {err}", file=sys.stderr)
-        return EXIT_FAILURE
+        from pydamon.features import FeatureMissing
+
+        return EXIT_UNSUPPORTED if isinstance(err, FeatureMissing) else EXIT_FAILURE
 
 
 if __name__ == "__main__":

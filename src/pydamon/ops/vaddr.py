@@ -1,0 +1,317 @@
+"""Virtual address spaces of processes (the kernel's ``vaddr`` and ``fvaddr`` operations sets).
+
+Targets are pids. The access check of a region uses its sampling address's page:
+
+- ``prepare_access_checks``: pick a random sampling address per region, translate it through
+  ``/proc/PID/pagemap`` to a PFN (THP tail pages to their head, whose bit page_idle tracks), and set
+  that page's bit in ``/sys/kernel/mm/page_idle/bitmap`` (which clears its PTE accessed bits);
+- ``check_accesses``: read the bits back; a page still idle was not accessed. A page not present,
+  swapped out, not on an LRU list (e.g. still in a per-CPU LRU-add batch: page_idle cannot track
+  it) or unmapped counts as not accessed.
+
+The PFN of prepare time is re-used at check time, so each region costs one pagemap read, one
+kpageflags read and one bitmap write at prepare and one bitmap read at check; entries adjacent in
+those files are read or written in one call. Nothing walks a whole region.
+
+``vaddr`` starts from the kernel's three regions (all mappings minus the two biggest unmapped gaps,
+evenly split into ``min_nr_regions``-sized pieces) and re-reads ``/proc/PID/maps`` every
+ops-update interval (``damon_set_regions()`` semantics); targets given ``ranges`` keep them.
+``fvaddr`` monitors exactly the user-given ``ranges`` and never updates them.
+
+Actions (``apply_scheme``): ``pageout``, ``cold``, ``willneed``, ``collapse`` through
+``process_madvise(2)``; ``hugepage``/``nohugepage`` only when the target is this process (the
+kernel refuses them through process_madvise); ``stat`` does nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pydamon.core.regions import Regions, align_down, align_up
+from pydamon.features import FeatureMissing, RealMemoryError, TargetGone, require
+from pydamon.ops import _proc
+from pydamon.ops.base import ApplyResult, Operations, update_regions_access
+from pydamon.ops.madvise import (
+    MADV,
+    REMOTE_ADVICE,
+    MadviseResult,
+    madvise,
+    pidfd_open,
+    process_madvise,
+)
+
+if TYPE_CHECKING:
+    from pydamon.core.context import Context, Target
+
+IntArray = _proc.IntArray
+
+
+class ActionUnsupported(RealMemoryError):
+    """A DAMOS action this operations set cannot apply (one-line message)."""
+
+
+@dataclass
+class _VaState:
+    """Per-target state of the vaddr operations set (``Target.ops_private``)."""
+
+    pid: int
+    pidfd: int
+    pagemap: _proc.Pagemap
+    #: PFN checked for each region this sample (-1: nothing to check, counts as not accessed)
+    pfns: list[int] = field(default_factory=list)
+    gone: bool = False
+    #: mappings cached for apply_scheme, with the aggregation count they were read at
+    maps: list[_proc.Mapping] = field(default_factory=list)
+    maps_aggregation: int = -1
+
+    def close(self) -> None:
+        self.pagemap.close()
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+
+
+def check_pfns(phys: _proc.PhysPages, pfns: list[int]) -> list[int]:
+    """The PFNs whose idle bit decides the access of each page (-1: cannot be checked)."""
+    return [phys.trackable(pfn) if pfn > 0 else -1 for pfn in pfns]
+
+
+def evenly_split_init(regions: Regions, min_nr_regions: int, min_region_sz: int) -> None:
+    """Split each initial region into pieces of ``total / min_nr_regions`` bytes (vaddr init)."""
+    sz = max(regions.total_size // max(min_nr_regions, 1), min_region_sz)
+    # split from the last region so earlier indices stay valid
+    for i in reversed(range(len(regions))):
+        nr_pieces = int(regions.end[i] - regions.start[i]) // sz
+        if nr_pieces > 1:
+            try:
+                regions.evenly_split(i, nr_pieces, min_region_sz)
+            except ValueError:
+                pass  # too small to split: keep it whole, as the kernel does
+
+
+class VaddrOperations(Operations):
+    """Monitor processes' virtual address spaces (``vaddr``)."""
+
+    name = "vaddr"
+    #: fvaddr: user-given fixed ranges only, never updated.
+    fixed_ranges = False
+
+    def __init__(self) -> None:
+        self.phys: _proc.PhysPages | None = None
+        #: ranges an action failed on, per errno (counted, never fatal)
+        self.apply_errors: dict[int, int] = {}
+
+    # -- setup -----------------------------------------------------------------------------------
+    def init(self, ctx: Context) -> None:
+        require(self.name)
+        self._check_schemes(ctx)
+        try:
+            self.phys = _proc.PhysPages()
+        except PermissionError:
+            raise FeatureMissing(
+                f"{self.name} monitoring needs write access to {_proc.PAGE_IDLE_BITMAP}; "
+                "run as root"
+            ) from None
+        try:
+            for t in ctx.targets:
+                self._init_target(ctx, t)
+        except BaseException:
+            self.cleanup(ctx)
+            raise
+
+    def _check_schemes(self, ctx: Context) -> None:
+        for s in ctx.schemes:
+            action = str(getattr(s, "action", "stat"))
+            if action != "stat" and action not in MADV:
+                raise ActionUnsupported(
+                    f"the {self.name} operations set cannot apply the {action} action; "
+                    f"use one of stat, {', '.join(sorted(MADV))}"
+                )
+
+    def _init_target(self, ctx: Context, t: Target) -> None:
+        if t.pid is None:
+            raise TargetGone(f"{self.name} targets need a pid (Target(pid=...))")
+        pid = t.pid
+        if self.fixed_ranges and not t.ranges and not len(t.regions):
+            raise RealMemoryError(
+                f"fvaddr target {pid} needs fixed ranges (Target(pid, ranges=[(start, end)]))"
+            )
+        try:
+            pidfd = pidfd_open(pid)
+        except ProcessLookupError:
+            raise TargetGone(
+                f"process {pid} does not exist; give the pid of a running process"
+            ) from None
+        except PermissionError:
+            raise FeatureMissing(
+                f"cannot watch process {pid}: permission denied; run as root"
+            ) from None
+        try:
+            pagemap = _proc.Pagemap(pid)
+        except ProcessLookupError:
+            os.close(pidfd)
+            raise TargetGone(f"process {pid} exited before monitoring started") from None
+        except PermissionError:
+            os.close(pidfd)
+            raise FeatureMissing(
+                f"cannot read /proc/{pid}/pagemap: permission denied; run as root"
+            ) from None
+        t.ops_private = _VaState(pid, pidfd, pagemap)
+        if t.ranges:
+            t.regions = Regions(
+                [
+                    (align_down(s, ctx.min_region_sz), align_up(e, ctx.min_region_sz))
+                    for s, e in sorted(t.ranges)
+                ]
+            )
+            return
+        if len(t.regions):
+            return  # regions set by the user directly
+        try:
+            maps = _proc.read_maps(pid)
+        except ProcessLookupError:
+            raise TargetGone(f"process {pid} exited before monitoring started") from None
+        ranges = _proc.three_regions(maps, ctx.min_region_sz)
+        if ranges is None:
+            if not maps:
+                raise TargetGone(f"process {pid} has no memory mappings (a kernel thread?)")
+            ranges = [
+                (
+                    align_down(maps[0].start, ctx.min_region_sz),
+                    align_up(maps[-1].end, ctx.min_region_sz),
+                )
+            ]
+        t.regions = Regions(ranges)
+        evenly_split_init(t.regions, ctx.attrs.min_nr_regions, ctx.min_region_sz)
+
+    def update(self, ctx: Context) -> None:
+        if self.fixed_ranges:
+            return
+        for t in ctx.targets:
+            state = t.ops_private
+            if t.ranges or not isinstance(state, _VaState) or state.gone:
+                continue
+            try:
+                maps = _proc.read_maps(state.pid)
+            except ProcessLookupError:
+                continue  # target_valid() ends it
+            ranges = _proc.three_regions(maps, ctx.min_region_sz)
+            if ranges is not None:
+                t.regions.set_regions(ranges, ctx.min_region_sz)
+
+    # -- access checks ---------------------------------------------------------------------------
+    def prepare_access_checks(self, ctx: Context) -> None:
+        assert self.phys is not None
+        marks: list[int] = []
+        for t in ctx.targets:
+            state = t.ops_private
+            if not isinstance(state, _VaState):
+                continue
+            addrs = t.regions.pick_sampling_addrs(ctx.rng).tolist()
+            if state.gone:
+                state.pfns = [-1] * len(addrs)
+                continue
+            state.pfns = check_pfns(self.phys, state.pagemap.pfns(addrs))
+            marks.extend(state.pfns)
+        self.phys.mark_idle(marks)
+
+    def check_accesses(self, ctx: Context) -> int:
+        assert self.phys is not None
+        max_nr_accesses = 0
+        for t in ctx.targets:
+            state = t.ops_private
+            if isinstance(state, _VaState) and len(state.pfns) == len(t.regions):
+                accessed = ~np.array(self.phys.idle(state.pfns), np.bool_)
+            else:
+                accessed = np.zeros(len(t.regions), np.bool_)
+            max_nr_accesses = max(max_nr_accesses, update_regions_access(ctx, t, accessed))
+        return max_nr_accesses
+
+    def target_valid(self, ctx: Context, target: Target) -> bool:
+        state = target.ops_private
+        if not isinstance(state, _VaState):
+            return True
+        if state.gone:
+            return False
+        poller = select.poll()
+        poller.register(state.pidfd, select.POLLIN)
+        if poller.poll(0):  # a pidfd turns readable when its process exits
+            state.gone = True
+            return False
+        return True
+
+    # -- actions ---------------------------------------------------------------------------------
+    def _mapped_pieces(
+        self, ctx: Context, state: _VaState, start: int, end: int
+    ) -> list[tuple[int, int]]:
+        """``[start, end)`` cut to the target's mappings (madvise fails on holes)."""
+        if state.maps_aggregation != ctx.nr_aggregations:
+            try:
+                state.maps = _proc.read_maps(state.pid)
+            except ProcessLookupError:
+                state.maps = []
+            state.maps_aggregation = ctx.nr_aggregations
+        return [
+            (max(m.start, start), min(m.end, end))
+            for m in state.maps
+            if m.start < end and start < m.end
+        ]
+
+    def apply_scheme(
+        self, ctx: Context, target: Target, start: int, end: int, scheme: Any
+    ) -> ApplyResult:
+        action = str(getattr(scheme, "action", scheme))
+        if action == "stat":
+            return ApplyResult(0, 0)
+        advice = MADV.get(action)
+        if advice is None:
+            raise ActionUnsupported(f"the {self.name} operations set cannot apply {action}")
+        state = target.ops_private
+        if not isinstance(state, _VaState) or state.gone:
+            return ApplyResult(0, 0)
+        pieces = self._mapped_pieces(ctx, state, start, end)
+        if not pieces:
+            return ApplyResult(0, 0)
+        result: MadviseResult
+        if state.pid == os.getpid():
+            result = madvise(pieces, advice)
+        elif advice not in REMOTE_ADVICE:
+            raise ActionUnsupported(
+                f"the {action} action cannot be applied to another process: the kernel's "
+                "process_madvise(2) accepts only cold, pageout, willneed and collapse for other "
+                "processes (monitor this process itself to use it)"
+            )
+        else:
+            try:
+                result = process_madvise(state.pidfd, pieces, advice)
+            except ProcessLookupError:
+                return ApplyResult(0, 0)
+            except PermissionError:
+                raise FeatureMissing(
+                    f"process_madvise on process {state.pid} denied; run as root (CAP_SYS_NICE)"
+                ) from None
+        for err, n in result.errors.items():
+            self.apply_errors[err] = self.apply_errors.get(err, 0) + n
+        # The kernel's vaddr madvise actions report no ops-filter-passed bytes.
+        return ApplyResult(result.sz_advised, 0)
+
+    def cleanup(self, ctx: Context) -> None:
+        for t in ctx.targets:
+            state = t.ops_private
+            if isinstance(state, _VaState):
+                state.close()
+        if self.phys is not None:
+            self.phys.close()
+            self.phys = None
+
+
+class FvaddrOperations(VaddrOperations):
+    """Monitor fixed, user-given virtual address ranges of processes (``fvaddr``)."""
+
+    name = "fvaddr"
+    fixed_ranges = True

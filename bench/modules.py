@@ -226,6 +226,21 @@ class PydamonModule:
             env=dict(os.environ, PYDAMON_RUN_DIR="/tmp/pydamon-bench"),
         )
         self.pid = self.proc.pid
+        # Python start-up takes tens of seconds under emulation: measure from the first status.
+        instance = args[0]
+        status = f"/tmp/pydamon-bench/{instance}.status.json"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                if json.loads(read(status)).get("pid") == self.pid:
+                    break
+            except (OSError, ValueError):
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"pydamon module failed: {self.proc.stderr.read()[-300:]}")
+            time.sleep(0.2)
+        else:
+            raise RuntimeError("pydamon module did not start within 300 s")
 
     def cpu_s(self) -> float:
         return cpu_and_majflt(self.pid)[0]
@@ -242,8 +257,9 @@ def reclaim_run(name: str, start: Callable[[int], Any] | None, p: argparse.Names
     reset_swap()
     wl = Workload(p.size, p.tick_ms, seed=1)
     time.sleep(2)  # let the workload settle (pages populated, first ticks done)
-    cpu0, flt0 = cpu_and_majflt(wl.pid)
     monitor = start(wl.pid) if start is not None else None
+    cpu0, flt0 = cpu_and_majflt(wl.pid)
+    monitor_cpu0 = monitor.cpu_s() if monitor is not None else 0.0
     rss = []
     monitor_cpu = 0.0
     t_end = time.monotonic() + p.seconds
@@ -251,7 +267,7 @@ def reclaim_run(name: str, start: Callable[[int], Any] | None, p: argparse.Names
         time.sleep(1)
         rss.append(status_kb(wl.pid, "VmRSS"))
         if monitor is not None:
-            monitor_cpu = monitor.cpu_s()
+            monitor_cpu = monitor.cpu_s() - monitor_cpu0
     cpu1, flt1 = cpu_and_majflt(wl.pid)
     if monitor is not None:
         monitor.stop()
@@ -325,6 +341,7 @@ def thp_child(hot_mib: int, sparse_mib: int, seconds: float) -> int:
         "sparse": (int(sparse_words.ctypes.data), int(sparse_words.ctypes.data) + len(sparse)),
     }
     print(json.dumps({"event": "ready", "pid": os.getpid(), "areas": areas}), flush=True)
+    sys.stdin.readline()  # "go": the parent's monitor (if any) is up
     rng = np.random.default_rng(1)
     nr_pages = len(hot) // PAGE
     reads = 0
@@ -359,6 +376,9 @@ def thp_run(name: str, mode: str, use_module: bool, p: argparse.Namespace) -> di
             ["thp", "--ops", "vaddr", "--pid", str(pid)]
             + ["--sample-interval", f"{p.sample_us}us", "--aggr-interval", f"{p.aggr_us}us"]
         )
+        module_cpu0 = module.cpu_s()
+    child.stdin.write("go\n")
+    child.stdin.flush()
     done = json.loads(child.stdout.readline())
     hot = ready["areas"]["hot"]
     row = {
@@ -367,7 +387,7 @@ def thp_run(name: str, mode: str, use_module: bool, p: argparse.Namespace) -> di
         "rss_mib": status_kb(pid, "VmRSS") / 1024,
         "anon_huge_mib": rollup_kb(pid, "AnonHugePages") / 1024,
         "reads_per_s": done["reads"] / done["seconds"],
-        "monitor_cpu_s": module.cpu_s() if module else 0.0,
+        "monitor_cpu_s": module.cpu_s() - module_cpu0 if module else 0.0,
     }
     if module is not None:
         module.stop()
@@ -415,11 +435,11 @@ def main() -> int:
     ap.add_argument("--size", default="128M", help="reclaim workload size")
     ap.add_argument("--tick-ms", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=40)
-    ap.add_argument("--min-age-us", type=int, default=5_000_000)
+    ap.add_argument("--min-age-us", type=int, default=6_000_000)
     ap.add_argument("--quota-ms", type=int, default=0)
     ap.add_argument("--quota-sz", type=int, default=32 * MiB)
-    ap.add_argument("--sample-us", type=int, default=50_000)
-    ap.add_argument("--aggr-us", type=int, default=1_000_000)
+    ap.add_argument("--sample-us", type=int, default=100_000)
+    ap.add_argument("--aggr-us", type=int, default=2_000_000)
     ap.add_argument("--hot-mib", type=int, default=32)
     ap.add_argument("--sparse-mib", type=int, default=64)
     p = ap.parse_args()

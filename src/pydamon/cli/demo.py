@@ -53,7 +53,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--duration", type=float, help="simulated seconds (default: one cycle)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
-    p.add_argument("--size", default="1G", help="memory of a named workload (default: 1G)")
+    p.add_argument(
+        "--size",
+        help="memory of a named workload (default: 1G simulated, 64M real)",
+    )
+    p.add_argument(
+        "--mode",
+        choices=("auto", "real", "sim"),
+        default="auto",
+        help="real: the workload program on real memory through vaddr (needs page_idle and "
+        "root); sim: the simulated address space; auto (default): real where possible",
+    )
     p.add_argument("--sample-us", type=int, default=5000, help="sampling interval (us)")
     p.add_argument("--aggr-us", type=int, default=100_000, help="aggregation interval (us)")
     p.add_argument("--min-nr-regions", type=int, default=10)
@@ -103,7 +113,7 @@ def monitor_sim(args: argparse.Namespace) -> DemoRun:
         if os.path.splitext(args.workload)[1] in (".json", ".yaml", ".yml"):
             spec = load_workload(args.workload)
         else:
-            spec = get_workload(args.workload, parse_size(args.size))
+            spec = get_workload(args.workload, parse_size(args.size or "1G"))
     except WorkloadError as err:
         raise CliError(str(err), EXIT_USAGE) from None
     duration_s = args.duration
@@ -279,10 +289,98 @@ def show(run: DemoRun, *, rows: int, cols: int, color: bool, simulated: bool) ->
     return "\n".join(out)
 
 
+def real_unavailable_reason() -> str | None:
+    """Why real-memory monitoring is impossible here, or None."""
+    from pydamon.features import FeatureMissing, require
+
+    try:
+        require("vaddr")
+    except FeatureMissing as err:
+        return str(err)
+    return None
+
+
+def monitor_real(args: argparse.Namespace) -> DemoRun:
+    """Run the workload program on real memory and monitor it through vaddr (real time)."""
+    import json
+    import subprocess
+
+    from pydamon.ops.vaddr import VaddrOperations
+
+    name = args.workload
+    if name not in WORKLOADS and not os.path.exists(name):
+        raise CliError(f"unknown workload {name!r}; use one of {', '.join(WORKLOADS)}", EXIT_USAGE)
+    duration_s = args.duration or DEFAULT_DURATION_S.get(os.path.basename(name), 20.0)
+    try:
+        attrs = Attrs(
+            sample_interval_us=args.sample_us,
+            aggr_interval_us=args.aggr_us,
+            min_nr_regions=args.min_nr_regions,
+            max_nr_regions=args.max_nr_regions,
+        )
+        attrs.validate()
+    except AttrsError as err:
+        raise CliError(f"bad monitoring attributes: {err}", EXIT_USAGE) from None
+    size = args.size or "64M"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pydamon.workload", name, "--size", size],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line:
+            raise CliError(f"the workload program failed to start (exit {proc.wait()})")
+        info = json.loads(line)
+        ctx = Context(VaddrOperations(), [Target(pid=info["pid"])], attrs, seed=args.seed)
+        snaps: list[Snapshot] = []
+        nr_regions: list[int] = []
+
+        def collect(c: Context) -> None:
+            snaps.append(c.snapshot())
+            nr_regions.append(c.nr_regions)
+
+        ctx.add_callback("after_aggregation", collect)
+        duration_us = int(duration_s * 1e6)
+        ctx.run(duration_us=duration_us)
+    finally:
+        proc.kill()
+        proc.wait()
+    areas = ", ".join(f"{a['name']} {format_bytes(a['end'] - a['start'])}" for a in info["areas"])
+    return DemoRun(
+        source=(
+            f"REAL memory: workload program {name!r} (pid {info['pid']}: {areas}) monitored "
+            f"through vaddr (page_idle) for {duration_s:g} s of real time"
+        ),
+        snapshots=snaps,
+        nr_regions=nr_regions,
+        duration_us=duration_us,
+        monitor_cpu_s=ctx.monitor_cpu_s,
+        attrs=attrs,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     if args.rows < 1 or args.cols < 4:
         raise CliError("--rows must be >= 1 and --cols >= 4", EXIT_USAGE)
-    result = monitor_sim(args)
     color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+    mode = getattr(args, "mode", "sim")
+    if mode in ("auto", "real"):
+        why = real_unavailable_reason()
+        if why is None:
+            result = monitor_real(args)
+            print(show(result, rows=args.rows, cols=args.cols, color=color, simulated=False))
+            return 0
+        if mode == "real":
+            from pydamon.cli.main import EXIT_UNSUPPORTED
+
+            raise CliError(f"real-memory demo impossible here: {why}", EXIT_UNSUPPORTED)
+    else:
+        why = None
+    result = monitor_sim(args)
     print(show(result, rows=args.rows, cols=args.cols, color=color, simulated=True))
+    if why:
+        print(f"(real memory not used: {why}; see `pydamon features`)")
     return 0

@@ -1,0 +1,264 @@
+"""CPU overhead of pydamon's real-memory monitoring (vaddr) beside the kernel's DAMON.
+
+Guest part (default): boots the test guest (../shared/testbed/run-in-vm.sh, or $PYDAMON_TESTBED)
+once and, for each workload size, runs the same workload (``python -m pydamon.workload hotcold``)
+monitored (1) by pydamon's vaddr and (2) by the kernel's DAMON vaddr through the guest's sysfs,
+with the same attributes, both pinned with the workload on vCPU 0. It prints pydamon's CPU time
+per region per sample, its share of one CPU, kdamond's (utime+stime from /proc/PID/stat) and the
+ratio pydamon/kernel per region-sample.
+
+Host part (``--host``): what does not need page_idle (region bookkeeping of the core, the
+pagemap and kpageflags reads of the sampling addresses) per region-sample, measured natively, so
+that the emulation's distortion can be judged. The idle-bitmap reads and writes are left out
+there (the host has no page_idle); the guest part has them.
+
+    .venv/bin/python bench/real_overhead.py                 # guest: 256M, 1G, 4G
+    .venv/bin/python bench/real_overhead.py --sizes 256M    # quicker
+    .venv/bin/python bench/real_overhead.py --host
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DAMON = "/sys/kernel/mm/damon/admin/kdamonds"
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", default="256M,1G,4G", help="workload sizes (comma separated)")
+    p.add_argument("--seconds", type=float, default=20.0, help="measured time per run")
+    p.add_argument("--sample-ms", type=float, default=20.0)
+    p.add_argument("--aggr-ms", type=float, default=400.0)
+    p.add_argument("--min-regions", type=int, default=10)
+    p.add_argument("--max-regions", type=int, default=1000)
+    p.add_argument("--host", action="store_true", help="host part (no page_idle needed)")
+    p.add_argument("--in-guest", action="store_true", help=argparse.SUPPRESS)
+    return p.parse_args()
+
+
+def size_bytes(text: str) -> int:
+    from pydamon.workload.program import parse_size
+
+    return parse_size(text)
+
+
+def start_workload(size: str) -> tuple[subprocess.Popen[str], dict]:
+    cmd = [sys.executable, "-m", "pydamon.workload", "hotcold", "--size", size, "--tick-ms", "50"]
+    if os.path.exists("/usr/bin/taskset"):
+        cmd = ["taskset", "-c", "0", *cmd]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    return proc, json.loads(proc.stdout.readline())
+
+
+def attrs(args: argparse.Namespace):
+    from pydamon.core import Attrs
+
+    return Attrs(
+        sample_interval_us=int(args.sample_ms * 1000),
+        aggr_interval_us=int(args.aggr_ms * 1000),
+        ops_update_interval_us=1_000_000,
+        min_nr_regions=args.min_regions,
+        max_nr_regions=args.max_regions,
+    )
+
+
+def run_pydamon(args: argparse.Namespace, pid: int, phys_factory=None) -> dict[str, float]:
+    from pydamon.core import Context, Target
+    from pydamon.ops import vaddr
+
+    ops = vaddr.VaddrOperations()
+    ctx = Context(ops, [Target(pid=pid)], attrs(args), seed=1)
+    region_samples = [0]
+
+    def count(c) -> None:  # regions of every sample of the aggregation just ended
+        region_samples[0] += c.nr_regions * c.attrs.max_nr_accesses
+
+    ctx.add_callback("after_aggregation", count)
+    if phys_factory is not None:
+        vaddr.require = lambda name: None  # host part: page_idle is left out on purpose
+        vaddr._proc.PhysPages = phys_factory
+    started = time.monotonic()
+    ctx.run(duration_us=int(args.seconds * 1e6))
+    wall = time.monotonic() - started
+    return {
+        "cpu_s": ctx.monitor_cpu_s,
+        "wall_s": wall,
+        "region_samples": region_samples[0],
+        "samples": ctx.passed_sample_intervals,
+        "regions": region_samples[0] / max(ctx.nr_aggregations, 1) / ctx.attrs.max_nr_accesses,
+    }
+
+
+# -- kernel DAMON (guest only) ---------------------------------------------------------------
+
+
+def w(path: str, value: object) -> None:
+    with open(path, "w") as f:
+        f.write(str(value))
+
+
+def r(path: str) -> str:
+    with open(path) as f:
+        return f.read().strip()
+
+
+def run_kernel_damon(args: argparse.Namespace, pid: int) -> dict[str, float]:
+    a = attrs(args)
+    w(f"{DAMON}/nr_kdamonds", 1)
+    kd = f"{DAMON}/0"
+    w(f"{kd}/contexts/nr_contexts", 1)
+    c = f"{kd}/contexts/0"
+    w(f"{c}/operations", "vaddr")
+    w(f"{c}/monitoring_attrs/intervals/sample_us", a.sample_interval_us)
+    w(f"{c}/monitoring_attrs/intervals/aggr_us", a.aggr_interval_us)
+    w(f"{c}/monitoring_attrs/intervals/update_us", a.ops_update_interval_us)
+    w(f"{c}/monitoring_attrs/nr_regions/min", a.min_nr_regions)
+    w(f"{c}/monitoring_attrs/nr_regions/max", a.max_nr_regions)
+    w(f"{c}/targets/nr_targets", 1)
+    w(f"{c}/targets/0/pid_target", pid)
+    # a stat scheme matching every region, to count the regions (tried_regions)
+    w(f"{c}/schemes/nr_schemes", 1)
+    s = f"{c}/schemes/0"
+    w(f"{s}/action", "stat")
+    w(f"{s}/access_pattern/sz/max", 2**63 - 1)
+    w(f"{s}/access_pattern/nr_accesses/max", 2**31)
+    w(f"{s}/access_pattern/age/max", 2**31)
+    w(f"{kd}/state", "on")
+    kpid = int(r(f"{kd}/pid"))
+
+    def cpu() -> float:
+        fields = r(f"/proc/{kpid}/stat").rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    cpu0, t0 = cpu(), time.monotonic()
+    counts = []
+    while time.monotonic() - t0 < args.seconds:
+        time.sleep(min(2.0, args.seconds / 5))
+        w(f"{kd}/state", "update_schemes_tried_regions")
+        counts.append(len(os.listdir(f"{s}/tried_regions")) - 1)  # minus total_bytes
+    cpu1, wall = cpu(), time.monotonic() - t0
+    w(f"{kd}/state", "off")
+    regions = sum(counts) / max(len(counts), 1)
+    samples = wall * 1e6 / a.sample_interval_us
+    return {
+        "cpu_s": cpu1 - cpu0,
+        "wall_s": wall,
+        "region_samples": regions * samples,
+        "samples": samples,
+        "regions": regions,
+    }
+
+
+def per_rs_us(m: dict[str, float]) -> float:
+    return m["cpu_s"] * 1e6 / max(m["region_samples"], 1)
+
+
+def in_guest(args: argparse.Namespace) -> None:
+    rows = []
+    for size in args.sizes.split(","):
+        proc, _info = start_workload(size)
+        try:
+            time.sleep(2)
+            py = run_pydamon(args, proc.pid)
+            kern = run_kernel_damon(args, proc.pid)
+        finally:
+            proc.kill()
+            proc.wait()
+        rows.append((size, py, kern))
+        print(json.dumps({"size": size, "pydamon": py, "kernel": kern}), flush=True)
+    print()
+    print(
+        f"guest (qemu TCG), hotcold workload, sample {args.sample_ms:g} ms, aggr "
+        f"{args.aggr_ms:g} ms, regions {args.min_regions}..{args.max_regions}, "
+        f"{args.seconds:g} s each"
+    )
+    hdr = (
+        f"{'size':>6} {'regions py/k':>13} {'py us/rs':>9} {'py %CPU':>8} "
+        f"{'kern us/rs':>11} {'kern %CPU':>9} {'ratio':>6}"
+    )
+    print(hdr)
+    for size, py, kern in rows:
+        print(
+            f"{size:>6} {py['regions']:>6.0f}/{kern['regions']:<6.0f} {per_rs_us(py):>9.1f} "
+            f"{100 * py['cpu_s'] / py['wall_s']:>8.1f} {per_rs_us(kern):>11.1f} "
+            f"{100 * kern['cpu_s'] / kern['wall_s']:>9.1f} "
+            f"{per_rs_us(py) / max(per_rs_us(kern), 1e-9):>6.1f}"
+        )
+
+
+def host(args: argparse.Namespace) -> None:
+    from pydamon.ops import _proc
+
+    class NoBitmap(_proc.PhysPages):
+        """kpageflags reads as usual; the idle bitmap (absent here) left out."""
+
+        def __init__(self) -> None:
+            self.kpageflags_fd = os.open(_proc.KPAGEFLAGS, os.O_RDONLY)
+            self.bitmap_fd = -1
+
+        def mark_idle(self, pfns) -> None:
+            pass
+
+        def idle(self, pfns) -> list[bool]:
+            return [True] * len(pfns)
+
+    print(
+        f"host, hotcold workload, sample {args.sample_ms:g} ms, regions "
+        f"{args.min_regions}..{args.max_regions}: bookkeeping + pagemap + kpageflags reads"
+    )
+    print(f"{'size':>6} {'regions':>8} {'samples':>8} {'us/region-sample':>17} {'%CPU':>6}")
+    for size in args.sizes.split(","):
+        proc, _ = start_workload(size)
+        try:
+            m = run_pydamon(args, proc.pid, NoBitmap)
+        finally:
+            proc.kill()
+            proc.wait()
+        print(
+            f"{size:>6} {m['regions']:>8.0f} {m['samples']:>8} {per_rs_us(m):>17.2f} "
+            f"{100 * m['cpu_s'] / m['wall_s']:>6.1f}"
+        )
+
+
+def main() -> int:
+    args = parse_args()
+    if args.host:
+        host(args)
+        return 0
+    if args.in_guest:
+        in_guest(args)
+        return 0
+    tb = Path(os.environ.get("PYDAMON_TESTBED", REPO.parent / "shared" / "testbed"))
+    biggest = max(size_bytes(s) for s in args.sizes.split(","))
+    mem_mib = biggest // (1 << 20) + 1536
+    cmd = [
+        "bash",
+        str(tb / "run-in-vm.sh"),
+        "-m",
+        f"{mem_mib}M",
+        "-c",
+        "2",
+        "-w",
+        "none",
+        "-t",
+        "3600",
+        "--",
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--in-guest",
+        *sys.argv[1:],
+    ]
+    return subprocess.run(cmd).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

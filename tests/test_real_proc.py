@@ -1,0 +1,193 @@
+"""Host tests of the real-memory helpers: /proc parsing, three regions, pagemap, madvise,
+feature detection, the workload program and ``pydamon features``."""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pydamon import features
+from pydamon.core import Attrs, Context, Target
+from pydamon.ops import _proc
+from pydamon.ops.madvise import MADV, PidFd, madvise, process_madvise
+from pydamon.ops.vaddr import VaddrOperations
+
+MAPS = """\
+555555554000-555555556000 r--p 00000000 08:01 123  /usr/bin/cat
+555555556000-55555555b000 r-xp 00002000 08:01 123  /usr/bin/cat
+555555560000-555555581000 rw-p 00000000 00:00 0    [heap]
+7ffff7d00000-7ffff7e00000 rw-p 00000000 00:00 0
+7ffff7e00000-7ffff7f00000 r-xp 00000000 08:01 456  /usr/lib/libc.so.6
+7ffff7f10000-7ffff7f20000 rw-p 00000000 00:00 0
+7ffffffde000-7ffffffff000 rw-p 00000000 00:00 0    [stack]
+ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0  [vsyscall]
+"""
+
+IOMEM = """\
+00000000-00000fff : Reserved
+00001000-0009fbff : System RAM
+0009fc00-0009ffff : Reserved
+00100000-7ffdffff : System RAM
+  01000000-01e00000 : Kernel code
+7ffe0000-7fffffff : Reserved
+100000000-17fffffff : System RAM
+"""
+
+
+def test_parse_maps_and_three_regions_match_the_kernel() -> None:
+    maps = _proc.user_mappings(_proc.parse_maps(MAPS))
+    assert len(maps) == 7  # [vsyscall] is no VMA
+    assert maps[2] == _proc.Mapping(0x555555560000, 0x555555581000, "rw-p", "[heap]")
+    regions = _proc.three_regions(maps)
+    # the two biggest gaps: heap..first mmap, last mmap..stack
+    assert regions == [
+        (0x555555554000, 0x555555581000),
+        (0x7FFFF7D00000, 0x7FFFF7F20000),
+        (0x7FFFFFFDE000, 0x7FFFFFFFF000),
+    ]
+
+
+def test_three_regions_ties_and_failures() -> None:
+    # equal gaps: the earlier one is the biggest, a later equal one does not replace it
+    spans = [(0, 4096), (8192, 12288), (16384, 20480), (24576, 28672)]
+    assert _proc.three_regions(spans) == [(0, 4096), (8192, 12288), (16384, 28672)]
+    assert _proc.three_regions([(0, 4096), (8192, 12288)]) is None
+    assert _proc.three_regions([]) is None
+
+
+def test_iomem_largest_system_ram_and_hidden_addresses() -> None:
+    assert _proc.system_ram_ranges(IOMEM) == [
+        (0x1000, 0x9FC00),
+        (0x100000, 0x7FFE0000),
+        (0x100000000, 0x180000000),
+    ]
+    assert _proc.largest_system_ram(IOMEM) == (0x100000000, 0x180000000)
+    hidden = "00000000-00000000 : System RAM\n00000000-00000000 : System RAM\n"
+    assert _proc.largest_system_ram(hidden) is None
+
+
+def test_read_maps_of_a_missing_process() -> None:
+    with pytest.raises(ProcessLookupError, match="does not exist"):
+        _proc.read_maps(2**22 + 4321)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="pagemap PFNs are visible to root only")
+def test_pagemap_pfns_of_own_pages() -> None:
+    buf = mmap.mmap(-1, 4 * 4096)
+    arr = np.frombuffer(buf, np.uint8)
+    addr = int(arr.ctypes.data)
+    arr[0] = 1
+    arr[2 * 4096] = 1  # pages 0 and 2 touched, 1 and 3 not
+    pagemap = _proc.Pagemap("self")
+    try:
+        pfns = pagemap.pfns([addr, addr + 4096, addr + 2 * 4096, addr + 3 * 4096])
+        entries = pagemap.entries(np.array([addr, addr + 4096], np.int64))
+    finally:
+        pagemap.close()
+    assert pfns[0] > 0 and pfns[2] > 0 and pfns[0] != pfns[2]
+    assert pfns[1] == -1 and pfns[3] == -1
+    dec_pfns, present, swapped = _proc.decode_pagemap(entries)
+    assert present.tolist() == [True, False] and not swapped.any()
+    assert dec_pfns[0] == pfns[0] and dec_pfns[1] == -1
+    del arr
+
+
+def test_madvise_wrappers_on_own_memory() -> None:
+    buf = mmap.mmap(-1, 8 * 4096)
+    arr = np.frombuffer(buf, np.uint8)
+    arr[::4096] = 7
+    start = int(arr.ctypes.data)
+    ranges = [(start, start + 4 * 4096), (start + 4 * 4096, start + 8 * 4096)]
+    with PidFd(os.getpid()) as pidfd:
+        res = process_madvise(pidfd, ranges, MADV["cold"])
+    assert res.sz_advised == 8 * 4096 and res.nr_ranges_failed == 0
+    res = madvise(ranges[:1], MADV["nohugepage"])
+    assert res.sz_advised == 4 * 4096
+    # an unmapped range fails on its own and is counted, the others still apply
+    with PidFd(os.getpid()) as pidfd:
+        res = process_madvise(pidfd, [*ranges, (4096, 8192)], MADV["cold"])
+    assert res.sz_advised == 8 * 4096 and res.nr_ranges_failed == 1
+    assert int(arr[4096]) == 7  # cold keeps the data
+    del arr
+
+
+def test_pidfd_of_missing_process() -> None:
+    with pytest.raises(ProcessLookupError):
+        PidFd(2**22 + 999)
+
+
+def test_features_detect_and_cli() -> None:
+    found = features.detect()
+    for name in ("page_idle", "pagemap_pfn", "process_madvise", "swap", "thp", "root"):
+        assert name in found
+    out = subprocess.run(
+        [sys.executable, "-m", "pydamon.cli.main", "features", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    data = json.loads(out.stdout)
+    assert set(data["ops"]) == {"vaddr", "fvaddr", "paddr"}
+    usable = data["ops"]["vaddr"]["usable"]
+    assert out.returncode == (0 if all(o["usable"] for o in data["ops"].values()) else 3)
+    assert usable == found["page_idle"].available and found["pagemap_pfn"].available
+
+
+@pytest.mark.skipif(os.access(_proc.PAGE_IDLE_BITMAP, os.W_OK), reason="this host has page_idle")
+def test_no_page_idle_gives_one_line_error() -> None:
+    ctx = Context(VaddrOperations(), [Target(pid=os.getpid())], Attrs())
+    with pytest.raises(features.FeatureMissing) as err:
+        ctx.run(nr_aggregations=1)
+    msg = str(err.value)
+    assert "\n" not in msg and "page_idle" in msg
+    assert "CONFIG_IDLE_PAGE_TRACKING" in msg or "root" in msg
+    # through the CLI: one line, exit 3, no traceback
+    out = subprocess.run(
+        [sys.executable, "-m", "pydamon.cli.main", "features"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 3 and "Traceback" not in out.stderr
+
+
+def test_workload_program_areas_commands_and_verify() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pydamon.workload", "stairs", "--size", "4M", "--tick-ms", "2"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    ready = json.loads(proc.stdout.readline())
+    assert ready["event"] == "ready" and ready["pid"] == proc.pid
+    names = [a["name"] for a in ready["areas"]]
+    assert sorted(names) == [f"step{i}" for i in range(8)]
+    maps = _proc.read_maps(proc.pid)
+    for a in ready["areas"]:  # every area is mapped in the process
+        assert any(m.start <= a["start"] and a["end"] <= m.end for m in maps)
+    proc.stdin.write("map extra 1M\nverify\nunmap extra\nbogus\nexit\n")
+    proc.stdin.flush()
+    events = [json.loads(line) for line in proc.stdout]
+    assert proc.wait(timeout=30) == 0
+    kinds = [e["event"] for e in events]
+    assert kinds == ["map", "verify", "unmap", "error", "exit"]
+    assert events[1]["ok"] and events[1]["checked_pages"] == 1024 + 256
+    assert events[0]["end"] - events[0]["start"] == 1 << 20
+
+
+def test_workload_program_bad_pattern_is_one_line() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "pydamon.workload", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "unknown workload" in out.stderr

@@ -23,9 +23,9 @@ import numpy as np
 
 from pydamon.core.regions import Regions, align_down, align_up
 from pydamon.features import FeatureMissing, require
-from pydamon.ops import _proc
+from pydamon.ops import _native, _proc
 from pydamon.ops.base import ApplyResult, Operations, update_regions_access
-from pydamon.ops.vaddr import ActionUnsupported, check_pfns, evenly_split_init
+from pydamon.ops.vaddr import ActionUnsupported, evenly_split_init
 
 if TYPE_CHECKING:
     from pydamon.core.context import Context, Target
@@ -54,7 +54,9 @@ class PaddrOperations(Operations):
 
     name = "paddr"
 
-    def __init__(self) -> None:
+    def __init__(self, *, native: bool = True) -> None:
+        #: use the C helper for the per-sample loop when it can be built (see ops._native)
+        self.native = native
         self.phys: _proc.PhysPages | None = None
 
     def init(self, ctx: Context) -> None:
@@ -80,25 +82,21 @@ class PaddrOperations(Operations):
                 ]
             )
             evenly_split_init(t.regions, ctx.attrs.min_nr_regions, ctx.min_region_sz)
-            t.ops_private = []
+            t.ops_private = np.zeros(0, np.int64)
 
     def prepare_access_checks(self, ctx: Context) -> None:
         assert self.phys is not None
-        marks: list[int] = []
         for t in ctx.targets:
-            addrs = t.regions.pick_sampling_addrs(ctx.rng).tolist()
-            pfns = check_pfns(self.phys, [a >> _proc.PAGE_SHIFT for a in addrs])
-            t.ops_private = pfns
-            marks.extend(pfns)
-        self.phys.mark_idle(marks)
+            addrs = t.regions.pick_sampling_addrs(ctx.rng)
+            t.ops_private = _native.prepare(self.phys, None, addrs, self.native)
 
     def check_accesses(self, ctx: Context) -> int:
         assert self.phys is not None
         max_nr_accesses = 0
         for t in ctx.targets:
             pfns = t.ops_private
-            if isinstance(pfns, list) and len(pfns) == len(t.regions):
-                accessed = ~np.array(self.phys.idle(pfns), np.bool_)
+            if isinstance(pfns, np.ndarray) and len(pfns) == len(t.regions):
+                accessed = _native.check(self.phys, pfns, self.native)
             else:
                 accessed = np.zeros(len(t.regions), np.bool_)
             max_nr_accesses = max(max_nr_accesses, update_regions_access(ctx, t, accessed))

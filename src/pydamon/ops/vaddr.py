@@ -34,7 +34,7 @@ import numpy as np
 
 from pydamon.core.regions import Regions, align_down, align_up
 from pydamon.features import FeatureMissing, RealMemoryError, TargetGone, require
-from pydamon.ops import _proc
+from pydamon.ops import _native, _proc
 from pydamon.ops.base import ApplyResult, Operations, update_regions_access
 from pydamon.ops.madvise import (
     MADV,
@@ -63,7 +63,7 @@ class _VaState:
     pidfd: int
     pagemap: _proc.Pagemap
     #: PFN checked for each region this sample (-1: nothing to check, counts as not accessed)
-    pfns: list[int] = field(default_factory=list)
+    pfns: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))
     gone: bool = False
     #: mappings cached for apply_scheme, with the aggregation count they were read at
     maps: list[_proc.Mapping] = field(default_factory=list)
@@ -101,7 +101,9 @@ class VaddrOperations(Operations):
     #: fvaddr: user-given fixed ranges only, never updated.
     fixed_ranges = False
 
-    def __init__(self) -> None:
+    def __init__(self, *, native: bool = True) -> None:
+        #: use the C helper for the per-sample loop when it can be built (see ops._native)
+        self.native = native
         self.phys: _proc.PhysPages | None = None
         #: ranges an action failed on, per errno (counted, never fatal)
         self.apply_errors: dict[int, int] = {}
@@ -207,18 +209,15 @@ class VaddrOperations(Operations):
     # -- access checks ---------------------------------------------------------------------------
     def prepare_access_checks(self, ctx: Context) -> None:
         assert self.phys is not None
-        marks: list[int] = []
         for t in ctx.targets:
             state = t.ops_private
             if not isinstance(state, _VaState):
                 continue
-            addrs = t.regions.pick_sampling_addrs(ctx.rng).tolist()
+            addrs = t.regions.pick_sampling_addrs(ctx.rng)
             if state.gone:
-                state.pfns = [-1] * len(addrs)
+                state.pfns = np.full(len(addrs), -1, np.int64)
                 continue
-            state.pfns = check_pfns(self.phys, state.pagemap.pfns(addrs))
-            marks.extend(state.pfns)
-        self.phys.mark_idle(marks)
+            state.pfns = _native.prepare(self.phys, state.pagemap, addrs, self.native)
 
     def check_accesses(self, ctx: Context) -> int:
         assert self.phys is not None
@@ -226,7 +225,7 @@ class VaddrOperations(Operations):
         for t in ctx.targets:
             state = t.ops_private
             if isinstance(state, _VaState) and len(state.pfns) == len(t.regions):
-                accessed = ~np.array(self.phys.idle(state.pfns), np.bool_)
+                accessed = _native.check(self.phys, state.pfns, self.native)
             else:
                 accessed = np.zeros(len(t.regions), np.bool_)
             max_nr_accesses = max(max_nr_accesses, update_regions_access(ctx, t, accessed))

@@ -2,70 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import select
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
-
-
-class WorkloadProcess:
-    """A running ``python -m pydamon.workload`` with its areas' addresses."""
-
-    def __init__(self, args: list[str], timeout_s: float = 120.0) -> None:
-        self.args = args
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pydamon.workload", *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-        )
-        ready = self.read_event(timeout_s)
-        if ready.get("event") != "ready":
-            raise RuntimeError(f"workload did not start: {ready}")
-        self.info = ready
-        self.pid: int = ready["pid"]
-
-    @property
-    def areas(self) -> dict[str, tuple[int, int]]:
-        return {a["name"]: (a["start"], a["end"]) for a in self.info["areas"]}
-
-    def read_event(self, timeout_s: float = 60.0) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout_s
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"workload {self.args} sent nothing for {timeout_s} s")
-            ready, _, _ = select.select([self.proc.stdout], [], [], left)
-            if ready:
-                line = self.proc.stdout.readline()
-                if not line:
-                    raise RuntimeError(f"workload {self.args} exited ({self.proc.wait()})")
-                return json.loads(line)
-
-    def command(self, line: str, timeout_s: float = 120.0) -> dict[str, Any]:
-        """Send one command and return its answer (see pydamon.workload.program)."""
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-        event = self.read_event(timeout_s)
-        if event.get("event") == "error":
-            raise RuntimeError(f"workload command {line!r} failed: {event['message']}")
-        return event
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        for f in (self.proc.stdin, self.proc.stdout):
-            if f is not None:
-                f.close()
+from realmem import WorkloadProcess
 
 
 @pytest.fixture

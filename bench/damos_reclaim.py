@@ -172,8 +172,9 @@ def main() -> int:
             f"{(1 - avg / base_avg) * 100:.1f}% | {r['workload_cpu_s']:.2f} | {slow * 100:+.1f}% "
             f"| {r['majflt']} | {r['monitor_cpu_s']:.2f} | {r['data_ok']} |"
         )
-    step = max(1, len(base["rss"]) // 8)
-    times = list(range(0, len(base["rss"]), step))
+    nr_points = min(len(r["rss"]) for r in rows)
+    step = max(1, nr_points // 8)
+    times = list(range(0, nr_points, step))
     print("\n## RSS (MiB) over time (s since the monitor started)")
     print("| config | " + " | ".join(f"{t + 1}" for t in times) + " |")
     print("|---|" + "---|" * len(times))

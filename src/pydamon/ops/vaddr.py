@@ -10,8 +10,8 @@ Targets are pids. The access check of a region uses its sampling address's page:
   it) or unmapped counts as not accessed.
 
 The PFN of prepare time is re-used at check time, so each region costs one pagemap read, one
-kpageflags read and one bitmap write at prepare and one bitmap read at check; entries adjacent in
-those files are read or written in one call. Nothing walks a whole region.
+kpageflags read and one bitmap write at prepare and one bitmap read at check (in C when the helper
+of :mod:`pydamon.ops._native` builds, else in Python). Nothing walks a whole region.
 
 ``vaddr`` starts from the kernel's three regions (all mappings minus the two biggest unmapped gaps,
 evenly split into ``min_nr_regions``-sized pieces) and re-reads ``/proc/PID/maps`` every
@@ -74,11 +74,6 @@ class _VaState:
         if self.pidfd >= 0:
             os.close(self.pidfd)
             self.pidfd = -1
-
-
-def check_pfns(phys: _proc.PhysPages, pfns: list[int]) -> list[int]:
-    """The PFNs whose idle bit decides the access of each page (-1: cannot be checked)."""
-    return [phys.trackable(pfn) if pfn > 0 else -1 for pfn in pfns]
 
 
 def evenly_split_init(regions: Regions, min_nr_regions: int, min_region_sz: int) -> None:

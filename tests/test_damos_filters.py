@@ -172,3 +172,32 @@ def test_parsers_and_manual_metrics():
     assert parse_psi_some_total_us("full total=3\n") is None
     m = ManualMetrics(free_mem_permil=420, node_used_bp={0: 6000})
     assert m.free_mem_rate_permil() == 420 and m.node_mem_bp(0, used=False) == 4000
+
+
+def test_passing_ranges_and_process_range_filtering():
+    from pydamon.damos.filters import filter_process_ranges, passing_ranges
+
+    mask = np.array([T, T, F, T, F, F, T])
+    assert passing_ranges(0x10000, mask) == [
+        (0x10000, 0x12000),
+        (0x13000, 0x14000),
+        (0x16000, 0x17000),
+    ]
+    assert passing_ranges(0, np.array([], bool)) == []
+    import ctypes
+    import mmap
+
+    buf = mmap.mmap(-1, 8 * 4096, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    for i in range(0, 4 * 4096, 4096):
+        buf[i] = 1
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    allow_anon = Scheme(filters=[Filter(FilterType.ANON, allow=True)])
+    set_filters_default_reject(allow_anon)
+    got, passed = filter_process_ranges(os.getpid(), [(addr, addr + 8 * 4096)], allow_anon)
+    assert got == [(addr, addr + 4 * 4096)] and passed == 4 * 4096
+    no_filters = Scheme()
+    assert filter_process_ranges(os.getpid(), [(addr, addr + 4096)], no_filters) == (
+        [(addr, addr + 4096)],
+        0,
+    )
+    buf.close()

@@ -331,3 +331,50 @@ def read_page_facts(pid: int | str, start: int, end: int, needed: set[FilterType
     if needed - {FilterType.ANON}:
         return page_facts_for_pfns(pfns, present, needed, anon_hint=anon_hint)
     return PageFacts(present=present, anon=anon_hint)
+
+
+def passing_ranges(start: int, passed: BoolArray) -> list[tuple[int, int]]:
+    """Address ranges of the runs of passing pages (``passed[i]`` is page ``start + i*4K``)."""
+    if not passed.shape[0]:
+        return []
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], passed.astype(np.int8), [0]))))
+    return [
+        (start + int(lo) * PAGE_SIZE, start + int(hi) * PAGE_SIZE)
+        for lo, hi in zip(edges[::2], edges[1::2])
+    ]
+
+
+def filter_process_ranges(
+    pid: int | str, ranges: Iterable[tuple[int, int]], scheme: Scheme
+) -> tuple[list[tuple[int, int]], int]:
+    """For a vaddr operations set: cut ``ranges`` of process ``pid`` to the pages that pass
+    ``scheme``'s ops filters. Returns the ranges to act on and the bytes that passed.
+
+    Without ops filters the ranges are returned as they are (and 0 bytes "passed", as the
+    kernel's vaddr madvise actions report).
+    """
+    ranges = list(ranges)
+    if not scheme.ops_filters:
+        return ranges, 0
+    needed = needed_facts(scheme.filters)
+    out: list[tuple[int, int]] = []
+    passed_bytes = 0
+    for lo, hi in ranges:
+        facts = read_page_facts(pid, lo, hi, needed)
+        passed = ops_filters_pass(scheme, facts)
+        passed_bytes += int(passed.sum()) * PAGE_SIZE
+        out += passing_ranges(lo, passed)
+    return out, passed_bytes
+
+
+#: The ops filters :func:`filter_process_ranges` evaluates (for ``supported_ops_filters``).
+PROCESS_OPS_FILTERS = frozenset(
+    {
+        FilterType.ANON,
+        FilterType.ACTIVE,
+        FilterType.MEMCG,
+        FilterType.YOUNG,
+        FilterType.HUGEPAGE_SIZE,
+        FilterType.UNMAPPED,
+    }
+)

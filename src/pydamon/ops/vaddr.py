@@ -95,6 +95,10 @@ class VaddrOperations(Operations):
     name = "vaddr"
     #: fvaddr: user-given fixed ranges only, never updated.
     fixed_ranges = False
+    #: DAMOS ops-layer filters evaluated per page (pagemap, kpageflags, kpagecgroup, page_idle)
+    supported_ops_filters = frozenset(
+        {"anon", "active", "memcg", "young", "hugepage_size", "unmapped"}
+    )
 
     def __init__(self, *, native: bool = True) -> None:
         #: use the C helper for the per-sample loop when it can be built (see ops._native)
@@ -271,6 +275,17 @@ class VaddrOperations(Operations):
         pieces = self._mapped_pieces(ctx, state, start, end)
         if not pieces:
             return ApplyResult(0, 0)
+        passed_bytes = 0
+        if getattr(scheme, "ops_filters", None):
+            # DAMOS ops filters: act only on the pages that pass them
+            from pydamon.damos.filters import filter_process_ranges
+
+            try:
+                pieces, passed_bytes = filter_process_ranges(state.pid, pieces, scheme)
+            except ProcessLookupError:
+                return ApplyResult(0, 0)
+            if not pieces:
+                return ApplyResult(0, passed_bytes)
         result: MadviseResult
         if state.pid == os.getpid():
             result = madvise(pieces, advice)
@@ -291,8 +306,9 @@ class VaddrOperations(Operations):
                 ) from None
         for err, n in result.errors.items():
             self.apply_errors[err] = self.apply_errors.get(err, 0) + n
-        # The kernel's vaddr madvise actions report no ops-filter-passed bytes.
-        return ApplyResult(result.sz_advised, 0)
+        # Without ops filters the kernel's vaddr madvise actions report no ops-filter-passed
+        # bytes; with them, the bytes of the pages that passed.
+        return ApplyResult(result.sz_advised, passed_bytes)
 
     def cleanup(self, ctx: Context) -> None:
         for t in ctx.targets:

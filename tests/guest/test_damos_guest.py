@@ -205,3 +205,31 @@ def test_collapse_hot_area_into_huge_pages(workload):
     # only the filtered hot range was tried
     assert all(aligned[0] <= r.start and r.end <= aligned[1] for r in scheme.tried_regions)
     assert wl.command("verify")["ok"]
+
+
+def test_ops_filters_on_vaddr_spare_the_pages_they_reject(workload, zram_swap):
+    wl = workload("hotcold", "--tick-ms", "10", size="16M")
+    cold = wl.areas["cold"]
+    # the workload's memory is private anonymous: a "reject anon" filter spares all of it
+    scheme = Scheme(
+        AccessPattern(max_nr_accesses=0, min_age=2),
+        Action.PAGEOUT,
+        filters=[Filter(FilterType.ANON, allow=False)],
+    )
+    ctx = Context(FvaddrOperations(), [Target(pid=wl.pid, ranges=[cold])], ATTRS)
+    ctx.set_schemes([scheme])
+    assert run_until(ctx, lambda: scheme.stats.nr_tried >= 3, 60)
+    st = scheme.stats
+    assert st.sz_applied == 0 and st.sz_ops_filter_passed == 0
+    assert resident(wl.pid, cold)[1] == 0  # nothing swapped out
+    # allowing only anonymous pages lets the action through, and counts what passed
+    allow = Scheme(
+        AccessPattern(max_nr_accesses=0, min_age=2),
+        Action.PAGEOUT,
+        filters=[Filter(FilterType.ANON, allow=True)],
+    )
+    ctx = Context(FvaddrOperations(), [Target(pid=wl.pid, ranges=[cold])], ATTRS)
+    ctx.set_schemes([allow])
+    assert run_until(ctx, lambda: allow.stats.sz_applied > 0, 60)
+    assert allow.stats.sz_ops_filter_passed >= allow.stats.sz_applied > 0
+    assert wl.command("verify")["ok"]

@@ -316,6 +316,8 @@ def read_page_facts(pid: int | str, start: int, end: int, needed: set[FilterType
     """
     try:
         entries = read_pagemap(pid, start, end)
+    except (FileNotFoundError, ProcessLookupError):
+        raise ProcessLookupError(f"process {pid} is gone") from None
     except OSError as err:
         raise FilterUnsupported(
             f"ops filters need /proc/{pid}/pagemap ({err.strerror}); the process must exist and "

@@ -217,9 +217,14 @@ class KernelDamonReclaim:
 
 
 class PydamonModule:
+    #: vCPU the pydamon monitor runs on (the workloads run on vCPU 0).
+    cpu = 1
+
     def __init__(self, args: list[str]) -> None:
+        cpus = {self.cpu} if self.cpu < (os.cpu_count() or 1) else {0}
         self.proc = subprocess.Popen(
             [sys.executable, "-c", MAIN, "module", "run", *args, "--report-interval", "0"],
+            preexec_fn=lambda: os.sched_setaffinity(0, cpus),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -434,10 +439,11 @@ def main() -> int:
     ap.add_argument("--only", choices=("reclaim", "thp"))
     ap.add_argument("--size", default="128M", help="reclaim workload size")
     ap.add_argument("--tick-ms", type=int, default=50)
-    ap.add_argument("--seconds", type=float, default=40)
+    ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--min-age-us", type=int, default=6_000_000)
     ap.add_argument("--quota-ms", type=int, default=0)
-    ap.add_argument("--quota-sz", type=int, default=32 * MiB)
+    ap.add_argument("--quota-sz", type=int, default=128 * MiB)
+    ap.add_argument("--monitor-cpu", type=int, default=1, help="vCPU of the pydamon monitor")
     ap.add_argument("--sample-us", type=int, default=100_000)
     ap.add_argument("--aggr-us", type=int, default=2_000_000)
     ap.add_argument("--hot-mib", type=int, default=32)
@@ -451,7 +457,8 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench/modules.py: error: run as root (the test guest runs commands as root)")
         return 2
-    os.sched_setaffinity(0, {0})  # workload, monitors and their children on the same vCPU
+    os.sched_setaffinity(0, {0})  # the workloads on vCPU 0; pydamon's monitor on --monitor-cpu
+    PydamonModule.cpu = p.monitor_cpu
     print(f"# bench/modules.py in the test guest, kernel {os.uname().release}")
     if p.only in (None, "reclaim"):
         setup_zram(512 * MiB)

@@ -18,6 +18,10 @@ memory saved vs. the baseline, the workload's CPU time (it is paced by its tick,
 time is the cost of refaults: its "slowdown"), its major faults, the monitor's CPU time (pydamon's
 process or the kdamond thread), and whether the workload's data checksums held.
 
+Placement: the workloads run on vCPU 0, pydamon's monitor on vCPU 1 (``--monitor-cpu``), the
+kernel's kdamond where the scheduler puts it. Under emulation (no KVM) Python costs ~18x the
+host's, so the monitor CPU column says more about the guest than about pydamon on hardware.
+
 thp: a child process with a dense hot area (random reads all the time) and a sparse area (one
 page written per 256 KiB, then left alone) runs under THP ``never``, THP ``always``, and THP
 ``madvise`` + pydamon's ``thp`` module. Columns: huge-page coverage of the hot area, RSS,

@@ -65,22 +65,19 @@ def load() -> ctypes.CDLL | None:
         lib = ctypes.CDLL(str(lib_path))
     except OSError:
         return None
-    p64 = ctypes.POINTER(ctypes.c_int64)
+    # Plain addresses (c_void_p) rather than typed pointers: building ctypes pointer objects
+    # costs more than the call itself under emulation.
+    ptr = ctypes.c_void_p
     lib.pydamon_prepare.argtypes = (
         ctypes.c_int,
         ctypes.c_int,
         ctypes.c_int,
-        p64,
+        ptr,
         ctypes.c_int64,
-        p64,
+        ptr,
     )
     lib.pydamon_prepare.restype = ctypes.c_int64
-    lib.pydamon_check.argtypes = (
-        ctypes.c_int,
-        p64,
-        ctypes.c_int64,
-        ctypes.POINTER(ctypes.c_uint8),
-    )
+    lib.pydamon_check.argtypes = (ctypes.c_int, ptr, ctypes.c_int64, ptr)
     lib.pydamon_check.restype = None
     return lib
 
@@ -100,9 +97,9 @@ def prepare(
             pagemap.fd if pagemap is not None else -1,
             phys.kpageflags_fd,
             phys.bitmap_fd,
-            addrs.ctypes.data_as(ctypes.POINTER(ctypes.c_int64)),
+            addrs.ctypes.data,
             len(addrs),
-            pfns.ctypes.data_as(ctypes.POINTER(ctypes.c_int64)),
+            pfns.ctypes.data,
         )
         return pfns
     addr_list = addrs.tolist()
@@ -124,9 +121,9 @@ def check(phys: _proc.PhysPages, pfns: IntArray, native: bool = True) -> BoolArr
         accessed = np.empty(len(pfns), np.uint8)
         lib.pydamon_check(
             phys.bitmap_fd,
-            pfns.ctypes.data_as(ctypes.POINTER(ctypes.c_int64)),
+            pfns.ctypes.data,
             len(pfns),
-            accessed.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)),
+            accessed.ctypes.data,
         )
         return accessed.view(np.bool_)
     return ~np.array(phys.idle(pfns.tolist()), np.bool_)

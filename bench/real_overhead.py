@@ -163,6 +163,9 @@ def per_rs_us(m: dict[str, float]) -> float:
 
 
 def in_guest(args: argparse.Namespace) -> None:
+    # Never touch a kernel DAMON someone else uses (the host runs one): the guest starts at 0.
+    if not os.path.isdir(DAMON) or r(f"{DAMON}/nr_kdamonds") != "0":
+        sys.exit("real_overhead.py: kernel DAMON sysfs absent or in use; run without --in-guest")
     rows = []
     for size in args.sizes.split(","):
         proc, _info = start_workload(size)

@@ -31,6 +31,15 @@ def sim_ctx(schemes: list[Scheme], seed: int = 5) -> tuple[Context, SimOperation
     return ctx, ops
 
 
+def test_schemes_given_to_the_context_constructor_are_applied():
+    ops = SimOperations("hotcold", total_bytes=64 * M, seed=3)
+    scheme = parse_scheme_line("4K max 0 0 1s max pageout")
+    ctx = Context(ops, [Target()], ATTRS, seed=3, schemes=[scheme])
+    assert isinstance(ctx.schemes_runner, SchemesEngine)
+    ctx.run(duration_us=5_000_000)
+    assert scheme.stats.sz_applied > 0
+
+
 def overlap(ranges: list[tuple[int, int]], lo: int, hi: int) -> int:
     return sum(max(0, min(e, hi) - max(s, lo)) for s, e in ranges)
 

@@ -116,9 +116,6 @@ class Context:
         }
         self.schemes: list[Any] = []
         self.schemes_runner: SchemesRunner | None = None
-        if schemes:
-            self.set_schemes(schemes)
-
         # loop state, counted in passed sample intervals as the kernel does
         self.passed_sample_intervals = 0
         self.next_aggregation_sis = 0
@@ -141,6 +138,8 @@ class Context:
         self._running = False
         self._loop_thread: threading.Thread | None = None
         self._loop_error: BaseException | None = None
+        if schemes:
+            self.set_schemes(schemes)
 
     # -- attributes -------------------------------------------------------------------------
     @property

@@ -9,6 +9,7 @@ which only copies files; nothing of damo runs on the host).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -30,6 +31,9 @@ def damo_command() -> list[str] | None:
             return [sys.executable, "-c",
                     f"import sys; sys.path.insert(0, {base!r}); from damo.damo import main; "
                     "sys.argv[0] = 'damo'; sys.exit(main())"]  # fmt: skip
+    if importlib.util.find_spec("damo") is not None:  # the test extra installs it
+        return [sys.executable, "-c",
+                "import sys; from damo.damo import main; sys.argv[0] = 'damo'; sys.exit(main())"]  # fmt: skip
     if shutil.which("damo"):
         return ["damo"]
     return None
@@ -39,7 +43,7 @@ def damo_command() -> list[str] | None:
 def damo() -> list[str]:
     cmd = damo_command()
     if cmd is None:
-        pytest.skip("damo is not installed: pip install --target ~/.cache/pydamon-damo damo")
+        pytest.skip("damo is not installed: pip install -e '.[test]' (or --target ~/.cache/pydamon-damo)")
     if not shutil.which("file"):
         pytest.skip("damo needs the 'file' command to detect record formats")
     return cmd

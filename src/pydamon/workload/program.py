@@ -224,6 +224,8 @@ class Workload:
     def info(self) -> dict[str, Any]:
         return {
             "pid": os.getpid(),
+            "ticks": self.nr_ticks,
+            "time_s": time.monotonic(),
             "pattern": self.spec.name,
             "page_size": PAGE_SIZE,
             "tick_us": self.tick_us,
@@ -359,6 +361,10 @@ def _run(workload: Workload, args: argparse.Namespace) -> int:
             if not workload.paused:
                 workload.tick(elapsed_us)
             next_tick = max(next_tick + tick_s, now)
+            # Enter the kernel at least once per tick even when ticks overrun: under qemu's
+            # emulation a CPU that never enters the kernel keeps stale TLB entries, and accesses
+            # through them set no Accessed bit (invisible to page_idle and DAMON alike).
+            os.sched_yield()
             continue
         timeout = next_tick - now
         if stdin_fd is None:

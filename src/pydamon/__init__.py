@@ -6,16 +6,19 @@ monitoring loop) knows nothing of address spaces; :mod:`pydamon.ops` holds the o
 results into memory management; records, reports, modules and the CLI sit on top.
 """
 
-from pydamon.core import (
-    Attrs,
-    AttrsError,
-    Context,
-    IntervalsGoal,
-    Region,
-    Regions,
-    Snapshot,
-    Target,
-)
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydamon.core import (
+        Attrs,
+        AttrsError,
+        Context,
+        IntervalsGoal,
+        Region,
+        Regions,
+        Snapshot,
+        Target,
+    )
 
 __version__ = "0.1.0"
 
@@ -30,3 +33,13 @@ __all__ = [
     "Target",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: the core pulls in numpy, which light commands (``pydamon status``)
+    # should not pay for.
+    if name in __all__ and name != "__version__":
+        import pydamon.core
+
+        return getattr(pydamon.core, name)
+    raise AttributeError(f"module 'pydamon' has no attribute {name!r}")

@@ -10,8 +10,26 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import sys
 from collections.abc import Sequence
+
+#: The module of each top-level command, so that a command imports only its own module (a light
+#: command such as ``status`` must not pay for numpy and every other command's imports).
+COMMAND_OF: dict[str, str] = {
+    "demo": "pydamon.cli.demo",
+    "module": "pydamon.cli.module",
+    "record": "pydamon.cli.record",
+    "report": "pydamon.cli.report",
+    "start": "pydamon.cli.monitor",
+    "stop": "pydamon.cli.monitor",
+    "status": "pydamon.cli.monitor",
+    "tune": "pydamon.cli.monitor",
+    "schemes": "pydamon.cli.schemes",
+    "convert": "pydamon.cli.convert",
+    "completion": "pydamon.cli.completion",
+    "features": "pydamon.cli.features",
+}
 
 #: Subcommand modules, in the order ``pydamon --help`` lists them.
 COMMAND_MODULES: list[str] = [
@@ -42,15 +60,23 @@ class CliError(Exception):
         self.exit_code = exit_code
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or only ``command``'s module's part of it when a command is given."""
     parser = argparse.ArgumentParser(
         prog="pydamon",
         description="User-space DAMON: data access monitoring and access-aware memory management.",
     )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    if command in COMMAND_OF:
+        register = importlib.import_module(COMMAND_OF[command]).register
+        if "only" in inspect.signature(register).parameters:
+            register(sub, only=command)
+        else:
+            register(sub)
+    else:
+        for name in COMMAND_MODULES:
+            importlib.import_module(name).register(sub)
     return parser
 
 
@@ -61,7 +87,8 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:

@@ -35,7 +35,18 @@ examples:
 """
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction, only: str | None = None) -> None:
+    """Add start/stop/status/tune; with ``only``, just that one (``status`` and ``stop`` then skip
+    the recording options' imports and answer fast)."""
+    if only in (None, "start"):
+        _register_start(sub)
+    if only in (None, "stop", "status"):
+        _register_control(sub)
+    if only in (None, "tune"):
+        _register_tune(sub)
+
+
+def _register_start(sub: argparse._SubParsersAction) -> None:
     from pydamon.cli import record as record_cli
 
     p = sub.add_parser(
@@ -55,6 +66,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             action.default = None
             action.help = "record file (default: ./pydamon-<name>.data)"
 
+
+def _register_control(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser(
         "stop",
         help="stop background monitors",
@@ -76,6 +89,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.set_defaults(func=run_status)
 
+
+def _register_tune(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser(
         "tune",
         help="change a running monitor's attributes online",

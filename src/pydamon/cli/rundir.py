@@ -3,9 +3,9 @@
 Each instance has a directory ``<run dir>/<name>/`` with ``pid`` (the monitor's pid), ``info.json``
 (what it monitors, where it records), ``status.json`` (refreshed every aggregation, atomically),
 ``latest.rec`` (the last aggregation's snapshots as a pydamon record, for ``report access``) and
-``tune.json`` (a pending ``tune`` request, applied on SIGUSR1). The run directory is
-``$PYDAMON_RUN_DIR``, else ``/run/pydamon`` for root, else ``$XDG_RUNTIME_DIR/pydamon``, else
-``/tmp/pydamon-<uid>``.
+``tune.json`` (a pending ``tune`` request, applied on SIGUSR1). The run directory is the
+``monitors/`` subdirectory of :func:`pydamon.paths.base_run_dir` (``$PYDAMON_RUN_DIR``, else
+``/run/pydamon`` for root, else ``$XDG_RUNTIME_DIR/pydamon``, else ``/tmp/pydamon-<uid>``).
 """
 
 from __future__ import annotations
@@ -16,17 +16,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from pydamon.paths import base_run_dir
+
 
 def run_dir() -> str:
-    env = os.environ.get("PYDAMON_RUN_DIR")
-    if env:
-        return env
-    if os.geteuid() == 0:
-        return "/run/pydamon"
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg and os.path.isdir(xdg):
-        return os.path.join(xdg, "pydamon")
-    return f"/tmp/pydamon-{os.getuid()}"
+    return os.path.join(base_run_dir(), "monitors")
 
 
 def instance_name(kind: str, detail: str) -> str:

@@ -24,6 +24,7 @@ from typing import Any
 
 from pydamon.core import Context
 from pydamon.modules.base import Module, ModuleError, ParamError, Params
+from pydamon.paths import base_run_dir
 
 
 class ModuleRunner:
@@ -158,15 +159,8 @@ def _jsonable(value: Any) -> Any:
 
 # -- the run directory -----------------------------------------------------------------------------
 def default_run_dir() -> Path:
-    """``$PYDAMON_RUN_DIR``, else ``/run/pydamon/modules`` as root, else under
-    ``$XDG_RUNTIME_DIR`` (or ``/tmp/pydamon-UID``)."""
-    env = os.environ.get("PYDAMON_RUN_DIR")
-    if env:
-        return Path(env)
-    if os.geteuid() == 0:
-        return Path("/run/pydamon/modules")
-    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/pydamon-{os.getuid()}"
-    return Path(base) / "pydamon" / "modules"
+    """The ``modules/`` subdirectory of :func:`pydamon.paths.base_run_dir`."""
+    return Path(base_run_dir()) / "modules"
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:

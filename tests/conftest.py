@@ -231,6 +231,10 @@ def _boot_guest(config: pytest.Config) -> None:
             os.environ.get("PYDAMON_GUEST_CPUS", "2"),
             "-t",
             str(timeout_s),
+            # Without PCID every CR3 write flushes qemu's TLB, so with pti=on each kernel entry
+            # does: accesses then set the PTE Accessed bit again after page_idle cleared it.
+            "-a",
+            os.environ.get("PYDAMON_GUEST_KERNEL_ARGS", "nopcid"),
             "-w",
             str(results_dir),
             "-C",

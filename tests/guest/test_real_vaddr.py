@@ -47,8 +47,8 @@ def run_collect(ctx: Context, nr_aggregations: int) -> list[list[Snapshot]]:
 
 @pytest.fixture(scope="module")
 def hotcold() -> Iterator[WorkloadProcess]:
-    """One hotcold workload (32 MiB) shared by the tests of this module."""
-    wl = WorkloadProcess(["hotcold", "--size", "32M", "--tick-ms", "10"])
+    """One hotcold workload (64 MiB: a 6.4 MiB hot area) shared by the tests of this module."""
+    wl = WorkloadProcess(["hotcold", "--size", "64M", "--tick-ms", "10"])
     yield wl
     wl.stop()
 
@@ -64,7 +64,7 @@ def test_vaddr_finds_hot_area_and_cold_stays_cold(hotcold: WorkloadProcess) -> N
     )
     ctx = Context(VaddrOperations(), [Target(pid=hotcold.pid)], attrs, seed=1)
     before = hotcold.command("info")
-    snaps = run_collect(ctx, 5)
+    snaps = run_collect(ctx, 8)
     after = hotcold.command("info")
     max_nr = attrs.max_nr_accesses
     # Under emulation the workload may get far fewer ticks than asked; judge the monitor
@@ -77,7 +77,7 @@ def test_vaddr_finds_hot_area_and_cold_stays_cold(hotcold: WorkloadProcess) -> N
     cold_start, cold_end = hotcold.areas["cold"]
     for aggregation in snaps:
         assert ATTRS.min_nr_regions // 2 <= len(aggregation[0].starts) <= ATTRS.max_nr_regions
-    last = [s[0] for s in snaps[-2:]]
+    last = [s[0] for s in snaps[-4:]]
     # "hot" pages are touched with 80% probability every 10 ms tick: nearly every sample
     hot = [weighted_access(s, hot_start, hot_end) for s in last]
     cold = [weighted_access(s, cold_start, cold_end) for s in last]
@@ -114,11 +114,11 @@ def test_target_that_exits_ends_only_its_monitoring(hotcold: WorkloadProcess) ->
 
 
 def test_moved_hot_spot_is_followed(workload) -> None:
-    # phases: area a hot for 4 s, then b hot for 4 s, repeating
+    # phases: area a hot for 4 s, then b hot for 4 s, repeating (12 aggregations: 1.5 cycles)
     wl = workload("phases", "--time-scale", "0.8", "--tick-ms", "10", size="16M")
     ctx = Context(VaddrOperations(), [Target(pid=wl.pid)], ATTRS, seed=4)
     before = wl.command("info")
-    snaps = [s[0] for s in run_collect(ctx, 10)]
+    snaps = [s[0] for s in run_collect(ctx, 12)]
     after = wl.command("info")
     ticks_per_s = (after["ticks"] - before["ticks"]) / (after["time_s"] - before["time_s"])
     a, b = wl.areas["a"], wl.areas["b"]
@@ -128,9 +128,9 @@ def test_moved_hot_spot_is_followed(workload) -> None:
     b_hot = [i for i, d in enumerate(diffs) if d <= -threshold]
     if ticks_per_s < 10:  # 0.5 tick per 50 ms sample
         pytest.skip(f"workload starved by the emulation: {ticks_per_s:.1f} ticks/s")
-    # the hot area is found, then found again where it moved to
+    # the hot area is found in one place, then again where it moved to (the first phase may be
+    # over before the regions are fine enough; the cycle repeats, so either order counts)
     assert a_hot and b_hot, (diffs, ticks_per_s)
-    assert any(j > i for i in a_hot for j in b_hot), (diffs, ticks_per_s)
 
 
 def wait_for(cond, ctx: Context, timeout_s: float = 90.0) -> None:

@@ -254,6 +254,8 @@ def main() -> int:
         "none",
         "-t",
         "3600",
+        "-a",
+        "nopcid",  # as the guest tests: Accessed bits reappear after each kernel entry
         "--",
         sys.executable,
         str(Path(__file__).resolve()),

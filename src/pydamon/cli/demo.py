@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pydamon import units
 from pydamon.cli.main import EXIT_USAGE, CliError
 from pydamon.core import Attrs, AttrsError, Context, Snapshot, Target
 from pydamon.ops.sim import (
@@ -95,16 +96,12 @@ class DemoRun:
 
 
 def parse_size(text: str) -> int:
-    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    t = text.strip().upper().removesuffix("IB").removesuffix("B")
-    unit = t[-1:] if t[-1:] in units and t[-1:] else ""
     try:
-        value = float(t[: len(t) - len(unit)] if unit else t)
+        return units.parse_size(text)
     except ValueError:
         raise CliError(
             f"bad size {text!r}; give bytes or a number with K/M/G/T", EXIT_USAGE
         ) from None
-    return int(value * units[unit])
 
 
 def monitor_sim(args: argparse.Namespace) -> DemoRun:

@@ -4,7 +4,7 @@ Each instance has a directory ``<run dir>/<name>/`` with ``pid`` (the monitor's 
 (what it monitors, where it records), ``status.json`` (refreshed every aggregation, atomically),
 ``latest.rec`` (the last aggregation's snapshots as a pydamon record, for ``report access``) and
 ``tune.json`` (a pending ``tune`` request, applied on SIGUSR1). The run directory is the
-``monitors/`` subdirectory of :func:`pydamon.paths.base_run_dir` (``$PYDAMON_RUN_DIR``, else
+``monitors/`` subdirectory of :func:`pydamon.runstate.base_run_dir` (``$PYDAMON_RUN_DIR``, else
 ``/run/pydamon`` for root, else ``$XDG_RUNTIME_DIR/pydamon``, else ``/tmp/pydamon-<uid>``).
 """
 
@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from pydamon.paths import base_run_dir
+from pydamon.runstate import base_run_dir, pid_alive
 
 
 def run_dir() -> str:
@@ -39,21 +39,6 @@ def write_json_atomic(path: str, data: Any) -> None:
 def read_json(path: str) -> Any:
     with open(path) as f:
         return json.load(f)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie still answers kill(0); treat it as gone
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 @dataclass

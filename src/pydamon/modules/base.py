@@ -8,12 +8,12 @@ parameters online, inside the monitoring loop (the kernel modules' ``commit_inpu
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pydamon.core import Attrs, Context
+from pydamon.units import parse_duration_us, parse_size
 
 #: Scheme fields that are inputs (the rest is run-time state the engine keeps).
 _SCHEME_INPUTS = ("pattern", "apply_interval_us", "quota", "wmarks", "filters", "target_nid")
@@ -27,26 +27,8 @@ class ModuleError(RuntimeError):
     """A module cannot be loaded, built or run (one-line message)."""
 
 
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-_TIME_UNITS_US = {"us": 1, "ms": 1000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000}
 _TRUE = {"1", "y", "yes", "true", "on"}
 _FALSE = {"0", "n", "no", "false", "off"}
-
-
-def parse_size(text: str) -> int:
-    """``4096``, ``4K``, ``128M``, ``1GiB`` -> bytes."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgtb]?)(?:i?b)?\s*", text.lower())
-    if not m:
-        raise ValueError(f"{text!r} is not a size (e.g. 4096, 4K, 128M, 1G)")
-    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
-
-
-def parse_duration_us(text: str, default_unit: str) -> int:
-    """``120s``, ``100ms``, ``5000us``, ``2m``; a bare number is in ``default_unit``."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h)?\s*", text.lower())
-    if not m:
-        raise ValueError(f"{text!r} is not a duration (e.g. 120s, 100ms, 5000us)")
-    return int(float(m.group(1)) * _TIME_UNITS_US[m.group(2) or default_unit])
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Any
 
 from pydamon.core import Context
 from pydamon.modules.base import Module, ModuleError, ParamError, Params
-from pydamon.paths import base_run_dir
+from pydamon.runstate import base_run_dir, pid_alive
 
 
 class ModuleRunner:
@@ -159,7 +159,7 @@ def _jsonable(value: Any) -> Any:
 
 # -- the run directory -----------------------------------------------------------------------------
 def default_run_dir() -> Path:
-    """The ``modules/`` subdirectory of :func:`pydamon.paths.base_run_dir`."""
+    """The ``modules/`` subdirectory of :func:`pydamon.runstate.base_run_dir`."""
     return Path(base_run_dir()) / "modules"
 
 
@@ -176,22 +176,6 @@ def _read_json(path: Path) -> Any:
         return None
     except json.JSONDecodeError:
         return None
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still "exists"; treat it as gone.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-    return True
 
 
 @dataclass

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from pydamon import units
 from pydamon.ops.sim_workloads import (
     PAGE_SIZE,
     WorkloadError,
@@ -260,17 +261,11 @@ def _hotspot_pages(
 
 
 def parse_size(text: str) -> int:
-    """``64M``, ``1G``, ``4096``, ``512K`` -> bytes."""
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    t = text.strip().upper().removesuffix("IB").removesuffix("B")
-    mult = 1
-    if t and t[-1] in units:
-        mult = units[t[-1]]
-        t = t[:-1]
+    """``64M``, ``1G``, ``4096``, ``512K`` -> bytes (positive)."""
     try:
-        value = int(float(t) * mult)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad size {text!r}; use e.g. 64M, 1G") from None
+        value = units.parse_size(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"size must be positive, not {text!r}")
     return value

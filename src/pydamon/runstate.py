@@ -1,4 +1,4 @@
-"""Well-known paths shared by the CLI's background monitors and the modules' services."""
+"""Run-time state shared by the CLI's background monitors and the modules' services."""
 
 from __future__ import annotations
 
@@ -21,3 +21,18 @@ def base_run_dir() -> str:
     if xdg and os.path.isdir(xdg):
         return os.path.join(xdg, "pydamon")
     return f"/tmp/pydamon-{os.getuid()}"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False  # it exited between the two checks

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -25,3 +27,16 @@ def workload() -> Iterator[Callable[..., WorkloadProcess]]:
     yield start
     for wl in started:
         wl.stop()
+
+
+@pytest.fixture(scope="module")
+def zram_swap() -> None:
+    """A zram swap device (the guest has no other swap)."""
+    if "zram" in open("/proc/swaps").read():
+        return
+    if not os.path.exists("/sys/block/zram0/disksize"):
+        pytest.skip("no zram device (kernel without CONFIG_ZRAM)")
+    with open("/sys/block/zram0/disksize", "w") as f:
+        f.write(str(512 << 20))
+    subprocess.run(["mkswap", "/dev/zram0"], check=True, capture_output=True)
+    subprocess.run(["swapon", "/dev/zram0"], check=True, capture_output=True)

@@ -32,8 +32,8 @@ def damo_command() -> list[str] | None:
                     f"import sys; sys.path.insert(0, {base!r}); from damo.damo import main; "
                     "sys.argv[0] = 'damo'; sys.exit(main())"]  # fmt: skip
     if importlib.util.find_spec("damo") is not None:  # the test extra installs it
-        return [sys.executable, "-c",
-                "import sys; from damo.damo import main; sys.argv[0] = 'damo'; sys.exit(main())"]  # fmt: skip
+        run_damo = "import sys; from damo.damo import main; sys.argv[0] = 'damo'; sys.exit(main())"
+        return [sys.executable, "-c", run_damo]
     if shutil.which("damo"):
         return ["damo"]
     return None
@@ -43,7 +43,7 @@ def damo_command() -> list[str] | None:
 def damo() -> list[str]:
     cmd = damo_command()
     if cmd is None:
-        pytest.skip("damo is not installed: pip install -e '.[test]' (or --target ~/.cache/pydamon-damo)")
+        pytest.skip("damo is not installed: pip install -e '.[test]' installs it")
     if not shutil.which("file"):
         pytest.skip("damo needs the 'file' command to detect record formats")
     return cmd

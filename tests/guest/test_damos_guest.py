@@ -38,19 +38,6 @@ HPAGE = 2 * MiB
 ATTRS = Attrs(sample_interval_us=20_000, aggr_interval_us=400_000, min_nr_regions=5)
 
 
-@pytest.fixture(scope="module")
-def zram_swap() -> None:
-    """A zram swap device (the guest has no other swap)."""
-    if "zram" in open("/proc/swaps").read():
-        return
-    if not os.path.exists("/sys/block/zram0/disksize"):
-        pytest.skip("no zram device (kernel without CONFIG_ZRAM)")
-    with open("/sys/block/zram0/disksize", "w") as f:
-        f.write(str(512 * MiB))
-    subprocess.run(["mkswap", "/dev/zram0"], check=True, capture_output=True)
-    subprocess.run(["swapon", "/dev/zram0"], check=True, capture_output=True)
-
-
 def resident(pid: int, area: tuple[int, int]) -> tuple[int, int]:
     """Bytes of ``area`` present in memory and swapped out."""
     entries = read_pagemap(pid, *area)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import struct
-import subprocess
 import time
 from typing import Any
 
@@ -27,19 +26,6 @@ PAGE = 4096
 MiB = 1 << 20
 HPAGE = 2 * MiB
 KPF_THP = 22
-
-
-@pytest.fixture(scope="module")
-def zram_swap() -> None:
-    """A zram swap device (the guest has no other swap)."""
-    if "zram" in open("/proc/swaps").read():
-        return
-    if not os.path.exists("/sys/block/zram0/disksize"):
-        pytest.skip("no zram device (kernel without CONFIG_ZRAM)")
-    with open("/sys/block/zram0/disksize", "w") as f:
-        f.write(str(512 * MiB))
-    subprocess.run(["mkswap", "/dev/zram0"], check=True, capture_output=True)
-    subprocess.run(["swapon", "/dev/zram0"], check=True, capture_output=True)
 
 
 def page_states(pid: int, start: int, end: int) -> dict[str, int]:

@@ -37,7 +37,7 @@ from pydamon.modules.common import (
     quota_params,
     wmarks_params,
 )
-from pydamon.modules.targets import TARGET_PARAMS
+from pydamon.modules.targets import target_params
 
 UINT_MAX = 2**32 - 1
 
@@ -46,12 +46,7 @@ class LruSortModule(SchemesModule):
     name = "lru_sort"
     description = "DAMON_LRU_SORT: keep hot memory, deprioritize cold memory (vaddr: willneed/cold)"
     params = (
-        *(
-            Param(p.name, p.type, "vaddr", p.help, choices=p.choices, online=False)
-            if p.name == "ops"
-            else p
-            for p in TARGET_PARAMS
-        ),
+        *target_params("vaddr"),
         Param(
             "hot_thres_access_freq",
             int,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+from dataclasses import replace
 from typing import Any
 
 from pydamon.core import Target
@@ -67,6 +68,11 @@ TARGET_PARAMS: tuple[Param, ...] = (
         online=False,
     ),
 )
+
+
+def target_params(default_ops: str) -> tuple[Param, ...]:
+    """:data:`TARGET_PARAMS` with another default operations set (modules of virtual memory)."""
+    return tuple(replace(p, default=default_ops) if p.name == "ops" else p for p in TARGET_PARAMS)
 
 
 def check_target_params(p: Params) -> None:

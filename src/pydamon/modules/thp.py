@@ -31,7 +31,7 @@ from pydamon.modules.common import (
     monitoring_params,
     quota_params,
 )
-from pydamon.modules.targets import TARGET_PARAMS
+from pydamon.modules.targets import target_params
 
 UINT_MAX = 2**32 - 1
 ULONG_MAX = 2**64 - 1
@@ -42,12 +42,7 @@ class ThpModule(SchemesModule):
     name = "thp"
     description = "access-aware THP (ethp): collapse hot 2 MiB areas, keep cold ones small"
     params = (
-        *(
-            Param(p.name, p.type, "vaddr", p.help, choices=p.choices, online=False)
-            if p.name == "ops"
-            else p
-            for p in TARGET_PARAMS
-        ),
+        *target_params("vaddr"),
         Param(
             "hot_thres_access_freq",
             int,

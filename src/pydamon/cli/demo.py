@@ -104,6 +104,23 @@ def parse_size(text: str) -> int:
         ) from None
 
 
+def attrs_from_args(args: argparse.Namespace) -> Attrs:
+    """The demo's monitoring attributes from its options, or a one-line usage error."""
+    if args.sample_us <= 0 or args.aggr_us <= 0:
+        raise CliError("--sample-us and --aggr-us must be positive", EXIT_USAGE)
+    try:
+        attrs = Attrs(
+            sample_interval_us=args.sample_us,
+            aggr_interval_us=args.aggr_us,
+            min_nr_regions=args.min_nr_regions,
+            max_nr_regions=args.max_nr_regions,
+        )
+        attrs.validate()
+    except AttrsError as err:
+        raise CliError(f"bad monitoring attributes: {err}", EXIT_USAGE) from None
+    return attrs
+
+
 def monitor_sim(args: argparse.Namespace) -> DemoRun:
     """Run the workload in the simulated address space; collect snapshots and ground truth."""
     try:
@@ -118,18 +135,7 @@ def monitor_sim(args: argparse.Namespace) -> DemoRun:
         duration_s = DEFAULT_DURATION_S.get(spec.name, 20.0)
     if not 0 < duration_s <= 24 * 3600:
         raise CliError(f"--duration {duration_s} must be within (0, 86400] seconds", EXIT_USAGE)
-    if args.sample_us <= 0 or args.aggr_us <= 0:
-        raise CliError("--sample-us and --aggr-us must be positive", EXIT_USAGE)
-    try:
-        attrs = Attrs(
-            sample_interval_us=args.sample_us,
-            aggr_interval_us=args.aggr_us,
-            min_nr_regions=args.min_nr_regions,
-            max_nr_regions=args.max_nr_regions,
-        )
-        attrs.validate()
-    except AttrsError as err:
-        raise CliError(f"bad monitoring attributes: {err}", EXIT_USAGE) from None
+    attrs = attrs_from_args(args)
     if duration_s * 1e6 / attrs.sample_interval_us > 2_000_000:
         raise CliError("too many samples for a demo; shorten --duration or grow --sample-us")
 
@@ -308,16 +314,7 @@ def monitor_real(args: argparse.Namespace) -> DemoRun:
     if name not in WORKLOADS and not os.path.exists(name):
         raise CliError(f"unknown workload {name!r}; use one of {', '.join(WORKLOADS)}", EXIT_USAGE)
     duration_s = args.duration or DEFAULT_DURATION_S.get(os.path.basename(name), 20.0)
-    try:
-        attrs = Attrs(
-            sample_interval_us=args.sample_us,
-            aggr_interval_us=args.aggr_us,
-            min_nr_regions=args.min_nr_regions,
-            max_nr_regions=args.max_nr_regions,
-        )
-        attrs.validate()
-    except AttrsError as err:
-        raise CliError(f"bad monitoring attributes: {err}", EXIT_USAGE) from None
+    attrs = attrs_from_args(args)
     size = args.size or "64M"
     proc = subprocess.Popen(
         [sys.executable, "-m", "pydamon.workload", name, "--size", size],

@@ -28,7 +28,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from pydamon.damos.scheme import (
@@ -457,6 +457,29 @@ def _is_keyword(value: object) -> bool:
     return isinstance(value, str) and value.strip().lower() in ("min", "max")
 
 
+def _pattern_range(
+    pattern: AccessPattern,
+    kv: Mapping[str, Any],
+    name: str,
+    path: _Path,
+    value_fn: Callable[[object, str | None], tuple[float, str | None]],
+    default_unit: str | None,
+) -> str | None:
+    """Set ``pattern.min_<name>``/``max_<name>`` from ``kv[name]``; return the unit the values
+    carried (min and max must agree), or None."""
+    bounds = _mapping(kv[name], path / name)
+    units = set()
+    for key in ("min", "max"):
+        if key in bounds:
+            value, unit = _get(bounds, key, path / name, value_fn, default_unit)
+            if unit is not None:
+                units.add(unit)
+            setattr(pattern, f"{key}_{name}", value)
+    if len(units) > 1:
+        raise (path / name).error("min and max must use the same unit")
+    return units.pop() if units else None
+
+
 def _nr_accesses_value(value: object, unit: str | None) -> tuple[float, str | None]:
     if _is_keyword(value):
         return parse_percent(value), None  # min/max mean the same in every unit
@@ -492,35 +515,17 @@ def _pattern_from_kv(kv: Mapping[str, Any], path: _Path) -> AccessPattern:
         raise (path / "nr_accesses_unit").error(f"{nr_unit!r}: use percent or samples")
     pattern.nr_accesses_unit = NrAccessesUnit(nr_unit or NrAccessesUnit.PERCENT)
     if "nr_accesses" in kv:
-        nr = _mapping(kv["nr_accesses"], path / "nr_accesses")
-        units = set()
-        for key in ("min", "max"):
-            if key in nr:
-                value, unit = _get(nr, key, path / "nr_accesses", _nr_accesses_value, nr_unit)
-                if unit is not None:
-                    units.add(unit)
-                setattr(pattern, f"{key}_nr_accesses", value)
-        if len(units) > 1:
-            raise (path / "nr_accesses").error("min and max must use the same unit")
-        if units:
-            pattern.nr_accesses_unit = NrAccessesUnit(units.pop())
+        unit = _pattern_range(pattern, kv, "nr_accesses", path, _nr_accesses_value, nr_unit)
+        if unit:
+            pattern.nr_accesses_unit = NrAccessesUnit(unit)
     age_unit = kv.get("age_unit")
     if age_unit not in (None, *AgeUnit):
         raise (path / "age_unit").error(f"{age_unit!r}: use usec or aggr_intervals")
     pattern.age_unit = AgeUnit(age_unit or AgeUnit.USEC)
     if "age" in kv:
-        age = _mapping(kv["age"], path / "age")
-        units = set()
-        for key in ("min", "max"):
-            if key in age:
-                value, unit = _get(age, key, path / "age", _age_value, age_unit)
-                if unit is not None:
-                    units.add(unit)
-                setattr(pattern, f"{key}_age", value)
-        if len(units) > 1:
-            raise (path / "age").error("min and max must use the same unit")
-        if units:
-            pattern.age_unit = AgeUnit(units.pop())
+        unit = _pattern_range(pattern, kv, "age", path, _age_value, age_unit)
+        if unit:
+            pattern.age_unit = AgeUnit(unit)
     return pattern
 
 

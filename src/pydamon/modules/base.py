@@ -196,13 +196,10 @@ class Module:
     def build(self) -> list[Context]:
         """Create the monitoring context(s) from the parameters."""
         ops, targets = self.make_targets()
-        ctx = Context(ops, targets, self.make_attrs())
-        # Installed after construction: Context(schemes=...) trips on loop state that its
-        # __init__ has not set up yet (core issue, reported).
-        schemes = self.make_schemes()
-        if schemes:
-            ctx.set_schemes(schemes)
-        return [ctx]
+        # The module's seed (where it has one) also seeds the loop's randomness (sampling
+        # addresses, region splits): without it a seeded simulation is not reproducible.
+        seed = self.p.as_dict().get("seed")
+        return [Context(ops, targets, self.make_attrs(), schemes=self.make_schemes(), seed=seed)]
 
     def commit(self, ctx: Context, old: Params) -> None:
         """Apply ``self.p`` (just changed from ``old``) to ``ctx``, inside its monitoring loop.

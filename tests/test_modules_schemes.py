@@ -128,7 +128,12 @@ def test_lru_sort_and_thp_real_actions() -> None:
     hot, cold = LruSortModule(pid=1).make_schemes()
     assert (hot.action, cold.action) == ("willneed", "cold")
     (collapse,) = ThpModule(pid=1).make_schemes()
-    assert collapse.action == "collapse" and collapse.pattern.min_sz_bytes == 2 * MiB
+    # nothing is persistently hot before monitoring: the filters reject everything
+    assert collapse.action == "collapse"
+    assert [(f.type, f.matching, f.allow) for f in collapse.filters] == [
+        ("target", False, False),
+        ("target", True, False),
+    ]
     assert len(ThpModule(pid=1, cold_action="pageout").make_schemes()) == 2
 
 

@@ -1,0 +1,89 @@
+"""Access checks (fvaddr) on memory backed by transparent huge pages, in the test guest.
+
+The page_idle bitmap tracks a huge page by its head page only: a tail page's bit can be neither
+set nor read (it always reads "not idle"). Sampling addresses land on tail pages 511 times in
+512, so without the head-page mapping of the access check, cold huge pages would read as hot.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from realmem import WorkloadProcess
+
+from pydamon.core import Attrs, Context, Snapshot, Target
+from pydamon.ops import _proc
+from pydamon.ops.fvaddr import FvaddrOperations
+
+pytestmark = pytest.mark.guest
+
+
+def huge_page_share(pid: int, start: int, end: int) -> tuple[float, float]:
+    """Of the pages at a 37-page stride in ``[start, end)``: the share in transparent huge
+    pages, and the share that are tail pages (via pagemap and kpageflags)."""
+    pagemap = _proc.Pagemap(pid)
+    phys = _proc.PhysPages()
+    try:
+        addrs = np.arange(start, end, 4096 * 37, dtype=np.int64)
+        flags = [phys.flags(p) for p in pagemap.pfns(addrs.tolist()) if p > 0]
+    finally:
+        pagemap.close()
+        phys.close()
+    if not flags:
+        return 0.0, 0.0
+    thp = sum(1 for f in flags if f >> _proc.KPF_THP & 1) / len(addrs)
+    tails = sum(1 for f in flags if f >> _proc.KPF_COMPOUND_TAIL & 1) / len(addrs)
+    return thp, tails
+
+
+def weighted_access(snap: Snapshot, start: int, end: int) -> float:
+    overlap = np.clip(np.minimum(snap.ends, end) - np.maximum(snap.starts, start), 0, None)
+    total = int(overlap.sum())
+    return float((overlap * snap.nr_accesses).sum()) / total if total else 0.0
+
+
+def test_access_check_on_huge_pages_hot_is_hot_and_cold_stays_cold(workload) -> None:
+    with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+        assert "[never]" not in f.read(), "the test guest's kernel has THP madvise mode"
+    wl: WorkloadProcess = workload("hotcold", "--thp", "--tick-ms", "10", size="64M")
+    hot_start, hot_end = wl.areas["hot"]
+    cold_start, cold_end = wl.areas["cold"]
+    # the areas are really huge-page backed, and sampling addresses land mostly on tail pages
+    # (else this test would test nothing new)
+    cold_thp, cold_tails = huge_page_share(wl.pid, cold_start, cold_end)
+    hot_thp, _ = huge_page_share(wl.pid, hot_start, hot_end)
+    assert cold_thp >= 0.5 and cold_tails >= 0.45, (cold_thp, cold_tails)
+    assert hot_thp >= 0.25, hot_thp
+
+    attrs = Attrs(
+        sample_interval_us=100_000,
+        aggr_interval_us=1_000_000,
+        ops_update_interval_us=1_000_000,
+        min_nr_regions=10,
+        max_nr_regions=100,
+    )
+    # fvaddr on exactly the hot and the cold area: what is judged is the access check on huge
+    # pages, not how fast adaptive regions find the areas' edges in a whole address space
+    target = Target(pid=wl.pid, ranges=[(hot_start, hot_end), (cold_start, cold_end)])
+    ctx = Context(FvaddrOperations(), [target], attrs, seed=7)
+    snaps: list[Snapshot] = []
+    ctx.add_callback("after_aggregation", lambda c: snaps.append(c.snapshots()[0]))
+    before = wl.command("info")
+    ctx.run(nr_aggregations=6)
+    after = wl.command("info")
+    ticks_per_sample = (after["ticks"] - before["ticks"]) / (
+        (after["time_s"] - before["time_s"]) * 1e6 / attrs.sample_interval_us
+    )
+    if ticks_per_sample < 0.5:
+        pytest.skip(f"workload starved by the emulation: {ticks_per_sample:.2f} ticks/sample")
+    max_nr = attrs.max_nr_accesses
+    last = snaps[-3:]
+    hot = [weighted_access(s, hot_start, hot_end) for s in last]
+    cold = [weighted_access(s, cold_start, cold_end) for s in last]
+    # a hot page is touched in a tick with probability 0.8 (a huge page: nearly surely), so in
+    # nearly every sample; cold huge pages are never touched after start-up
+    expected_hot = 1 - 0.2 ** min(ticks_per_sample, 5)
+    assert min(hot) >= 0.7 * expected_hot * max_nr, (hot, cold, ticks_per_sample)
+    assert max(cold) <= 0.05 * max_nr, (hot, cold, ticks_per_sample)
+    # the huge pages survived monitoring (the check only reads and marks idle bits)
+    assert huge_page_share(wl.pid, cold_start, cold_end)[0] == cold_thp

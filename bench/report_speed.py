@@ -3,29 +3,38 @@
 Synthetic records at 100 ms aggregation with 1000 regions per snapshot (three spans like a
 process: heap, mmap area, stack; random region boundaries every snapshot as DAMON's
 split/merge produce; a hot band moving through the heap) are generated for 1 minute, 1 hour
-and 8 hours, written in pydamon's format (finalized: big blocks, uncompressed; and zlib-6),
-and timed:
+and 8 hours as a recorder streams them (version 1 blocks), then finalized as ``pydamon record``
+does: uncompressed into whole-record columns (format version 2, ``columns``), or with zlib-6
+into big blocks (version 1, ``zlib``); ``--layouts blocks`` also measures uncompressed version 1
+blocks (the layout before version 2).
 
-- load: ``read_record`` (whole record into column arrays),
-- heatmap: the vectorized grid (80x30 terminal cells) and a 500x300 PNG via matplotlib,
-- wss: working set size of every snapshot + percentiles.
+Every measurement runs in a fresh process (``--repeat`` times; the table shows best/median):
 
-Times are CPU seconds of the benchmark process (``time.process_time``): the machines this runs
-on are shared, and wall time there measures the neighbours.
+- load: ``read_record`` (version 2: maps the file; version 1: decodes every block),
+- heatmap: the 80x30 terminal grid from the whole record (spans found first),
+- png: a 500x300 grid and its PNG via matplotlib (first repeat only),
+- wss: working set size of every snapshot + percentiles,
+- peak RSS: the child's peak resident set after load + heatmap (``VmHWM``; for a mapped
+  record this counts the file pages it touched, which the kernel can drop at any time).
 
-Records too big to hold in memory at once (8 h: 288 M regions) are read block by block
-(``RecordReader.blocks()``) into the same accumulators (``HeatGrid``, per-snapshot wss); the
-table says which way each row was measured. damo's json_compressed size is extrapolated from
-one minute of the same data.
+Times are CPU seconds of the child (``time.process_time``): the machines this runs on are
+shared, and wall time there measures the neighbours. Version 1 records too big to decode whole
+(the 8 h ones: 288 M regions) are read block by block (``RecordReader.blocks()``) into the same
+accumulators (``HeatGrid``, per-snapshot wss); the table says which way each row was measured.
+damo's json_compressed size is extrapolated from one minute of the same data.
 
 Usage: python bench/report_speed.py [--durations 60,3600,28800] [--regions 1000] [--dir DIR]
+       [--layouts columns,zlib,blocks] [--repeat 3] [--keep]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +48,7 @@ from pydamon.record.binfmt import (
     TAG_END,
     chunk_bytes,
     encode_block,
+    finalize_file,
     header_bytes,
 )
 from pydamon.record.damo import write_damo_record
@@ -96,6 +106,7 @@ def synthetic_block(first: int, n: int, nr_regions: int, rng: np.random.Generato
 
 
 def generate(path: str, nr_snapshots: int, nr_regions: int, compress: int) -> None:
+    """Blocks of ``FINAL_BLOCK_SNAPSHOTS`` snapshots (version 1), as before finalization."""
     rng = np.random.default_rng(42)
     meta = {"targets": [{"index": 0, "pid": 1, "name": "synthetic"}], "ops": "vaddr"}
     with open(path, "wb") as f:
@@ -114,32 +125,48 @@ def timed(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
     return out, time.process_time() - t
 
 
-def bench_whole(path: str) -> dict[str, float]:
+def peak_rss_mib() -> float:
+    """This process's peak RSS (``VmHWM``: unlike ``ru_maxrss``, not inherited from the parent
+    that forked it)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_whole(path: str, png: bool) -> dict[str, float]:
+    t_wall = time.perf_counter()
     rec, t_load = timed(read_record, path)
+    wall_load = time.perf_counter() - t_wall
     _, t_grid = timed(stats.heat_grid, rec, time_bins=30, address_bins=80)
-    from pydamon.report.heatmap import Heatmap
-    from pydamon.report.render import heatmap_image
+    rss = peak_rss_mib()
+    t_png = float("nan")
+    if png:
+        from pydamon.report.heatmap import Heatmap
+        from pydamon.report.render import heatmap_image
 
-    def png() -> None:
-        grid, edges, spans = stats.heat_grid(rec, time_bins=300, address_bins=500)
-        hm = Heatmap(grid, edges, spans, sum(b - a for a, b in spans) / 500)
-        heatmap_image(hm, path + ".png")
+        def render_png() -> None:
+            grid, edges, spans = stats.heat_grid(rec, time_bins=300, address_bins=500)
+            hm = Heatmap(grid, edges, spans, sum(b - a for a, b in spans) / 500)
+            heatmap_image(hm, path + ".png")
 
-    _, t_png = timed(png)
+        _, t_png = timed(render_png)
 
     def wss() -> list[tuple[int, int]]:
         return stats.percentile_table(stats.wss_bytes(rec))
 
     _, t_wss = timed(wss)
-    return {"load": t_load, "heatmap": t_grid, "png": t_png, "wss": t_wss, "mode": 0}
+    return {"load": t_load, "wall_load": wall_load, "heatmap": t_grid, "png": t_png,
+            "wss": t_wss, "rss": rss, "mode": 0}  # fmt: skip
 
 
 def bench_streamed(path: str, nr_snapshots: int) -> dict[str, float]:
     """Block by block: load+heatmap+wss in one pass (time range and spans known up front)."""
-    t = time.process_time()
     grid = stats.HeatGrid((0, nr_snapshots * AGGR_US), [HEAP, MMAP, STACK], 30, 80)
     wss_parts = []
     t_decode = t_grid = t_wss = 0.0
+    t_wall = time.perf_counter()
     blocks = RecordReader(path).blocks()
     while True:
         part, dt = timed(next, blocks, None)
@@ -153,9 +180,24 @@ def bench_streamed(path: str, nr_snapshots: int) -> dict[str, float]:
         wss_parts.append(w)
     grid.result()
     stats.percentile_table(np.concatenate(wss_parts))
-    total = time.process_time() - t
-    return {"load": t_decode, "heatmap": t_grid, "png": float("nan"), "wss": t_wss,
-            "mode": 1, "total": total}  # fmt: skip
+    return {"load": t_decode, "wall_load": time.perf_counter() - t_wall, "heatmap": t_grid,
+            "png": float("nan"), "wss": t_wss, "rss": peak_rss_mib(), "mode": 1}  # fmt: skip
+
+
+def measure_child(path: str, nr_snapshots: int, streamed: bool, png: bool) -> dict[str, float]:
+    """Run one measurement in a fresh interpreter (what a user's ``pydamon report`` pays)."""
+    cmd = [sys.executable, __file__, "--measure", path, "--snapshots", str(nr_snapshots)]
+    cmd += ["--streamed"] if streamed else []
+    cmd += ["--png"] if png else []
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def best_median(values: list[float], fmt: str = "{:.3f}") -> str:
+    vals = sorted(v for v in values if v == v)
+    if not vals:
+        return "-"
+    return f"{fmt.format(vals[0])}/{fmt.format(statistics.median(vals))}"
 
 
 def main() -> int:
@@ -164,12 +206,27 @@ def main() -> int:
     ap.add_argument("--regions", type=int, default=1000)
     ap.add_argument("--dir", default=None, help="where to write the records (default: a tmp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the generated records")
+    ap.add_argument("--layouts", default="columns,zlib",
+                    help="columns (v2), zlib (v1 compressed), blocks (v1 raw)")  # fmt: skip
+    ap.add_argument("--repeat", type=int, default=3, help="fresh-process runs per record")
+    ap.add_argument("--measure", help=argparse.SUPPRESS)
+    ap.add_argument("--snapshots", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--streamed", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--png", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.measure:
+        if args.streamed:
+            r = bench_streamed(args.measure, args.snapshots)
+        else:
+            r = bench_whole(args.measure, args.png)
+        print(json.dumps(r))
+        return 0
     base = args.dir or tempfile.mkdtemp(prefix="pydamon-bench-")
     durations = [int(x) for x in args.durations.split(",")]
+    layouts = args.layouts.split(",")
     print(f"# {args.regions} regions/snapshot, {AGGR_US // 1000} ms aggregation; "
           f"python {sys.version.split()[0]}, numpy {np.__version__}, "
-          f"{os.cpu_count()} CPUs")  # fmt: skip
+          f"{os.cpu_count()} CPUs; CPU s best/median of {args.repeat} fresh processes")  # fmt: skip
     # damo json_compressed size from one minute of the same data
     one_min = synthetic_block(0, 600, args.regions, np.random.default_rng(42))
     one_min.targets = []
@@ -177,24 +234,33 @@ def main() -> int:
     _, t_damo = timed(write_damo_record, one_min, damo_path, footprints=False)
     damo_per_hour = os.path.getsize(damo_path) * 60
     os.unlink(damo_path)
-    header = (f"{'record':>8} {'snapshots':>9} {'regions':>11} {'codec':>5} {'MiB':>8} "
-              f"{'MiB/hour':>9} {'write s':>8} {'load s':>7} {'heatmap s':>9} {'png s':>6} "
-              f"{'wss s':>6} {'peak RSS MiB':>12} {'how':>9}")  # fmt: skip
+    header = (f"{'record':>6} {'snapshots':>9} {'regions':>11} {'layout':>7} {'MiB':>7} "
+              f"{'MiB/hour':>8} {'write s':>7} {'load s':>11} {'heatmap s':>11} {'png s':>6} "
+              f"{'wss s':>11} {'RSS MiB':>9} {'how':>8}")  # fmt: skip
     print(header)
     for seconds in durations:
         n = seconds * 1_000_000 // AGGR_US
-        for compress in (0, 6):
-            path = os.path.join(base, f"r{seconds}-{compress}.data")
+        for layout in layouts:
+            compress = 6 if layout == "zlib" else 0
+            path = os.path.join(base, f"r{seconds}-{layout}.data")
             _, t_gen = timed(generate, path, n, args.regions, compress)
+            if layout != "blocks":
+                _, t_fin = timed(finalize_file, path, {}, compress=compress)
+                t_gen += t_fin
             size = os.path.getsize(path)
-            in_memory = n * args.regions <= 40_000_000
-            r = bench_whole(path) if in_memory else bench_streamed(path, n)
+            streamed = layout != "columns" and n * args.regions > 40_000_000
+            runs = [measure_child(path, n, streamed, png=(i == 0 and not streamed))
+                    for i in range(args.repeat)]  # fmt: skip
             label = f"{seconds // 3600} h" if seconds >= 3600 else f"{seconds // 60} min"
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            print(f"{label:>8} {n:>9} {n * args.regions:>11} {'zlib' if compress else 'raw':>5} "
-                  f"{size / 2**20:>8.1f} {size / 2**20 * 3600 / seconds:>9.1f} {t_gen:>8.2f} "
-                  f"{r['load']:>7.3f} {r['heatmap']:>9.3f} {r['png']:>6.2f} {r['wss']:>6.3f} "
-                  f"{peak:>12.0f} {'whole' if not r['mode'] else 'streamed':>9}")  # fmt: skip
+
+            def col(key: str, runs: list[dict[str, float]] = runs) -> str:
+                return best_median([r[key] for r in runs])
+
+            print(f"{label:>6} {n:>9} {n * args.regions:>11} {layout:>7} {size / 2**20:>7.1f} "
+                  f"{size / 2**20 * 3600 / seconds:>8.1f} {t_gen:>7.2f} {col('load'):>11} "
+                  f"{col('heatmap'):>11} {runs[0]['png']:>6.2f} {col('wss'):>11} "
+                  f"{best_median([r['rss'] for r in runs], '{:.0f}'):>9} "
+                  f"{'streamed' if streamed else 'whole':>8}", flush=True)  # fmt: skip
             if not args.keep:
                 os.unlink(path)
                 if os.path.exists(path + ".png"):

@@ -24,13 +24,20 @@ import numpy as np
 from pydamon.record.model import Record, RecordError, TargetInfo
 
 MAGIC = b"PYDAMREC"
-VERSION = 1
+#: Newest version this reader reads. Version 1 files hold only ``BLK1`` blocks (streamed files,
+#: compressed finalized files); version 2 adds the columnar ``COL2`` layout of finalized files.
+VERSION = 2
+VERSION_BLOCKS = 1
+VERSION_COLUMNS = 2
 _HEADER = struct.Struct("<8sHHII")  # magic, version, flags, meta_len, meta_crc
 _CHUNK = struct.Struct("<4sII")  # tag, payload_len, crc32
 _BLOCK = struct.Struct("<IQBBH")  # nr_snapshots, nr_regions, flags, nr_columns, reserved
 _COLUMN = struct.Struct("<BBBBI")  # column id, dtype code, shift, codec, stored bytes
 
+_COLUMN_DESC = struct.Struct("<BBBBQII")  # id, dtype, shift, reserved, count, seg bytes, data off
+
 TAG_BLOCK = b"BLK1"
+TAG_COLUMN = b"COL2"
 TAG_EVENT = b"JSN1"
 TAG_END = b"END1"
 
@@ -38,6 +45,12 @@ TAG_END = b"END1"
 COL_TARGET, COL_START, COL_DURATION, COL_SAMPLE, COL_AGGR = 0, 1, 2, 3, 4
 COL_RSS, COL_VSZ, COL_SYS_FREE, COL_SYS_TOTAL, COL_NR_REGIONS = 5, 6, 7, 8, 9
 COL_GAP_INDEX, COL_GAP_VALUE, COL_SIZE, COL_NR_ACCESSES, COL_AGE = 10, 11, 12, 13, 14
+#: Version 2 only: start of region ``region_offsets[i]`` for each snapshot ``i`` (0 past the end).
+COL_FIRST_START = 15
+COLUMN_NAMES = (
+    "target start_us duration_us sample_us aggr_us rss_bytes vsz_bytes sys_free_bytes "
+    "sys_total_bytes nr_regions gap_index gap_value size nr_accesses age first_start"
+).split()
 
 _DTYPES = ["|u1", "<u2", "<u4", "<u8", "|i1", "<i2", "<i4", "<i8"]
 _CODEC_RAW, _CODEC_ZLIB = 0, 1
@@ -46,22 +59,33 @@ _CODEC_RAW, _CODEC_ZLIB = 0, 1
 #: small enough that a block decodes in a few milliseconds.
 FINAL_BLOCK_SNAPSHOTS = 2048
 
+#: Version 2 columns carry one CRC-32 per this many bytes of data, checked on first use.
+SEGMENT_BYTES = 1 << 22
+#: Column data starts at file offsets that are a multiple of this (aligned numpy views).
+COLUMN_ALIGN = 64
+#: A column chunk's payload length is a u32: bigger records are finalized as blocks (version 1).
+_MAX_COLUMN_PAYLOAD = 0xFFFF_0000
 
-def _narrow(arr: np.ndarray) -> np.ndarray:
-    """The smallest integer dtype that holds every value of ``arr``."""
-    if arr.size == 0:
-        return arr.astype("|u1")
-    lo, hi = int(arr.min()), int(arr.max())
+
+def _narrow_code(lo: int, hi: int) -> str:
+    """The smallest integer dtype that holds every value in ``lo..hi``."""
     if lo >= 0:
         for code in ("|u1", "<u2", "<u4"):
             if hi <= np.iinfo(code).max:
-                return arr.astype(code)
-        return arr.astype("<u8")
+                return code
+        return "<u8"
     for code in ("|i1", "<i2", "<i4"):
         info = np.iinfo(code)
         if info.min <= lo and hi <= info.max:
-            return arr.astype(code)
-    return arr.astype("<i8")
+            return code
+    return "<i8"
+
+
+def _narrow(arr: np.ndarray) -> np.ndarray:
+    """``arr`` in the smallest integer dtype that holds every value of it."""
+    if arr.size == 0:
+        return arr.astype("|u1")
+    return arr.astype(_narrow_code(int(arr.min()), int(arr.max())))
 
 
 def _pack_column(col_id: int, arr: np.ndarray, shift: int, compress: int) -> bytes:
@@ -247,9 +271,11 @@ def targets_from_meta(meta: dict[str, Any]) -> list[TargetInfo]:
     return out
 
 
-def header_bytes(meta: dict[str, Any]) -> bytes:
+def header_bytes(meta: dict[str, Any], version: int = VERSION_BLOCKS) -> bytes:
+    meta = dict(meta)
+    meta["format_version"] = version
     meta_bytes = json.dumps(meta, sort_keys=True).encode()
-    return _HEADER.pack(MAGIC, VERSION, 0, len(meta_bytes), zlib.crc32(meta_bytes)) + meta_bytes
+    return _HEADER.pack(MAGIC, version, 0, len(meta_bytes), zlib.crc32(meta_bytes)) + meta_bytes
 
 
 def chunk_bytes(tag: bytes, payload: bytes) -> bytes:
@@ -292,6 +318,7 @@ class RecordReader:
         except ValueError:
             raise RecordError(f"{self.path}: record header is not valid JSON") from None
         self.targets = targets_from_meta(self.meta)
+        self.version = int(version)
         self._first_chunk = _HEADER.size + meta_len
         self.complete = False
         self.footer: dict[str, Any] = {}
@@ -300,8 +327,18 @@ class RecordReader:
 
     def _chunks(self) -> Iterator[tuple[bytes, memoryview]]:
         """(tag, payload) of every complete, checksummed chunk, in file order."""
+        for tag, _pos, body in self._chunks_at():
+            yield tag, body
+
+    def _chunks_at(self) -> Iterator[tuple[bytes, int, memoryview]]:
+        """(tag, payload offset, payload) of every complete chunk. A ``COL2`` chunk's CRC covers
+        its descriptor; its data has per-segment CRCs, checked when first used."""
+        from pydamon.record.columnar import descriptor_length
+
         data, pos, end = self._data, self._first_chunk, len(self._data)
         nr_chunks = 0
+        # a new walk: what the last one noted is noted again
+        self.events, self.warnings, self.complete, self.footer = [], [], False, {}
         while pos < end:
             if end - pos < _CHUNK.size:
                 self.warnings.append(f"torn tail after {nr_chunks} chunks (partial chunk header)")
@@ -312,7 +349,8 @@ class RecordReader:
                 self.warnings.append(f"torn tail after {nr_chunks} chunks (partial chunk)")
                 return
             next_pos = pos + _CHUNK.size + length
-            if zlib.crc32(body) != crc:
+            covered = body[: descriptor_length(body)] if tag == TAG_COLUMN else body
+            if zlib.crc32(covered) != crc:
                 if next_pos >= end:
                     self.warnings.append(f"torn tail after {nr_chunks} chunks (bad checksum)")
                     return
@@ -325,38 +363,58 @@ class RecordReader:
             elif tag == TAG_END:
                 self.complete = True
                 self.footer = json.loads(bytes(body))
-            yield tag, body
+            yield tag, pos + _CHUNK.size, body
             nr_chunks += 1
             pos = next_pos
 
     def blocks(self) -> Iterator[Record]:
-        """Decode the snapshot blocks in file order (unknown chunk tags are skipped)."""
+        """Decode the snapshot blocks in file order (unknown chunk tags are skipped); a columnar
+        (version 2) record comes in slices of :data:`FINAL_BLOCK_SNAPSHOTS` snapshots."""
+        if self.version >= VERSION_COLUMNS:
+            rec = self.read()
+            for lo in range(0, rec.nr_snapshots, FINAL_BLOCK_SNAPSHOTS):
+                yield rec.slice(lo, lo + FINAL_BLOCK_SNAPSHOTS)
+            return
         for tag, body in self._chunks():
             if tag == TAG_BLOCK:
                 yield decode_block(body, self.meta, self.targets)
 
     def read(self) -> Record:
-        """The whole record: blocks are decoded straight into preallocated columns."""
+        """The whole record: blocks are decoded straight into preallocated columns; the columns
+        of a version 2 record are mapped, not read (decoded per snapshot range when used)."""
         try:
-            bodies = [body for tag, body in self._chunks() if tag == TAG_BLOCK]
-            shapes = [_block_shape(b) for b in bodies]
-            small = all(_counts_fit_int32(b) for b in bodies)
-            rec = _empty_record(
-                sum(n for n, _ in shapes),
-                sum(m for _, m in shapes),
-                self.meta,
-                self.targets,
-                small,
-            )
-            n0 = m0 = 0
-            for body in bodies:
-                n0, m0 = _decode_into(body, rec, n0, m0)
+            chunks = list(self._chunks_at())
+            bodies = [body for tag, _pos, body in chunks if tag == TAG_BLOCK]
+            columns = [(pos, body) for tag, pos, body in chunks if tag == TAG_COLUMN]
+            if columns:
+                from pydamon.record.columnar import read_columns
+
+                if bodies:
+                    raise RecordError("record mixes snapshot blocks and columns")
+                rec = read_columns(self.path, columns, self.meta, self.targets)
+            else:
+                rec = self._read_blocks(bodies)
         except RecordError as err:
             msg = str(err)
             raise RecordError(msg if msg.startswith(self.path) else f"{self.path}: {msg}") from None
         rec.complete = self.complete
         rec.warnings = list(self.warnings)
         rec.source_format = "pydamon"
+        return rec
+
+    def _read_blocks(self, bodies: list[memoryview]) -> Record:
+        shapes = [_block_shape(b) for b in bodies]
+        small = all(_counts_fit_int32(b) for b in bodies)
+        rec = _empty_record(
+            sum(n for n, _ in shapes),
+            sum(m for _, m in shapes),
+            self.meta,
+            self.targets,
+            small,
+        )
+        n0 = m0 = 0
+        for body in bodies:
+            n0, m0 = _decode_into(body, rec, n0, m0)
         return rec
 
 
@@ -380,7 +438,6 @@ class RecordWriter:
         self.path = os.fspath(path)
         self.meta = dict(meta)
         self.meta.setdefault("format", "pydamon-record")
-        self.meta.setdefault("format_version", VERSION)
         self.compress = compress
         self.fsync_every = fsync_every
         self.nr_snapshots = 0
@@ -428,35 +485,30 @@ class RecordWriter:
 
 
 def finalize_file(path: str, summary: dict[str, Any], *, compress: int = 0) -> None:
-    """Rewrite a (streamed) record into consolidated blocks plus footer via temp + rename."""
+    """Rewrite a (streamed) record via temp + rename: uncompressed records as whole-record
+    columns (version 2, mapped when read), compressed ones as big blocks (version 1); plus the
+    events and the footer."""
     reader = RecordReader(path)
     tmp = f"{path}.tmp.{os.getpid()}"
-    nr_snapshots = 0
     try:
         mode = os.stat(path).st_mode & 0o777
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         with os.fdopen(fd, "wb") as out:
-            out.write(header_bytes(reader.meta))
-            pending: list[Record] = []
-            pending_n = 0
-            for part in reader.blocks():
-                pending.append(part)
-                pending_n += part.nr_snapshots
-                if pending_n >= FINAL_BLOCK_SNAPSHOTS:
-                    out.write(
-                        chunk_bytes(TAG_BLOCK, encode_block(Record.concatenate(pending), compress))
-                    )
-                    nr_snapshots += pending_n
-                    pending, pending_n = [], 0
-            if pending:
-                block = encode_block(Record.concatenate(pending), compress)
-                out.write(chunk_bytes(TAG_BLOCK, block))
-                nr_snapshots += pending_n
-            for event in reader.events:
-                out.write(chunk_bytes(TAG_EVENT, json.dumps(event).encode()))
-            footer = dict(summary)
-            footer["nr_snapshots"] = nr_snapshots
-            out.write(chunk_bytes(TAG_END, json.dumps(footer).encode()))
+            for _ in reader._chunks_at():  # the events, without decoding anything
+                pass
+            events = [chunk_bytes(TAG_EVENT, json.dumps(e).encode()) for e in reader.events]
+
+            def trailer(n: int) -> list[bytes]:
+                footer = {**summary, "nr_snapshots": n}
+                return [*events, chunk_bytes(TAG_END, json.dumps(footer).encode())]
+
+            nr_snapshots = None
+            if not compress:
+                from pydamon.record.columnar import write_columns
+
+                nr_snapshots = write_columns(out.fileno(), reader.meta, reader.blocks, trailer)
+            if nr_snapshots is None:
+                _write_blocks(out, reader.meta, reader.blocks(), compress, events, summary)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
@@ -465,26 +517,75 @@ def finalize_file(path: str, summary: dict[str, Any], *, compress: int = 0) -> N
             os.unlink(tmp)
 
 
-def write_record(
-    path: str | os.PathLike[str], record: Record, *, compress: int = 0, mode: int = 0o644
+def _write_blocks(
+    out: BinaryIO,
+    meta: dict[str, Any],
+    parts: Iterator[Record],
+    compress: int,
+    events: list[bytes],
+    summary: dict[str, Any],
 ) -> None:
-    """Write a whole :class:`Record` as a finalized pydamon record (temp + rename)."""
+    """Version 1 layout: blocks of up to :data:`FINAL_BLOCK_SNAPSHOTS` snapshots."""
+    out.seek(0)
+    out.truncate()
+    out.write(header_bytes(meta, VERSION_BLOCKS))
+    nr_snapshots = 0
+    pending: list[Record] = []
+    pending_n = 0
+    for part in parts:
+        pending.append(part)
+        pending_n += part.nr_snapshots
+        if pending_n >= FINAL_BLOCK_SNAPSHOTS:
+            out.write(chunk_bytes(TAG_BLOCK, encode_block(Record.concatenate(pending), compress)))
+            nr_snapshots += pending_n
+            pending, pending_n = [], 0
+    if pending:
+        out.write(chunk_bytes(TAG_BLOCK, encode_block(Record.concatenate(pending), compress)))
+        nr_snapshots += pending_n
+    for event in events:
+        out.write(event)
+    footer = dict(summary)
+    footer["nr_snapshots"] = nr_snapshots
+    out.write(chunk_bytes(TAG_END, json.dumps(footer).encode()))
+
+
+def write_record(
+    path: str | os.PathLike[str],
+    record: Record,
+    *,
+    compress: int = 0,
+    mode: int = 0o644,
+    layout: str = "columns",
+) -> None:
+    """Write a whole :class:`Record` as a finalized pydamon record (temp + rename): version 2
+    columns if uncompressed, version 1 blocks if ``compress`` > 0 or ``layout="blocks"`` (what
+    pydamon wrote before version 2, for older readers)."""
+    if layout not in ("columns", "blocks"):
+        raise ValueError(f"unknown record layout {layout!r}; use columns or blocks")
     path = os.fspath(path)
     meta = dict(record.meta)
     meta.setdefault("format", "pydamon-record")
-    meta["format_version"] = VERSION
     meta["targets"] = [asdict(t) for t in record.targets]
     tmp = f"{path}.tmp.{os.getpid()}"
+    n = record.nr_snapshots
+
+    def parts() -> Iterator[Record]:
+        for lo in range(0, n, FINAL_BLOCK_SNAPSHOTS):
+            yield record.slice(lo, lo + FINAL_BLOCK_SNAPSHOTS)
+
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         with os.fdopen(fd, "wb") as out:
-            out.write(header_bytes(meta))
-            n = record.nr_snapshots
-            for lo in range(0, n, FINAL_BLOCK_SNAPSHOTS):
-                mask = np.zeros(n, bool)
-                mask[lo : lo + FINAL_BLOCK_SNAPSHOTS] = True
-                out.write(chunk_bytes(TAG_BLOCK, encode_block(record.select(mask), compress)))
-            out.write(chunk_bytes(TAG_END, json.dumps({"nr_snapshots": n}).encode()))
+            written = None
+            if not compress and layout == "columns":
+                from pydamon.record.columnar import write_columns
+
+                def trailer(nr: int) -> list[bytes]:
+                    return [chunk_bytes(TAG_END, json.dumps({"nr_snapshots": nr}).encode())]
+
+                written = write_columns(out.fileno(), meta, parts, trailer)
+            if written is None:
+                _write_blocks(out, meta, parts(), compress, [], {})
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -10,8 +10,8 @@ loads and renders in well under a second.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -46,32 +46,156 @@ class TargetInfo:
     name: str = ""
 
 
-@dataclass
-class Record:
-    """A whole record: metadata and column arrays (see the module docstring)."""
+class RegionStore(Protocol):
+    """Per-region columns held narrow somewhere else (e.g. mapped from a record file), decoded to
+    int64 for a range of snapshots on demand. Indexes are the store's own (whole file)."""
 
-    meta: dict[str, Any]
-    targets: list[TargetInfo]
-    snap_target: np.ndarray  # int32 [N]: target index of each snapshot
-    snap_start_us: np.ndarray  # int64 [N]
-    snap_end_us: np.ndarray  # int64 [N]
-    snap_sample_us: np.ndarray  # int64 [N]
-    snap_aggr_us: np.ndarray  # int64 [N]
-    rss_bytes: np.ndarray  # int64 [N], UNKNOWN where not measured
-    vsz_bytes: np.ndarray  # int64 [N]
-    sys_free_bytes: np.ndarray  # int64 [N]
-    sys_total_bytes: np.ndarray  # int64 [N]
-    region_offsets: np.ndarray  # int64 [N + 1]
-    starts: np.ndarray  # int64 [M]
-    ends: np.ndarray  # int64 [M]
-    nr_accesses: np.ndarray  # int64 [M]
-    age: np.ndarray  # int64 [M] (aggregation intervals)
-    #: True if the file was finalized; False for a record still being written or cut short.
-    complete: bool = True
-    #: Where it came from: "pydamon", "damo-json", "damo-json_compressed", "damo-perf_script".
-    source_format: str = "pydamon"
-    #: Non-fatal remarks of the reader (e.g. "stopped at a torn tail after 120 snapshots").
-    warnings: list[str] = field(default_factory=list)
+    def starts_ends(self, snap_lo: int, snap_hi: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def sizes(self, lo: int, hi: int) -> np.ndarray: ...
+
+    def size_units(self, lo: int, hi: int) -> tuple[np.ndarray, int]: ...
+
+    def counts(self, name: str, lo: int, hi: int) -> np.ndarray:
+        """``nr_accesses`` or ``age`` of regions ``lo:hi``, in their stored narrow dtype."""
+        ...
+
+
+def _widen_counts(arr: np.ndarray) -> np.ndarray:
+    """int32 if the values surely fit (as the block decoder gives), else int64."""
+    small = arr.dtype.itemsize <= 2 or arr.dtype == np.int32
+    return arr.astype(np.int32 if small else np.int64)
+
+
+class Record:
+    """A whole record: metadata and column arrays (see the module docstring).
+
+    Per-snapshot columns are plain int64 arrays. The per-region columns (``starts``, ``ends``,
+    ``nr_accesses``, ``age``) are either given as arrays or, for records read from a columnar
+    (version 2) file, decoded from a :class:`RegionStore` when first used; :meth:`slice` and
+    :meth:`chunks` give views of snapshot ranges whose columns decode only that range, so reports
+    over hours of snapshots never hold int64 copies of every region at once.
+    """
+
+    def __init__(
+        self,
+        meta: dict[str, Any],
+        targets: list[TargetInfo],
+        snap_target: np.ndarray,  # int32 [N]: target index of each snapshot
+        snap_start_us: np.ndarray,  # int64 [N]
+        snap_end_us: np.ndarray,  # int64 [N]
+        snap_sample_us: np.ndarray,  # int64 [N]
+        snap_aggr_us: np.ndarray,  # int64 [N]
+        rss_bytes: np.ndarray,  # int64 [N], UNKNOWN where not measured
+        vsz_bytes: np.ndarray,  # int64 [N]
+        sys_free_bytes: np.ndarray,  # int64 [N]
+        sys_total_bytes: np.ndarray,  # int64 [N]
+        region_offsets: np.ndarray,  # int64 [N + 1]
+        starts: np.ndarray | None = None,  # int64 [M]
+        ends: np.ndarray | None = None,  # int64 [M]
+        nr_accesses: np.ndarray | None = None,  # int [M]
+        age: np.ndarray | None = None,  # int [M] (aggregation intervals)
+        complete: bool = True,
+        source_format: str = "pydamon",
+        warnings: list[str] | None = None,
+        *,
+        store: RegionStore | None = None,
+        store_snapshot: int = 0,
+        store_region: int = 0,
+    ) -> None:
+        self.meta = meta
+        self.targets = targets
+        self.snap_target = snap_target
+        self.snap_start_us = snap_start_us
+        self.snap_end_us = snap_end_us
+        self.snap_sample_us = snap_sample_us
+        self.snap_aggr_us = snap_aggr_us
+        self.rss_bytes = rss_bytes
+        self.vsz_bytes = vsz_bytes
+        self.sys_free_bytes = sys_free_bytes
+        self.sys_total_bytes = sys_total_bytes
+        self.region_offsets = region_offsets
+        #: True if the file was finalized; False for a record still being written or cut short.
+        self.complete = complete
+        #: Where it came from: "pydamon", "damo-json", "damo-json_compressed", ...
+        self.source_format = source_format
+        #: Non-fatal remarks of the reader (e.g. "stopped at a torn tail after 120 snapshots").
+        self.warnings: list[str] = list(warnings) if warnings else []
+        if store is None and (starts is None or ends is None or nr_accesses is None or age is None):
+            raise TypeError("a Record needs starts, ends, nr_accesses and age, or a store")
+        self._store = store
+        self._store_snapshot = store_snapshot
+        self._store_region = store_region
+        self._starts = starts
+        self._ends = ends
+        self._nr_accesses = nr_accesses
+        self._age = age
+
+    def __repr__(self) -> str:
+        lazy = ", lazy" if self._store is not None else ""
+        return (
+            f"Record({self.nr_snapshots} snapshots, {self.nr_regions_total} regions, "
+            f"{self.source_format}, complete={self.complete}{lazy})"
+        )
+
+    # -- per-region columns (decoded on first use for store-backed records) --------------------
+    def _region_range(self) -> tuple[int, int]:
+        r0 = self._store_region
+        return r0, r0 + int(self.region_offsets[-1])
+
+    def _decode_positions(self) -> None:
+        assert self._store is not None
+        s0 = self._store_snapshot
+        self._starts, self._ends = self._store.starts_ends(s0, s0 + self.nr_snapshots)
+
+    @property
+    def starts(self) -> np.ndarray:
+        if self._starts is None:
+            self._decode_positions()
+        assert self._starts is not None
+        return self._starts
+
+    @property
+    def ends(self) -> np.ndarray:
+        if self._ends is None:
+            self._decode_positions()
+        assert self._ends is not None
+        return self._ends
+
+    @property
+    def nr_accesses(self) -> np.ndarray:
+        if self._nr_accesses is None:
+            assert self._store is not None
+            self._nr_accesses = _widen_counts(
+                self._store.counts("nr_accesses", *self._region_range())
+            )
+        return self._nr_accesses
+
+    @property
+    def age(self) -> np.ndarray:
+        if self._age is None:
+            assert self._store is not None
+            self._age = _widen_counts(self._store.counts("age", *self._region_range()))
+        return self._age
+
+    def narrow_counts(self, name: str) -> np.ndarray:
+        """``nr_accesses`` or ``age`` without widening (a view of the file when store-backed):
+        for comparisons and sums, not for arithmetic that could overflow a narrow dtype."""
+        if self._store is not None and getattr(self, "_" + name) is None:
+            return self._store.counts(name, *self._region_range())
+        return np.asarray(getattr(self, name))
+
+    def size_units(self) -> tuple[np.ndarray, int]:
+        """(sizes >> shift, shift): the stored narrow sizes of a store-backed record (a view),
+        else (sizes, 0). Sum them with an int64 accumulator, then shift."""
+        if self._store is not None and self._starts is None:
+            return self._store.size_units(*self._region_range())
+        return self.sizes, 0
+
+    @property
+    def is_lazy(self) -> bool:
+        """True if the per-region columns come from a store (decoded per use)."""
+        return self._store is not None
 
     # -- shape ----------------------------------------------------------------------------------
     @property
@@ -80,7 +204,7 @@ class Record:
 
     @property
     def nr_regions_total(self) -> int:
-        return int(self.starts.shape[0])
+        return int(self.region_offsets[-1]) if len(self.region_offsets) else 0
 
     @property
     def nr_regions(self) -> np.ndarray:
@@ -89,6 +213,8 @@ class Record:
 
     @property
     def sizes(self) -> np.ndarray:
+        if self._store is not None and self._starts is None:
+            return self._store.sizes(*self._region_range())
         return self.ends - self.starts
 
     @property
@@ -113,6 +239,13 @@ class Record:
 
     # -- access ---------------------------------------------------------------------------------
     def snapshot(self, i: int) -> Snapshot:
+        if self._store is not None and self._starts is None and self.nr_snapshots > 1:
+            # decode only this snapshot's regions, not the whole record's
+            n = self.nr_snapshots
+            i = i + n if i < 0 else i
+            if not 0 <= i < n:
+                raise IndexError(f"snapshot {i} out of range")
+            return self.slice(i, i + 1).snapshot(0)
         lo, hi = int(self.region_offsets[i]), int(self.region_offsets[i + 1])
         tidx = int(self.snap_target[i])
         return Snapshot(
@@ -127,6 +260,46 @@ class Record:
             nr_accesses=self.nr_accesses[lo:hi].astype(np.int64, copy=True),
             age=self.age[lo:hi].astype(np.int64, copy=True),
         )
+
+    def slice(self, lo: int, hi: int) -> Record:
+        """Snapshots ``lo:hi`` as a record sharing this one's columns (views, nothing decoded)."""
+        n = self.nr_snapshots
+        lo, hi = max(0, min(lo, n)), max(0, min(hi, n))
+        hi = max(hi, lo)
+        r0, r1 = int(self.region_offsets[lo]), int(self.region_offsets[hi])
+
+        def cut(arr: np.ndarray | None) -> np.ndarray | None:
+            return None if arr is None else arr[r0:r1]
+
+        return Record(
+            meta=self.meta, targets=self.targets,
+            snap_target=self.snap_target[lo:hi],
+            snap_start_us=self.snap_start_us[lo:hi], snap_end_us=self.snap_end_us[lo:hi],
+            snap_sample_us=self.snap_sample_us[lo:hi], snap_aggr_us=self.snap_aggr_us[lo:hi],
+            rss_bytes=self.rss_bytes[lo:hi], vsz_bytes=self.vsz_bytes[lo:hi],
+            sys_free_bytes=self.sys_free_bytes[lo:hi],
+            sys_total_bytes=self.sys_total_bytes[lo:hi],
+            region_offsets=self.region_offsets[lo : hi + 1] - r0,
+            starts=cut(self._starts), ends=cut(self._ends),
+            nr_accesses=cut(self._nr_accesses), age=cut(self._age),
+            complete=self.complete, source_format=self.source_format, warnings=self.warnings,
+            store=self._store, store_snapshot=self._store_snapshot + lo,
+            store_region=self._store_region + r0,
+        )  # fmt: skip
+
+    def chunk_bounds(self, max_regions: int = 1 << 18) -> list[tuple[int, int]]:
+        """Snapshot ranges of about ``max_regions`` regions (by the mean snapshot size), for
+        passes that stay in the CPU caches and never widen every region at once."""
+        n = self.nr_snapshots
+        if not n:
+            return []
+        step = max(1, max_regions // max(int(self.nr_regions.mean()), 1))
+        return [(lo, min(lo + step, n)) for lo in range(0, n, step)]
+
+    def chunks(self, max_regions: int = 1 << 18) -> Iterator[Record]:
+        """:meth:`slice` s of :meth:`chunk_bounds` in order."""
+        for lo, hi in self.chunk_bounds(max_regions):
+            yield self.slice(lo, hi)
 
     def snapshots(self, target_index: int | None = None) -> Iterator[Snapshot]:
         for i in range(self.nr_snapshots):
@@ -150,6 +323,9 @@ class Record:
     def select(self, mask: np.ndarray) -> Record:
         """A new record with only the snapshots where ``mask`` is true."""
         idx = np.nonzero(mask)[0]
+        if len(idx) and int(idx[-1]) - int(idx[0]) + 1 == len(idx):
+            # one run of snapshots (e.g. a single-target record): views, nothing copied
+            return self.slice(int(idx[0]), int(idx[-1]) + 1)
         counts = self.nr_regions[idx]
         offsets = np.zeros(len(idx) + 1, np.int64)
         np.cumsum(counts, out=offsets[1:])

@@ -22,27 +22,51 @@ def per_snapshot_sum(rec: Record, values: np.ndarray) -> np.ndarray:
         return np.zeros(0, np.int64)
     if not len(values):
         return np.zeros(rec.nr_snapshots, values.dtype)
+    return _segment_sums(rec, values, values.dtype)
+
+
+def _segment_sums(rec: Record, values: np.ndarray, dtype: np.dtype | type) -> np.ndarray:
+    # reduceat only at snapshots with regions: an empty snapshot's offset equals the next one's
+    # (or the end), which would cut its predecessor's sum short
     counts = rec.nr_regions
-    starts = np.minimum(rec.region_offsets[:-1], len(values) - 1)
-    sums = np.add.reduceat(values, starts)
-    # reduceat gives the element itself for empty snapshots; they sum to nothing
-    return np.where(counts > 0, sums, 0)
+    out = np.zeros(rec.nr_snapshots, dtype)
+    has = counts > 0
+    if has.any():
+        out[has] = np.add.reduceat(values, rec.region_offsets[:-1][has], dtype=dtype)
+    return out
+
+
+def _sum_per_snapshot(part: Record, values: np.ndarray) -> np.ndarray:
+    """int64 sums of a per-region array (any integer dtype) within each snapshot of ``part``."""
+    return _segment_sums(part, values, np.int64)
 
 
 def wss_bytes(rec: Record, min_access_rate: float = 0.0) -> np.ndarray:
     """Working set size of each snapshot: bytes of regions accessed at all (damo's definition)
-    or, with ``min_access_rate`` > 0, at least at that access rate (0..1)."""
-    if min_access_rate > 0:
-        max_nr = rec.max_nr_accesses[rec.region_snapshot]
-        accessed = rec.nr_accesses >= np.ceil(min_access_rate * max_nr)
-        accessed &= rec.nr_accesses > 0
-    else:
-        accessed = rec.nr_accesses > 0
-    return per_snapshot_sum(rec, np.where(accessed, rec.ends - rec.starts, 0)).astype(np.int64)
+    or, with ``min_access_rate`` > 0, at least at that access rate (0..1).
+
+    Works a cache-sized range of snapshots at a time on the stored (narrow) sizes and counts,
+    so a record of hours needs no int64 copy of its regions."""
+    out = np.zeros(rec.nr_snapshots, np.int64)
+    for lo, hi in rec.chunk_bounds():
+        part = rec.slice(lo, hi)
+        nr = part.narrow_counts("nr_accesses")
+        accessed = nr > 0
+        if min_access_rate > 0:
+            need = np.ceil(min_access_rate * part.max_nr_accesses)
+            accessed &= nr >= np.repeat(need, part.nr_regions)
+        units, shift = part.size_units()
+        out[lo:hi] = _sum_per_snapshot(part, np.where(accessed, units, 0)) << shift
+    return out
 
 
 def total_bytes(rec: Record) -> np.ndarray:
-    return per_snapshot_sum(rec, rec.sizes).astype(np.int64)
+    out = np.zeros(rec.nr_snapshots, np.int64)
+    for lo, hi in rec.chunk_bounds():
+        part = rec.slice(lo, hi)
+        units, shift = part.size_units()
+        out[lo:hi] = _sum_per_snapshot(part, units) << shift
+    return out
 
 
 def percentile_table(
@@ -173,17 +197,47 @@ def contiguous_spans(
     return np.stack([bounds_lo, bounds_hi], axis=1).astype(np.int64)
 
 
+def _runs(part: Record) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of the runs of touching regions of each snapshot of ``part`` (all the
+    regions if a snapshot's regions are not in address order): the same union, far fewer."""
+    starts, ends = part.starts, part.ends
+    if len(starts) < 2:
+        return starts, ends
+    new_snap = np.zeros(len(starts), bool)
+    new_snap[part.region_offsets[:-1][part.region_offsets[:-1] < len(starts)]] = True
+    if not np.all((starts[1:] >= ends[:-1]) | new_snap[1:]):
+        return starts, ends
+    run_start = new_snap
+    run_start[1:] |= starts[1:] != ends[:-1]
+    run_start[0] = True
+    idx = np.nonzero(run_start)[0]
+    return starts[idx], np.maximum.reduceat(ends, idx)
+
+
+def record_spans(rec: Record, gap_ratio: float = 0.05) -> np.ndarray:
+    """:func:`contiguous_spans` of all regions of a record, a range of snapshots at a time."""
+    runs = [_runs(rec.slice(lo, hi)) for lo, hi in rec.chunk_bounds()]
+    if not runs:
+        return np.zeros((0, 2), np.int64)
+    starts = np.concatenate([r[0] for r in runs])
+    ends = np.concatenate([r[1] for r in runs])
+    return contiguous_spans(starts, ends, gap_ratio)
+
+
 def hottest_span(rec: Record) -> tuple[int, int]:
     """The contiguous span with the most accessed bytes (default address range of heatmaps)."""
-    spans = contiguous_spans(rec.starts, rec.ends, region_offsets=rec.region_offsets)
+    spans = record_spans(rec)
     if not len(spans):
         return (0, 0)
     if len(spans) == 1:
         return int(spans[0, 0]), int(spans[0, 1])
-    weight = rec.nr_accesses * rec.sizes
-    mids = (rec.starts + rec.ends) // 2
-    which = np.searchsorted(spans[:, 0], mids, side="right") - 1
-    heat = np.bincount(which, weights=weight, minlength=len(spans))
+    heat = np.zeros(len(spans))
+    for lo, hi in rec.chunk_bounds():
+        part = rec.slice(lo, hi)
+        weight = part.nr_accesses * (part.ends - part.starts)
+        mids = (part.starts + part.ends) // 2
+        which = np.searchsorted(spans[:, 0], mids, side="right") - 1
+        heat += np.bincount(which, weights=weight, minlength=len(spans))
     best = int(np.argmax(heat)) if heat.any() else int(np.argmax(spans[:, 1] - spans[:, 0]))
     return int(spans[best, 0]), int(spans[best, 1])
 
@@ -209,10 +263,7 @@ def heat_grid(
     if time_range is None:
         time_range = (int(rec.snap_start_us.min()), int(rec.snap_end_us.max()))
     if spans is None:
-        spans = [
-            (int(a), int(b))
-            for a, b in contiguous_spans(rec.starts, rec.ends, region_offsets=rec.region_offsets)
-        ]
+        spans = [(int(a), int(b)) for a, b in record_spans(rec)]
     grid = HeatGrid(time_range, spans, time_bins, address_bins, address_range)
     grid.add(rec)
     return grid.result(), grid.time_edges, grid.spans
@@ -249,28 +300,8 @@ class HeatGrid:
         """Add a record's snapshots (in pieces of ~256k regions, to stay in the CPU caches)."""
         if not rec.nr_snapshots or not self.total:
             return
-        offsets = rec.region_offsets
-        step = max(1, (1 << 18) // max(int(rec.nr_regions.mean()), 1))
-        if rec.nr_snapshots <= step:
-            self._add(rec)
-            return
-        for lo in range(0, rec.nr_snapshots, step):
-            hi = min(lo + step, rec.nr_snapshots)
-            r0, r1 = int(offsets[lo]), int(offsets[hi])
-            self._add(
-                Record(
-                    meta=rec.meta, targets=rec.targets,
-                    snap_target=rec.snap_target[lo:hi],
-                    snap_start_us=rec.snap_start_us[lo:hi], snap_end_us=rec.snap_end_us[lo:hi],
-                    snap_sample_us=rec.snap_sample_us[lo:hi], snap_aggr_us=rec.snap_aggr_us[lo:hi],
-                    rss_bytes=rec.rss_bytes[lo:hi], vsz_bytes=rec.vsz_bytes[lo:hi],
-                    sys_free_bytes=rec.sys_free_bytes[lo:hi],
-                    sys_total_bytes=rec.sys_total_bytes[lo:hi],
-                    region_offsets=offsets[lo : hi + 1] - r0,
-                    starts=rec.starts[r0:r1], ends=rec.ends[r0:r1],
-                    nr_accesses=rec.nr_accesses[r0:r1], age=rec.age[r0:r1],
-                )
-            )  # fmt: skip
+        for lo, hi in rec.chunk_bounds():
+            self._add(rec.slice(lo, hi))
 
     def _add(self, rec: Record) -> None:
         nt, na, t0, t1 = self.nt, self.na, self.t0, self.t1
@@ -281,12 +312,29 @@ class HeatGrid:
         snap_row = np.where(mid_us == t1, nt - 1, snap_row)
         snap_in = (snap_row >= 0) & (snap_row < nt)
         self.rows_count += np.bincount(snap_row[snap_in], minlength=nt)
-        # per-snapshot values are spread to regions with repeat (cheaper than gathers)
-        row = np.repeat(snap_row, counts)
-        rate = rec.nr_accesses * np.repeat(1.0 / rec.max_nr_accesses, counts)
+        # Regions never accessed add 0 to every cell: leave them out (the sums stay the same,
+        # bit for bit); most regions of real records are idle.
+        nr = rec.narrow_counts("nr_accesses")
+        inv_max = 1.0 / rec.max_nr_accesses
+        starts, ends = rec.starts, rec.ends
+        accessed = nr != 0
+        nr_hot = int(np.count_nonzero(accessed))
+        if not nr_hot:
+            return
+        if nr_hot > len(nr) * 0.6:
+            # gathering would cost more than it saves; spread per-snapshot values with repeat
+            row = np.repeat(snap_row, counts)
+            rate = nr * np.repeat(inv_max, counts)
+            region_in = np.repeat(snap_in, counts) if not snap_in.all() else None
+        else:
+            hot = np.flatnonzero(accessed)
+            snap_of = np.repeat(np.arange(len(counts), dtype=np.int32), counts)[hot]
+            row = snap_row[snap_of]
+            rate = nr[hot] * inv_max[snap_of]
+            region_in = snap_in[snap_of] if not snap_in.all() else None
+            starts, ends = starts[hot], ends[hot]
 
         # regions on the collapsed address axis (a region lies within one span)
-        starts, ends = rec.starts, rec.ends
         if len(self.spans) == 1:
             lo, hi = int(self.span_lo[0]), int(self.span_hi[0])
             s = np.maximum(starts, lo) - lo
@@ -300,8 +348,8 @@ class HeatGrid:
             s = np.maximum(starts, lo_k) + shift
             e = np.minimum(ends, self.span_hi[k_ok]) + shift
             keep = (k >= 0) & (e > s)
-        if not snap_in.all():
-            keep &= np.repeat(snap_in, counts)
+        if region_in is not None:
+            keep &= region_in
         if not keep.all():
             s, e, rate, row = s[keep], e[keep], rate[keep], row[keep]
         width = self.total / na

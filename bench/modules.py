@@ -23,9 +23,12 @@ kernel's kdamond where the scheduler puts it. Under emulation (no KVM) Python co
 host's, so the monitor CPU column says more about the guest than about pydamon on hardware.
 
 thp: a child process with a dense hot area (random reads all the time) and a sparse area (one
-page written per 256 KiB, then left alone) runs under THP ``never``, THP ``always``, and THP
-``madvise`` + pydamon's ``thp`` module. Columns: huge-page coverage of the hot area, RSS,
-AnonHugePages, memory bloat vs. ``never``, and the hot loop's reads per second.
+page written per 256 KiB, then left alone) runs under THP ``never``, THP ``always``, THP
+``madvise`` + pydamon's ``thp`` module (defaults: a 2 MiB block is collapsed once hot in 4 of
+the last 5 aggregations), and the same module with the rule it had before (``--hot-min-aggrs 1
+--hot-window-aggrs 1 --hot-min-coverage 999``: every block inside a region hot in the current
+aggregation). Columns: huge-page coverage of the hot area, RSS, AnonHugePages, memory bloat vs.
+``never``, and the hot loop's reads per second.
 """
 
 from __future__ import annotations
@@ -237,7 +240,8 @@ class PydamonModule:
         self.pid = self.proc.pid
         # Python start-up takes tens of seconds under emulation: measure from the first status.
         instance = args[0]
-        status = f"/tmp/pydamon-bench/{instance}.status.json"
+        # (module services keep their files in the run directory's modules/ subdirectory)
+        status = f"/tmp/pydamon-bench/modules/{instance}.status.json"
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             try:
@@ -366,7 +370,9 @@ def thp_child(hot_mib: int, sparse_mib: int, seconds: float) -> int:
     return 0 if sink >= 0 else 1
 
 
-def thp_run(name: str, mode: str, use_module: bool, p: argparse.Namespace) -> dict:
+def thp_run(
+    name: str, mode: str, use_module: bool, p: argparse.Namespace, module_args: tuple = ()
+) -> dict:
     write(THP, mode)
     child = subprocess.Popen(
         [sys.executable, __file__, "--thp-child", str(p.hot_mib), str(p.sparse_mib)]
@@ -384,6 +390,7 @@ def thp_run(name: str, mode: str, use_module: bool, p: argparse.Namespace) -> di
         module = PydamonModule(
             ["thp", "--ops", "vaddr", "--pid", str(pid)]
             + ["--sample-interval", f"{p.sample_us}us", "--aggr-interval", f"{p.aggr_us}us"]
+            + list(module_args)
         )
         module_cpu0 = module.cpu_s()
     child.stdin.write("go\n")
@@ -413,6 +420,15 @@ def bench_thp(p: argparse.Namespace) -> None:
             thp_run("THP never", "never", False, p),
             thp_run("THP always", "always", False, p),
             thp_run("THP madvise + pydamon thp", "madvise", True, p),
+            # the rule before per-block histories: any 2 MiB block inside a region hot in the
+            # current aggregation (blocks hot in 1 of the last 1 aggregations, fully covered)
+            thp_run(
+                "THP madvise + pydamon thp, whole hot regions (old rule)",
+                "madvise",
+                True,
+                p,
+                ("--hot-min-aggrs", "1", "--hot-window-aggrs", "1", "--hot-min-coverage", "999"),
+            ),
         ]
     finally:
         write(THP, old)

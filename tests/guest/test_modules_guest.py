@@ -1,4 +1,4 @@
-"""The reclaim and thp modules on real memory (the workload program, vaddr, zram swap).
+"""The ready modules on real memory (the workload program, vaddr and paddr, zram swap).
 
 Uses the ``workload`` fixture of tests/guest/conftest.py.
 
@@ -16,9 +16,12 @@ from typing import Any
 
 import pytest
 
+from pydamon.modules.lru_sort import LruSortModule
 from pydamon.modules.reclaim import ReclaimModule
 from pydamon.modules.runner import ModuleRunner
+from pydamon.modules.stat import StatModule
 from pydamon.modules.thp import ThpModule
+from pydamon.ops.vaddr import ActionUnsupported
 
 pytestmark = pytest.mark.guest
 
@@ -187,3 +190,149 @@ def test_thp_collapses_hot_areas_only(workload) -> None:
     assert page_states(wl.pid, *cold)["thp"] == 0
     assert stats["bytes_collapsed_regions"] > 0
     assert wl.command("verify")["ok"]
+
+
+KPF_LRU = 5
+KPF_ACTIVE = 6
+
+
+def lru_states(pid: int, start: int, end: int) -> dict[str, int]:
+    """Present pages of [start, end) on an LRU list, and on the active one (kpageflags)."""
+    nr = (end - start) // PAGE
+    with open(f"/proc/{pid}/pagemap", "rb") as f:
+        f.seek(start // PAGE * 8)
+        entries = struct.unpack(f"<{nr}Q", f.read(nr * 8))
+    on_lru = active = 0
+    with open("/proc/kpageflags", "rb") as kf:
+        for entry in entries:
+            if not entry >> 63 & 1:
+                continue
+            kf.seek((entry & ((1 << 55) - 1)) * 8)
+            flags = struct.unpack("<Q", kf.read(8))[0]
+            on_lru += flags >> KPF_LRU & 1
+            active += flags >> KPF_ACTIVE & 1
+    return {"lru": on_lru, "active": active}
+
+
+def active_share(pid: int, area: tuple[int, int]) -> float:
+    states = lru_states(pid, *area)
+    return states["active"] / max(states["lru"], 1)
+
+
+def touch_remotely(pid: int, start: int, end: int) -> None:
+    """Read every page through /proc/PID/mem: remote GUP (FOLL_TOUCH) marks each page accessed,
+    as a read() of a file page would; twice moves it to the active LRU list."""
+    with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
+        for addr in range(start, end, 64 * PAGE):
+            mem.seek(addr)
+            mem.read(min(64 * PAGE, end - addr))
+
+
+def test_lru_sort_deactivates_cold_memory_and_leaves_hot_memory_active(workload) -> None:
+    wl = workload("hotcold", "--tick-ms", "50", size="32M")
+    hot, cold = wl.areas["hot"], wl.areas["cold"]
+    # New anonymous pages start on the inactive list: activate both areas first, so that what
+    # lru_sort's cold action (MADV_COLD: folio_deactivate) does is visible.
+    for _ in range(2):
+        touch_remotely(wl.pid, *hot)
+        touch_remotely(wl.pid, *cold)
+    before = {"hot": active_share(wl.pid, hot), "cold": active_share(wl.pid, cold)}
+    assert min(before.values()) >= 0.9, before
+    start, end = areas_range(wl)
+    module = LruSortModule(
+        ops="vaddr",
+        pid=wl.pid,
+        monitor_region_start=start,
+        monitor_region_end=end,
+        cold_min_age="3s",
+        quota_ms=0,
+        wmarks_interval="1s",
+        # free memory is far above the default watermarks (200/150/50): keep it active
+        wmarks_high=1000,
+        wmarks_mid=999,
+        wmarks_low=0,
+        **MONITORING,
+    )
+    runner = ModuleRunner(module)
+    runner.start()
+    try:
+        deactivated = wait_for(lambda: active_share(wl.pid, cold) <= 0.1, 45)
+        # stats are copied after each aggregation, before the schemes apply: one more
+        wait_for(
+            lambda: (
+                module.stats().get("bytes_lru_sorted_cold_regions", 0) >= 0.5 * (cold[1] - cold[0])
+            ),
+            15,
+        )
+        stats = module.stats()
+    finally:
+        runner.close()
+    after = {"hot": active_share(wl.pid, hot), "cold": active_share(wl.pid, cold)}
+    assert deactivated, (stats, after)
+    # hot memory was found hot (willneed: it stays resident) and was not deactivated
+    assert stats["bytes_lru_sorted_hot_regions"] > 0, stats
+    assert stats["bytes_lru_sorted_cold_regions"] >= 0.5 * (cold[1] - cold[0]), stats
+    assert after["hot"] >= 0.9, after
+    assert page_states(wl.pid, *hot)["present"] >= 0.95 * (hot[1] - hot[0])
+    assert wl.command("verify")["ok"]
+
+
+def test_stat_puts_the_cold_bytes_at_high_idle_times(workload) -> None:
+    wl = workload("hotcold", "--tick-ms", "50", size="32M")
+    start, end = areas_range(wl)
+    cold = wl.areas["cold"]
+    module = StatModule(
+        ops="vaddr",
+        pid=wl.pid,
+        monitor_region_start=start,
+        monitor_region_end=end,
+        autotune_intervals=False,
+        refresh_interval_ms=0,
+        **MONITORING,
+    )
+    runner = ModuleRunner(module)
+    runner.start()
+    try:
+        assert wait_for(lambda: module.stats().get("nr_aggregations", 0) >= 15, 90)
+        stats = module.stats()
+    finally:
+        runner.close()
+    nr_aggregations = stats["nr_aggregations"]
+    pct = stats["memory_idle_ms_percentiles"]
+    cold_share = (cold[1] - cold[0]) / (end - start)  # ~63%: the idlest bytes
+    assert cold_share > 0.55
+    # the coldest half of the bytes has been idle for at least a third of the run
+    assert pct[50] >= nr_aggregations * 1000 // 3, (nr_aggregations, pct)
+    assert pct[100] >= pct[50]
+    # the hot area (~10%) is accessed in every aggregation: negative idle time
+    assert pct[5] < 0, pct
+    assert stats["estimated_memory_bandwidth"] > 0
+
+
+def test_stat_on_physical_memory() -> None:
+    module = StatModule(ops="paddr", autotune_intervals=False, refresh_interval_ms=0, **MONITORING)
+    runner = ModuleRunner(module)
+    runner.start()
+    try:
+        assert wait_for(lambda: module.stats().get("nr_aggregations", 0) >= 8, 60)
+        stats = module.stats()
+    finally:
+        runner.close()
+    monitored = stats["monitored_bytes"]
+    # the guest's RAM is mostly free or page cache nobody reads: most bytes are idle
+    pct = stats["memory_idle_ms_percentiles"]
+    assert monitored >= 1 << 30
+    assert pct[50] >= 3000, pct
+    assert pct[100] >= pct[50] >= pct[0]
+
+
+def test_reclaim_on_physical_memory_refuses_pageout_in_one_line() -> None:
+    # pydamon's paddr cannot page out arbitrary frames (no user-space interface); the module
+    # must say so and what to use instead, not fail later or pretend.
+    runner = ModuleRunner(ReclaimModule(ops="paddr", **MONITORING))
+    runner.start()
+    with pytest.raises(ActionUnsupported) as err:
+        runner.wait(60)
+    runner.close()
+    message = str(err.value)
+    assert "pageout" in message and "vaddr" in message and "\n" not in message, message

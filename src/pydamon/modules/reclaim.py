@@ -13,10 +13,12 @@ goal with target 10,000 (write the current achievement of your own goal, in bp, 
 ``pydamon module set reclaim --quota-autotune-feedback N``). ``skip_anon`` adds an ``anon``
 reject filter (only file-backed memory is reclaimed).
 
-What is monitored: ``--ops paddr`` (physical memory, the kernel module's default; pageout where
-pydamon's paddr operations set supports it), ``--ops vaddr --pid N`` (a process, paged out with
+What is monitored: ``--ops vaddr --pid N`` (a process, paged out with
 ``process_madvise(MADV_PAGEOUT)``), ``--ops vaddr --cgroup PATH`` (every process of a cgroup v2,
-one target each, fixed at start), or ``--ops sim``.
+one target each, fixed at start), or ``--ops sim``. ``--ops paddr`` (physical memory) is the
+kernel module's default and stays the default here, but pydamon's paddr operations set cannot
+page out (user space cannot reclaim arbitrary page frames): the module then stops at start with
+a one-line error naming ``--ops vaddr``.
 """
 
 from __future__ import annotations

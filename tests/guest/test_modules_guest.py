@@ -304,8 +304,10 @@ def test_stat_puts_the_cold_bytes_at_high_idle_times(workload) -> None:
     # the coldest half of the bytes has been idle for at least a third of the run
     assert pct[50] >= nr_aggregations * 1000 // 3, (nr_aggregations, pct)
     assert pct[100] >= pct[50]
-    # the hot area (~10%) is accessed in every aggregation: negative idle time
-    assert pct[5] < 0, pct
+    # the hot area (~10%) is accessed in every aggregation: idle time 0 or below (minus its age,
+    # which sampling noise in nr_accesses keeps resetting); hot and warm (~37%) less idle than cold
+    assert pct[5] <= 0, pct
+    assert pct[30] < pct[50], pct
     assert stats["estimated_memory_bandwidth"] > 0
 
 

@@ -162,6 +162,34 @@ class ColumnStore:
         ends += starts
         return starts, ends
 
+    def runs(self, snap_lo: int, snap_hi: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(starts, ends) of the runs of touching regions of each snapshot in the range, from
+        the sizes and gaps alone (no per-region positions); None if some snapshot's regions are
+        not in address order (a negative gap) or sizes are signed."""
+        if self.size.dtype.kind != "u":
+            return None
+        r0, r1 = int(self.offsets[snap_lo]), int(self.offsets[snap_hi])
+        if r1 == r0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        gi, gv = self.gaps()
+        a, b = np.searchsorted(gi, [r0 + 1, r1])
+        gi, gv = gi[a:b], gv[a:b]
+        offs = self.offsets[snap_lo:snap_hi]
+        firsts = offs[np.diff(self.offsets[snap_lo : snap_hi + 1]) > 0]
+        is_first = np.isin(gi, firsts)
+        if np.any(gv[~is_first] < 0):
+            return None
+        at = np.union1d(firsts, gi)  # where runs start: each snapshot's first region, each gap
+        lengths = np.add.reduceat(self.size.get(r0, r1), at - r0, dtype=np.int64)
+        lengths <<= self.shift
+        # start of a run = end of the previous run + its gap; the range's first start is known
+        steps = np.zeros(len(at), np.int64)
+        steps[np.searchsorted(at, gi)] = gv
+        steps[1:] += lengths[:-1]
+        steps[0] = self.first_start[snap_lo]
+        starts = np.cumsum(steps)
+        return starts, starts + lengths
+
     def sizes(self, lo: int, hi: int) -> np.ndarray:
         out = self.size.get(lo, hi).astype(np.int64)
         if self.shift:

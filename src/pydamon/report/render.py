@@ -92,6 +92,7 @@ def raw_form(rec: Record, *, max_snapshots: int | None = None) -> str:
     lines.append(f"base_time_absolute: {_time(base)}")
     lines.append("")
     n = rec.nr_snapshots if max_snapshots is None else min(rec.nr_snapshots, max_snapshots)
+    rec = rec.slice(0, n)  # decode only the snapshots shown
     for i in range(n):
         lo, hi = int(rec.region_offsets[i]), int(rec.region_offsets[i + 1])
         s, e = int(rec.snap_start_us[i]), int(rec.snap_end_us[i])

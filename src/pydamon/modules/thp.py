@@ -94,7 +94,7 @@ class ThpModule(SchemesModule):
             "min_size",
             int,
             HPAGE_SIZE,
-            "smallest run of persistently hot blocks to collapse",
+            "smallest run of persistently hot blocks to collapse (and cold region to act on)",
             unit="bytes",
             min=1,
         ),

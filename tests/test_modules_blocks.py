@@ -162,3 +162,29 @@ def test_thp_online_commit_keeps_the_history_and_gating() -> None:
         assert module.history.window == 4 and module.history.min_hot == 3
     finally:
         runner.close()
+
+
+def test_thp_gates_each_target_with_its_own_blocks_on_sim() -> None:
+    class TwoProcesses(ThpModule):
+        def make_targets(self) -> tuple[SimOperations, list[Target]]:
+            return SimOperations(straddle_spec(), seed=5), [Target(), Target()]
+
+    module = TwoProcesses(
+        ops="sim", sample_interval="100ms", aggr_interval="1s", hot_thres_access_freq=50, seed=5
+    )
+    runner = ModuleRunner(module, duration_s=20)
+    runner.start()
+    assert runner.wait(120)
+    runner.close()
+    ctx = runner.contexts[0]
+    collapse = ctx.schemes[:2]
+    assert [s.action for s in ctx.schemes] == ["collapse", "collapse", "nohugepage"]
+    for ti, scheme in enumerate(collapse):
+        assert scheme.stats.nr_tried > 0
+        assert {r.target_index for r in scheme.tried_regions} <= {ti}
+        space = ctx.ops.space(ti)
+        areas = {name: (start, end) for name, start, end in space.areas}
+        hot, cold = areas["hot"], areas["cold"]
+        huge = list(zip(space.huge.starts.tolist(), space.huge.ends.tolist()))
+        assert sum(max(0, min(e, hot[1]) - max(s, hot[0])) for s, e in huge) >= 4 * MiB
+        assert sum(max(0, min(e, cold[1]) - max(s, cold[0])) for s, e in huge) == 0

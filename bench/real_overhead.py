@@ -2,10 +2,18 @@
 
 Guest part (default): boots the test guest (../shared/testbed/run-in-vm.sh, or $PYDAMON_TESTBED)
 once and, for each workload size, runs the same workload (``python -m pydamon.workload hotcold``)
-monitored (1) by pydamon's vaddr and (2) by the kernel's DAMON vaddr through the guest's sysfs,
-with the same attributes, both pinned with the workload on vCPU 0. It prints pydamon's CPU time
-per region per sample, its share of one CPU, kdamond's (utime+stime from /proc/PID/stat) and the
-ratio pydamon/kernel per region-sample.
+monitored (1) by pydamon's vaddr, once per access-check path asked for (``--paths``), and (2) by
+the kernel's DAMON vaddr through the guest's sysfs, with the same attributes; the workload and
+the pydamon process are pinned on vCPU 0. It prints pydamon's CPU time per region per sample, its
+share of one CPU, kdamond's (utime+stime from /proc/PID/stat) and the ratio pydamon/kernel per
+region-sample.
+
+pydamon's CPU time is its whole process's (utime+stime of every thread, io_uring's io-wq
+workers included: they are threads of the monitoring process), measured around the monitoring
+run in a process of its own per path. Paths (see pydamon.ops._native): ``io_uring`` (batched,
+one bounded io-wq worker on the monitor's CPUs), ``io_uring:wN`` (N workers; ``w0``: the
+kernel's default), ``io_uring:nopin`` (workers on any CPU), ``c`` (one syscall per entry),
+``python``.
 
 Host part (``--host``): what does not need page_idle (region bookkeeping of the core, the
 pagemap and kpageflags reads of the sampling addresses) per region-sample, measured natively, so
@@ -13,13 +21,15 @@ that the emulation's distortion can be judged. The idle-bitmap reads and writes 
 there (the host has no page_idle); the guest part has them.
 
     .venv/bin/python bench/real_overhead.py                 # guest: 256M, 1G, 4G
-    .venv/bin/python bench/real_overhead.py --sizes 256M    # quicker
+    .venv/bin/python bench/real_overhead.py --sizes 256M --paths io_uring,c   # quicker
+    .venv/bin/python bench/real_overhead.py -n              # guest booted without pti
     .venv/bin/python bench/real_overhead.py --host
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import subprocess
@@ -39,8 +49,18 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--aggr-ms", type=float, default=400.0)
     p.add_argument("--min-regions", type=int, default=10)
     p.add_argument("--max-regions", type=int, default=1000)
+    p.add_argument(
+        "--paths",
+        default="io_uring,c",
+        help="pydamon access-check paths to measure: io_uring, io_uring:wN, c, python",
+    )
     p.add_argument("--host", action="store_true", help="host part (no page_idle needed)")
+    p.add_argument(
+        "-n", "--no-pti", action="store_true", help="boot the guest without pti (see README)"
+    )
     p.add_argument("--in-guest", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--one-run", type=int, metavar="PID", help=argparse.SUPPRESS)
+    p.add_argument("--no-bitmap", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args()
 
 
@@ -71,9 +91,42 @@ def attrs(args: argparse.Namespace):
     )
 
 
-def run_pydamon(args: argparse.Namespace, pid: int, phys_factory=None) -> dict[str, float]:
+def path_env(path: str) -> dict[str, str]:
+    """Environment that makes pydamon use access-check ``path``."""
+    env = dict(os.environ)
+    name, *options = path.split(":")
+    env["PYDAMON_NATIVE"] = "0" if name == "python" else "1"
+    env["PYDAMON_IO_URING"] = "1" if name == "io_uring" else "0"
+    env["PYDAMON_IO_URING_WORKERS"] = "1"
+    env["PYDAMON_IO_URING_PIN"] = "1"
+    for option in options:
+        if option.startswith("w"):
+            env["PYDAMON_IO_URING_WORKERS"] = option[1:]
+        elif option == "nopin":
+            env["PYDAMON_IO_URING_PIN"] = "0"
+    return env
+
+
+def run_pydamon_in_process(args: argparse.Namespace, pid: int, path: str) -> dict:
+    """run_pydamon in a process of its own (pinned on CPU 0), so that its CPU time is whole."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--one-run", str(pid), *sys.argv[1:]]
+    if args.host:
+        cmd.append("--no-bitmap")
+    if os.path.exists("/usr/bin/taskset"):
+        cmd = ["taskset", "-c", "0", *cmd]
+    out = subprocess.run(cmd, env=path_env(path), capture_output=True, text=True, check=False)
+    if out.returncode:
+        sys.exit(f"real_overhead.py: the pydamon run failed: {out.stderr.strip()[-2000:]}")
+    m = json.loads(out.stdout.strip().splitlines()[-1])
+    if m["path"] != path.split(":")[0]:
+        print(f"note: asked for {path}, got {m['path']} ({m['why']})", file=sys.stderr)
+    m["path"] = path
+    return m
+
+
+def run_pydamon(args: argparse.Namespace, pid: int, phys_factory=None) -> dict:
     from pydamon.core import Context, Target
-    from pydamon.ops import vaddr
+    from pydamon.ops import _native, vaddr
 
     ops = vaddr.VaddrOperations()
     ctx = Context(ops, [Target(pid=pid)], attrs(args), seed=1)
@@ -87,10 +140,17 @@ def run_pydamon(args: argparse.Namespace, pid: int, phys_factory=None) -> dict[s
         vaddr.require = lambda name: None  # host part: page_idle is left out on purpose
         vaddr._proc.PhysPages = phys_factory
     started = time.monotonic()
+    # the whole process: every thread, io_uring's io-wq workers included
+    cpu0 = os.times()
     ctx.run(duration_us=int(args.seconds * 1e6))
+    cpu1 = os.times()
     wall = time.monotonic() - started
     return {
-        "cpu_s": ctx.monitor_cpu_s,
+        "path": _native.path(),
+        "why": _native.io_uring_error() or "",
+        "workers": os.environ.get("PYDAMON_IO_URING_WORKERS", "1"),
+        "cpu_s": (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system),
+        "loop_thread_cpu_s": ctx.monitor_cpu_s,
         "wall_s": wall,
         "region_samples": region_samples[0],
         "samples": ctx.passed_sample_intervals,
@@ -171,35 +231,42 @@ def in_guest(args: argparse.Namespace) -> None:
         proc, _info = start_workload(size)
         try:
             time.sleep(2)
-            py = run_pydamon(args, proc.pid)
+            pys = [(path, run_pydamon_in_process(args, proc.pid, path)) for path in paths(args)]
             kern = run_kernel_damon(args, proc.pid)
         finally:
             proc.kill()
             proc.wait()
-        rows.append((size, py, kern))
-        print(json.dumps({"size": size, "pydamon": py, "kernel": kern}), flush=True)
+        for path, py in pys:
+            rows.append((size, path, py, kern))
+            print(json.dumps({"size": size, "path": path, "pydamon": py, "kernel": kern}))
+        sys.stdout.flush()
     print()
     print(
-        f"guest (qemu TCG), hotcold workload, sample {args.sample_ms:g} ms, aggr "
-        f"{args.aggr_ms:g} ms, regions {args.min_regions}..{args.max_regions}, "
-        f"{args.seconds:g} s each"
+        f"guest (qemu TCG, pti {'off' if args.no_pti else 'on'}), hotcold workload, sample "
+        f"{args.sample_ms:g} ms, aggr {args.aggr_ms:g} ms, regions "
+        f"{args.min_regions}..{args.max_regions}, {args.seconds:g} s each"
     )
     hdr = (
-        f"{'size':>6} {'regions py/k':>13} {'py us/rs':>9} {'py %CPU':>8} "
+        f"{'size':>6} {'path':>12} {'regions py/k':>13} {'py us/rs':>9} {'py %CPU':>8} "
         f"{'kern us/rs':>11} {'kern %CPU':>9} {'ratio':>6}"
     )
     print(hdr)
-    for size, py, kern in rows:
+    for size, path, py, kern in rows:
         print(
-            f"{size:>6} {py['regions']:>6.0f}/{kern['regions']:<6.0f} {per_rs_us(py):>9.1f} "
-            f"{100 * py['cpu_s'] / py['wall_s']:>8.1f} {per_rs_us(kern):>11.1f} "
-            f"{100 * kern['cpu_s'] / kern['wall_s']:>9.1f} "
+            f"{size:>6} {path:>12} {py['regions']:>6.0f}/{kern['regions']:<6.0f} "
+            f"{per_rs_us(py):>9.1f} {100 * py['cpu_s'] / py['wall_s']:>8.1f} "
+            f"{per_rs_us(kern):>11.1f} {100 * kern['cpu_s'] / kern['wall_s']:>9.1f} "
             f"{per_rs_us(py) / max(per_rs_us(kern), 1e-9):>6.1f}"
         )
 
 
-def host(args: argparse.Namespace) -> None:
-    from pydamon.ops import _proc
+def paths(args: argparse.Namespace) -> list[str]:
+    return [p.strip() for p in args.paths.split(",") if p.strip()]
+
+
+def no_bitmap_phys():
+    """PhysPages without the idle bitmap (absent on the host): bitmap I/O left out."""
+    from pydamon.ops import _native, _proc
 
     class NoBitmap(_proc.PhysPages):
         """kpageflags reads as usual; the idle bitmap (absent here) left out."""
@@ -214,26 +281,54 @@ def host(args: argparse.Namespace) -> None:
         def idle(self, pfns) -> list[bool]:
             return [True] * len(pfns)
 
+    # the C paths: the batched/per-entry pagemap and kpageflags reads as usual, no bitmap I/O
+    lib = _native.load()
+    if lib is not None:
+
+        class NoBitmapLib:
+            def __getattr__(self, name):
+                return getattr(lib, name)
+
+            @staticmethod
+            def pydamon_check(ring, fd, pfns, n, accessed) -> int:
+                ctypes.memset(accessed, 0, n)
+                return 0
+
+        _native.load = lambda: NoBitmapLib()  # type: ignore[assignment]
+
+    return NoBitmap
+
+
+def host(args: argparse.Namespace) -> None:
     print(
         f"host, hotcold workload, sample {args.sample_ms:g} ms, regions "
         f"{args.min_regions}..{args.max_regions}: bookkeeping + pagemap + kpageflags reads"
     )
-    print(f"{'size':>6} {'regions':>8} {'samples':>8} {'us/region-sample':>17} {'%CPU':>6}")
+    print(
+        f"{'size':>6} {'path':>12} {'regions':>8} {'samples':>8} {'us/region-sample':>17} "
+        f"{'%CPU':>6}"
+    )
     for size in args.sizes.split(","):
         proc, _ = start_workload(size)
         try:
-            m = run_pydamon(args, proc.pid, NoBitmap)
+            for path in paths(args):
+                m = run_pydamon_in_process(args, proc.pid, path)
+                print(
+                    f"{size:>6} {path:>12} {m['regions']:>8.0f} {m['samples']:>8} "
+                    f"{per_rs_us(m):>17.2f} {100 * m['cpu_s'] / m['wall_s']:>6.1f}",
+                    flush=True,
+                )
         finally:
             proc.kill()
             proc.wait()
-        print(
-            f"{size:>6} {m['regions']:>8.0f} {m['samples']:>8} {per_rs_us(m):>17.2f} "
-            f"{100 * m['cpu_s'] / m['wall_s']:>6.1f}"
-        )
 
 
 def main() -> int:
     args = parse_args()
+    if args.one_run is not None:
+        phys_factory = no_bitmap_phys() if args.no_bitmap else None
+        print(json.dumps(run_pydamon(args, args.one_run, phys_factory)))
+        return 0
     if args.host:
         host(args)
         return 0
@@ -254,6 +349,7 @@ def main() -> int:
         "none",
         "-t",
         "3600",
+        *(["-n"] if args.no_pti else []),
         "-a",
         "nopcid",  # as the guest tests: Accessed bits reappear after each kernel entry
         "--",

@@ -2,13 +2,26 @@
 
 ``_fastpath.c`` is compiled on first use with ``cc`` into a cache directory
 (``$PYDAMON_NATIVE_DIR``, else ``$XDG_CACHE_HOME/pydamon`` or ``~/.cache/pydamon``) and loaded
-with ctypes. ``PYDAMON_NATIVE=0`` forces the pure-Python path; both give the same results (the
-host tests compare them).
+with ctypes. Three paths, picked once per process (:func:`path`), all giving the same results
+(the host tests compare them):
+
+- ``c`` (the default): the C helper with one ``pread``/``pwrite`` per entry;
+- ``io_uring`` (``PYDAMON_IO_URING=1``): the C helper batches each phase of a sample (pagemap
+  reads, kpageflags reads, idle-bitmap writes; bitmap reads at check time) into one io_uring
+  submission, so a sample costs O(1) user/kernel transitions instead of O(regions). procfs and
+  sysfs files cannot do non-blocking I/O, so io_uring runs every operation in an io-wq worker
+  thread; that hand-off did not pay for itself in the measurements (docs/real-memory.md), hence
+  opt-in. Its workers: ``$PYDAMON_IO_URING_WORKERS`` (default 1: the batch runs in order on one
+  worker; 0: the kernel's default), on the monitor thread's allowed CPUs unless
+  ``PYDAMON_IO_URING_PIN=0``. Where io_uring is unavailable (ENOSYS; EPERM from
+  ``kernel.io_uring_disabled`` or seccomp) the ``c`` path is used;
+- ``python``: no compiler, or ``PYDAMON_NATIVE=0``.
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import hashlib
 import os
 import shutil
@@ -23,6 +36,8 @@ import numpy.typing as npt
 from pydamon.ops import _proc
 
 SOURCE = Path(__file__).with_name("_fastpath.c")
+#: Submission-queue slots of a ring (bigger batches go in several submissions).
+RING_ENTRIES = 1024
 
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
@@ -68,18 +83,108 @@ def load() -> ctypes.CDLL | None:
     # Plain addresses (c_void_p) rather than typed pointers: building ctypes pointer objects
     # costs more than the call itself under emulation.
     ptr = ctypes.c_void_p
-    lib.pydamon_prepare.argtypes = (
-        ctypes.c_int,
-        ctypes.c_int,
-        ctypes.c_int,
-        ptr,
-        ctypes.c_int64,
-        ptr,
-    )
-    lib.pydamon_prepare.restype = ctypes.c_int64
-    lib.pydamon_check.argtypes = (ctypes.c_int, ptr, ctypes.c_int64, ptr)
-    lib.pydamon_check.restype = None
+    c_int, c_int64 = ctypes.c_int, ctypes.c_int64
+    lib.pydamon_prepare.argtypes = (ptr, c_int, c_int, c_int, ptr, c_int64, ptr)
+    lib.pydamon_prepare.restype = c_int64
+    lib.pydamon_check.argtypes = (ptr, c_int, ptr, c_int64, ptr)
+    lib.pydamon_check.restype = c_int
+    lib.pydamon_ring_open.argtypes = (ctypes.c_uint, c_int, c_int, ptr)
+    lib.pydamon_ring_open.restype = ptr
+    lib.pydamon_ring_close.argtypes = (ptr,)
+    lib.pydamon_ring_close.restype = None
     return lib
+
+
+class Ring:
+    """An io_uring instance of the C helper (one per :class:`_proc.PhysPages`)."""
+
+    def __init__(self, lib: ctypes.CDLL, handle: int) -> None:
+        self.lib = lib
+        self.handle: int | None = handle
+
+    #: set when a batch failed mid-use (results were redone synchronously): not used again
+    broken = False
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.lib.pydamon_ring_close(self.handle)
+            self.handle = None
+
+
+#: why the io_uring path is not used in this process (None: used, or not tried yet)
+_ring_error: str | None = None
+
+
+def _workers() -> int:
+    try:
+        return max(int(os.environ.get("PYDAMON_IO_URING_WORKERS", "1")), 0)
+    except ValueError:
+        return 1
+
+
+def io_uring_wanted() -> bool:
+    """Whether the io_uring path is asked for (``PYDAMON_IO_URING=1``)."""
+    return os.environ.get("PYDAMON_IO_URING", "0") == "1"
+
+
+def open_ring() -> Ring | None:
+    """A new ring, or None where io_uring is unavailable.
+
+    The first failure is remembered (:func:`io_uring_error`): later calls do not retry.
+    """
+    global _ring_error
+    lib = load()
+    if lib is None or _ring_error is not None:
+        return None
+    err = ctypes.c_int(0)
+    pin = os.environ.get("PYDAMON_IO_URING_PIN", "1") != "0"
+    handle = lib.pydamon_ring_open(RING_ENTRIES, _workers(), int(pin), ctypes.addressof(err))
+    if not handle:
+        _ring_error = f"io_uring_setup failed: {errno.errorcode.get(err.value, err.value)}"
+        return None
+    return Ring(lib, handle)
+
+
+def io_uring_error() -> str | None:
+    """Why io_uring could not be set up (None: it could, or was not tried)."""
+    return _ring_error
+
+
+@cache
+def path() -> str:
+    """The path this process uses: ``io_uring``, ``c`` (one syscall per entry) or ``python``."""
+    if load() is None:
+        return "python"
+    if not io_uring_wanted():
+        return "c"
+    ring = open_ring()
+    if ring is None:
+        return "c"
+    ring.close()
+    return "io_uring"
+
+
+def _ring(phys: _proc.PhysPages) -> int | None:
+    """The handle of ``phys``'s ring, opened on first use (None: the per-syscall path)."""
+    ring = phys.ring
+    if ring is None:
+        if phys.ring_tried:
+            return None
+        phys.ring_tried = True
+        if not io_uring_wanted():
+            return None
+        ring = phys.ring = open_ring()
+        if ring is None:
+            return None
+    return ring.handle
+
+
+def _ring_failed(phys: _proc.PhysPages) -> None:
+    """The ring failed mid-use (rare; that batch was redone synchronously): stop using it."""
+    if phys.ring is not None:
+        phys.ring.broken = True
+        phys.ring.close()
+        phys.ring = None
 
 
 def prepare(
@@ -93,7 +198,8 @@ def prepare(
     if lib is not None:
         addrs = np.ascontiguousarray(addrs, dtype=np.int64)
         pfns = np.empty(len(addrs), np.int64)
-        lib.pydamon_prepare(
+        ret = lib.pydamon_prepare(
+            _ring(phys),
             pagemap.fd if pagemap is not None else -1,
             phys.kpageflags_fd,
             phys.bitmap_fd,
@@ -101,6 +207,10 @@ def prepare(
             len(addrs),
             pfns.ctypes.data,
         )
+        if ret < 0:
+            if ret == -1:
+                raise MemoryError("pydamon_prepare: out of memory")
+            _ring_failed(phys)
         return pfns
     addr_list = addrs.tolist()
     raw = (
@@ -119,11 +229,12 @@ def check(phys: _proc.PhysPages, pfns: IntArray, native: bool = True) -> BoolArr
     if lib is not None:
         pfns = np.ascontiguousarray(pfns, dtype=np.int64)
         accessed = np.empty(len(pfns), np.uint8)
-        lib.pydamon_check(
-            phys.bitmap_fd,
-            pfns.ctypes.data,
-            len(pfns),
-            accessed.ctypes.data,
+        ret = lib.pydamon_check(
+            _ring(phys), phys.bitmap_fd, pfns.ctypes.data, len(pfns), accessed.ctypes.data
         )
+        if ret < 0:
+            if ret == -1:
+                raise MemoryError("pydamon_check: out of memory")
+            _ring_failed(phys)
         return accessed.view(np.bool_)
     return ~np.array(phys.idle(pfns.tolist()), np.bool_)

@@ -13,6 +13,7 @@ import errno
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -43,8 +44,8 @@ KPF_IDLE = 25
 
 #: Above the user address space (the [vsyscall] page lives there; int64 cannot hold it).
 USER_ADDR_LIMIT = 1 << 63
-#: Largest folio whose head we look for (a PMD-mapped THP: 512 pages on x86-64).
-MAX_FOLIO_PAGES = 512
+#: Largest folio whose head we look for (a PMD-mapped THP: order 9, 512 pages on x86-64).
+MAX_FOLIO_ORDER = 9
 
 
 # -- /proc/PID/maps ------------------------------------------------------------------------------
@@ -270,6 +271,10 @@ class PhysPages:
     large under emulation).
     """
 
+    #: the io_uring of the C helper's batched path (``_native.Ring``), opened on first use
+    ring: Any = None
+    ring_tried: bool = False
+
     def __init__(self) -> None:
         self.kpageflags_fd = os.open(KPAGEFLAGS, os.O_RDONLY)
         try:
@@ -281,19 +286,19 @@ class PhysPages:
     def flags(self, pfn: int) -> int:
         return _read_u64(self.kpageflags_fd, pfn)
 
-    def folio_head(self, pfn: int) -> int:
-        """The head PFN of the compound page (THP) ``pfn`` is a tail page of.
+    def folio_head(self, pfn: int) -> tuple[int, int]:
+        """The head PFN and flags of the compound page (THP) ``pfn`` is a tail page of.
 
-        Found in one read of the up-to-512 flags before ``pfn``; ``pfn`` itself if none.
+        Folios are naturally aligned: the head of an order-k folio is ``pfn & ~(2**k - 1)``, so
+        the head is the first of the aligned candidates (orders 1..9) that is a head page.
+        ``(-1, 0)`` if none is (e.g. a bigger hugetlb page).
         """
-        lo = align_down(pfn, MAX_FOLIO_PAGES)
-        try:
-            data = os.pread(self.kpageflags_fd, 8 * (pfn - lo + 1), 8 * lo)
-        except OSError:
-            return pfn
-        window = np.frombuffer(data[: len(data) // 8 * 8], np.uint64)
-        is_head = np.flatnonzero(flag(window, KPF_COMPOUND_HEAD))
-        return lo + int(is_head[-1]) if len(is_head) else pfn
+        for order in range(1, MAX_FOLIO_ORDER + 1):
+            head = pfn & ~((1 << order) - 1)
+            flags = self.flags(head)
+            if flags >> KPF_COMPOUND_HEAD & 1:
+                return head, flags
+        return -1, 0
 
     def trackable(self, pfn: int) -> int:
         """The PFN whose idle bit tracks ``pfn``'s page, or -1 if page_idle cannot track it.
@@ -303,8 +308,7 @@ class PhysPages:
         """
         flags = self.flags(pfn)
         if flags >> KPF_COMPOUND_TAIL & 1:
-            pfn = self.folio_head(pfn)
-            flags = self.flags(pfn)
+            pfn, flags = self.folio_head(pfn)
         return pfn if flags >> KPF_LRU & 1 else -1
 
     def mark_idle(self, pfns: Sequence[int]) -> None:
@@ -339,6 +343,9 @@ class PhysPages:
         return out
 
     def close(self) -> None:
+        if self.ring is not None:
+            self.ring.close()
+            self.ring = None
         for fd in (self.kpageflags_fd, self.bitmap_fd):
             try:
                 os.close(fd)

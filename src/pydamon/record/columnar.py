@@ -180,7 +180,14 @@ class ColumnStore:
         if np.any(gv[~is_first] < 0):
             return None
         at = np.union1d(firsts, gi)  # where runs start: each snapshot's first region, each gap
-        lengths = np.add.reduceat(self.size.get(r0, r1), at - r0, dtype=np.int64)
+        lengths = np.empty(len(at), np.int64)
+        # summed in groups of runs of ~1 M regions: reduceat casts its input to int64 first
+        cuts = np.searchsorted(at, np.arange(r0, r1, 1 << 20))
+        cuts = np.unique(np.append(cuts[cuts < len(at)], len(at)))
+        for j0, j1 in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
+            lo = int(at[j0])
+            hi = int(at[j1]) if j1 < len(at) else r1
+            lengths[j0:j1] = np.add.reduceat(self.size.get(lo, hi), at[j0:j1] - lo, dtype=np.int64)
         lengths <<= self.shift
         # start of a run = end of the previous run + its gap; the range's first start is known
         steps = np.zeros(len(at), np.int64)

@@ -63,25 +63,33 @@ def test_vaddr_finds_hot_area_and_cold_stays_cold(hotcold: WorkloadProcess) -> N
         max_nr_regions=100,
     )
     ctx = Context(VaddrOperations(), [Target(pid=hotcold.pid)], attrs, seed=1)
-    # The workload's tick count at every aggregation: the expectation for the judged
-    # aggregations comes from what the workload did during them. (Averaged over the whole run,
-    # a workload starved in bursts by a loaded host looked busy enough while it had not run at
-    # all during the judged aggregations: the flaky "hot area reads 0" failures.)
-    infos = [hotcold.command("info")]
-    ctx.add_callback("after_aggregation", lambda c: infos.append(hotcold.command("info")))
-    snaps = run_collect(ctx, 8)
+    # The expectation for the judged aggregations comes from the workload's ticks during them.
+    # (Averaged over the whole run, a workload starved in bursts by a loaded host looked busy
+    # enough while it had hardly run during the judged aggregations: flaky "hot reads 0".) The
+    # workload is asked from this thread, never from a loop callback: a slow reply there would
+    # delay the loop and shorten the next sample's access window.
+    nr_aggregations, judged = 8, 4
+    snaps: list[list[Snapshot]] = []
+    ctx.add_callback("after_aggregation", lambda c: snaps.append(c.snapshots()))
+    ctx.start()
+    try:
+        wait_for(lambda: len(snaps) >= nr_aggregations - judged, ctx)
+        first = hotcold.command("info")
+        wait_for(lambda: len(snaps) >= nr_aggregations, ctx)
+        end = hotcold.command("info")
+    finally:
+        ctx.stop()
+        ctx.wait(60)
     max_nr = attrs.max_nr_accesses
     hot_start, hot_end = hotcold.areas["hot"]
     cold_start, cold_end = hotcold.areas["cold"]
     for aggregation in snaps:
         assert ATTRS.min_nr_regions // 2 <= len(aggregation[0].starts) <= ATTRS.max_nr_regions
-    judged = 4
-    last = [s[0] for s in snaps[-judged:]]
+    last = [s[0] for s in snaps[nr_aggregations - judged : nr_aggregations]]
     hot = [weighted_access(s, hot_start, hot_end) for s in last]
     cold = [weighted_access(s, cold_start, cold_end) for s in last]
     # Under emulation the workload may get far fewer ticks than asked; judge the monitor
     # against what the workload did: "hot" is touched in a tick with probability 0.8.
-    first, end = infos[-judged - 1], infos[-1]
     ticks_per_sample = (end["ticks"] - first["ticks"]) / (
         (end["time_s"] - first["time_s"]) * 1e6 / attrs.sample_interval_us
     )

@@ -98,8 +98,10 @@ def test_watermarks_switch_the_scheme_with_free_memory(workload):
     free0 = metrics.free_mem_rate_permil()
     assert free0 is not None and free0 > 300
     total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    # on while free memory is below (free0 - 40) per mille; off above free0 - 20
-    wm = Watermarks(WmarkMetric.FREE_MEM_RATE, 200_000, high=free0 - 20, mid=free0 - 40, low=10)
+    # on while free memory is below (free0 - 150) per mille; off above free0 - 100. The margin
+    # is wide because the page cache of a long guest test session keeps growing: with off at
+    # free0 - 20, free memory did not come back above it after the balloon was freed (CI).
+    wm = Watermarks(WmarkMetric.FREE_MEM_RATE, 200_000, high=free0 - 100, mid=free0 - 150, low=10)
     scheme = Scheme(action=Action.STAT, wmarks=wm)
     wl = workload("hotcold", "--tick-ms", "20", size="8M")
     ctx = Context(FvaddrOperations(), [Target(pid=wl.pid, ranges=[wl.areas["hot"]])], ATTRS)
@@ -117,8 +119,8 @@ def test_watermarks_switch_the_scheme_with_free_memory(workload):
         sis_while_off = ctx.passed_sample_intervals
         time.sleep(1)
         assert ctx.passed_sample_intervals == sis_while_off and states
-        # take free memory below mid: a balloon of 8% of RAM
-        balloon = Balloon(int(total * 0.08))
+        # take free memory below mid: a balloon of 20% of RAM
+        balloon = Balloon(int(total * 0.20))
         deadline = time.monotonic() + 60
         while not scheme.wmarks_activated and time.monotonic() < deadline:
             time.sleep(0.5)

@@ -13,6 +13,10 @@ import sys
 import time
 from typing import Any
 
+import numpy as np
+
+from pydamon.core import Snapshot
+
 
 class WorkloadProcess:
     """A running ``python -m pydamon.workload`` with its areas' addresses."""
@@ -67,3 +71,16 @@ class WorkloadProcess:
         for f in (self.proc.stdin, self.proc.stdout):
             if f is not None:
                 f.close()
+
+
+def weighted_access(snap: Snapshot, start: int, end: int) -> float:
+    """Byte-weighted mean nr_accesses of the snapshot over ``[start, end)``."""
+    overlap = np.clip(np.minimum(snap.ends, end) - np.maximum(snap.starts, start), 0, None)
+    total = int(overlap.sum())
+    return float((overlap * snap.nr_accesses).sum()) / total if total else 0.0
+
+
+def ticks_per_sample(before: dict[str, Any], after: dict[str, Any], sample_us: int) -> float:
+    """The workload's access ticks per sampling interval between two ``info`` answers."""
+    samples = (after["time_s"] - before["time_s"]) * 1e6 / sample_us
+    return (after["ticks"] - before["ticks"]) / samples

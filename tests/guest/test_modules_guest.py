@@ -73,17 +73,21 @@ MONITORING: dict[str, Any] = dict(
 )
 
 
+def watching(wl: Any) -> dict[str, Any]:
+    """Module parameters that monitor the workload process's areas with :data:`MONITORING`."""
+    start, end = areas_range(wl)
+    return dict(
+        ops="vaddr", pid=wl.pid, monitor_region_start=start, monitor_region_end=end, **MONITORING
+    )
+
+
 def test_reclaim_idle_above_high_watermark_then_pages_out_cold_area(zram_swap, workload) -> None:
     wl = workload("hotcold", "--tick-ms", "50", size="64M")
     cold, hot = wl.areas["cold"], wl.areas["hot"]
     assert page_states(wl.pid, *cold)["present"] >= 0.95 * (cold[1] - cold[0])
-    start, end = areas_range(wl)
     quota = 8 * MiB
     module = ReclaimModule(
-        ops="vaddr",
-        pid=wl.pid,
-        monitor_region_start=start,
-        monitor_region_end=end,
+        **watching(wl),
         min_age="3s",
         quota_sz=quota,
         quota_ms=0,
@@ -92,7 +96,6 @@ def test_reclaim_idle_above_high_watermark_then_pages_out_cold_area(zram_swap, w
         wmarks_high=10,
         wmarks_mid=5,
         wmarks_low=0,
-        **MONITORING,
     )
     runner = ModuleRunner(module)
     runner.start()
@@ -167,15 +170,10 @@ def test_thp_collapses_hot_areas_only(workload) -> None:
     hot, cold = wl.areas["hot"], wl.areas["cold"]
     assert page_states(wl.pid, *hot)["thp"] == 0  # THP madvise mode: small pages at start
     aligned_hot = (hot[1] // HPAGE - (hot[0] + HPAGE - 1) // HPAGE) * HPAGE
-    start, end = areas_range(wl)
     module = ThpModule(
-        ops="vaddr",
-        pid=wl.pid,
-        monitor_region_start=start,
-        monitor_region_end=end,
+        **watching(wl),
         # hot: ~96% of 100 ms samples see an access; warm ~36%; cold none
         hot_thres_access_freq=500,
-        **MONITORING,
     )
     runner = ModuleRunner(module)
     runner.start()
@@ -238,12 +236,8 @@ def test_lru_sort_deactivates_cold_memory_and_leaves_hot_memory_active(workload)
         touch_remotely(wl.pid, *cold)
     before = {"hot": active_share(wl.pid, hot), "cold": active_share(wl.pid, cold)}
     assert min(before.values()) >= 0.9, before
-    start, end = areas_range(wl)
     module = LruSortModule(
-        ops="vaddr",
-        pid=wl.pid,
-        monitor_region_start=start,
-        monitor_region_end=end,
+        **watching(wl),
         cold_min_age="3s",
         quota_ms=0,
         wmarks_interval="1s",
@@ -251,7 +245,6 @@ def test_lru_sort_deactivates_cold_memory_and_leaves_hot_memory_active(workload)
         wmarks_high=1000,
         wmarks_mid=999,
         wmarks_low=0,
-        **MONITORING,
     )
     runner = ModuleRunner(module)
     runner.start()
@@ -282,13 +275,9 @@ def test_stat_puts_the_cold_bytes_at_high_idle_times(workload) -> None:
     start, end = areas_range(wl)
     cold = wl.areas["cold"]
     module = StatModule(
-        ops="vaddr",
-        pid=wl.pid,
-        monitor_region_start=start,
-        monitor_region_end=end,
+        **watching(wl),
         autotune_intervals=False,
         refresh_interval_ms=0,
-        **MONITORING,
     )
     runner = ModuleRunner(module)
     runner.start()

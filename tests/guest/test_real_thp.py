@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from realmem import WorkloadProcess
+from realmem import WorkloadProcess, ticks_per_sample, weighted_access
 
 from pydamon.core import Attrs, Context, Snapshot, Target
 from pydamon.ops import _proc
@@ -34,12 +34,6 @@ def huge_page_share(pid: int, start: int, end: int) -> tuple[float, float]:
     thp = sum(1 for f in flags if f >> _proc.KPF_THP & 1) / len(addrs)
     tails = sum(1 for f in flags if f >> _proc.KPF_COMPOUND_TAIL & 1) / len(addrs)
     return thp, tails
-
-
-def weighted_access(snap: Snapshot, start: int, end: int) -> float:
-    overlap = np.clip(np.minimum(snap.ends, end) - np.maximum(snap.starts, start), 0, None)
-    total = int(overlap.sum())
-    return float((overlap * snap.nr_accesses).sum()) / total if total else 0.0
 
 
 def test_access_check_on_huge_pages_hot_is_hot_and_cold_stays_cold(workload) -> None:
@@ -71,19 +65,17 @@ def test_access_check_on_huge_pages_hot_is_hot_and_cold_stays_cold(workload) -> 
     before = wl.command("info")
     ctx.run(nr_aggregations=6)
     after = wl.command("info")
-    ticks_per_sample = (after["ticks"] - before["ticks"]) / (
-        (after["time_s"] - before["time_s"]) * 1e6 / attrs.sample_interval_us
-    )
-    if ticks_per_sample < 0.5:
-        pytest.skip(f"workload starved by the emulation: {ticks_per_sample:.2f} ticks/sample")
+    ticks = ticks_per_sample(before, after, attrs.sample_interval_us)
+    if ticks < 0.5:
+        pytest.skip(f"workload starved by the emulation: {ticks:.2f} ticks/sample")
     max_nr = attrs.max_nr_accesses
     last = snaps[-3:]
     hot = [weighted_access(s, hot_start, hot_end) for s in last]
     cold = [weighted_access(s, cold_start, cold_end) for s in last]
     # a hot page is touched in a tick with probability 0.8 (a huge page: nearly surely), so in
     # nearly every sample; cold huge pages are never touched after start-up
-    expected_hot = 1 - 0.2 ** min(ticks_per_sample, 5)
-    assert min(hot) >= 0.7 * expected_hot * max_nr, (hot, cold, ticks_per_sample)
-    assert max(cold) <= 0.05 * max_nr, (hot, cold, ticks_per_sample)
+    expected_hot = 1 - 0.2 ** min(ticks, 5)
+    assert min(hot) >= 0.7 * expected_hot * max_nr, (hot, cold, ticks)
+    assert max(cold) <= 0.05 * max_nr, (hot, cold, ticks)
     # the huge pages survived monitoring (the check only reads and marks idle bits)
     assert huge_page_share(wl.pid, cold_start, cold_end)[0] == cold_thp

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from realmem import WorkloadProcess
+from realmem import WorkloadProcess, ticks_per_sample, weighted_access
 
 from pydamon.core import Attrs, Context, Snapshot, Target
 from pydamon.features import TargetGone
@@ -29,13 +29,6 @@ ATTRS = Attrs(
     min_nr_regions=10,
     max_nr_regions=100,
 )
-
-
-def weighted_access(snap: Snapshot, start: int, end: int) -> float:
-    """Byte-weighted mean nr_accesses of the snapshot over ``[start, end)``."""
-    overlap = np.clip(np.minimum(snap.ends, end) - np.maximum(snap.starts, start), 0, None)
-    total = int(overlap.sum())
-    return float((overlap * snap.nr_accesses).sum()) / total if total else 0.0
 
 
 def run_collect(ctx: Context, nr_aggregations: int) -> list[list[Snapshot]]:
@@ -90,18 +83,16 @@ def test_vaddr_finds_hot_area_and_cold_stays_cold(hotcold: WorkloadProcess) -> N
     cold = [weighted_access(s, cold_start, cold_end) for s in last]
     # Under emulation the workload may get far fewer ticks than asked; judge the monitor
     # against what the workload did: "hot" is touched in a tick with probability 0.8.
-    ticks_per_sample = (end["ticks"] - first["ticks"]) / (
-        (end["time_s"] - first["time_s"]) * 1e6 / attrs.sample_interval_us
-    )
-    expected_hot = 1 - 0.2 ** min(ticks_per_sample, 5)
-    if ticks_per_sample < 0.5:
-        pytest.skip(f"workload starved by the emulation: {ticks_per_sample:.2f} ticks/sample")
-    assert max(hot) >= 0.6 * expected_hot * max_nr, (hot, cold, ticks_per_sample)
+    ticks = ticks_per_sample(first, end, attrs.sample_interval_us)
+    expected_hot = 1 - 0.2 ** min(ticks, 5)
+    if ticks < 0.5:
+        pytest.skip(f"workload starved by the emulation: {ticks:.2f} ticks/sample")
+    assert max(hot) >= 0.6 * expected_hot * max_nr, (hot, cold, ticks)
     # The cold area is judged once adaptive regions have settled (the last two aggregations):
     # before, a region straddling the warm/cold edge can still read ~1-2 (seen in CI: cold
     # 1.8, 1.4, 0.09, 0.07 over the judged four), while the check itself never reads a cold
     # page as accessed (tests/guest/test_real_thp.py judges the check on exact ranges).
-    assert max(cold[-2:]) <= 0.1 * max_nr, (hot, cold, ticks_per_sample)
+    assert max(cold[-2:]) <= 0.1 * max_nr, (hot, cold, ticks)
 
 
 def test_target_that_exits_ends_only_its_monitoring(hotcold: WorkloadProcess) -> None:

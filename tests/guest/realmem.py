@@ -80,6 +80,13 @@ def weighted_access(snap: Snapshot, start: int, end: int) -> float:
     return float((overlap * snap.nr_accesses).sum()) / total if total else 0.0
 
 
+def fraction_at_most(snap: Snapshot, start: int, end: int, nr_accesses: float) -> float:
+    """The fraction of ``[start, end)``'s bytes in regions reading at most ``nr_accesses``."""
+    overlap = np.clip(np.minimum(snap.ends, end) - np.maximum(snap.starts, start), 0, None)
+    total = int(overlap.sum())
+    return float(overlap[snap.nr_accesses <= nr_accesses].sum()) / total if total else 0.0
+
+
 def ticks_per_sample(before: dict[str, Any], after: dict[str, Any], sample_us: int) -> float:
     """The workload's access ticks per sampling interval between two ``info`` answers."""
     samples = (after["time_s"] - before["time_s"]) * 1e6 / sample_us

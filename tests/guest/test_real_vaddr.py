@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from realmem import WorkloadProcess, ticks_per_sample, weighted_access
+from realmem import WorkloadProcess, fraction_at_most, ticks_per_sample, weighted_access
 
 from pydamon.core import Attrs, Context, Snapshot, Target
 from pydamon.features import TargetGone
@@ -88,11 +88,14 @@ def test_vaddr_finds_hot_area_and_cold_stays_cold(hotcold: WorkloadProcess) -> N
     if ticks < 0.5:
         pytest.skip(f"workload starved by the emulation: {ticks:.2f} ticks/sample")
     assert max(hot) >= 0.6 * expected_hot * max_nr, (hot, cold, ticks)
-    # The cold area is judged once adaptive regions have settled (the last two aggregations):
-    # before, a region straddling the warm/cold edge can still read ~1-2 (seen in CI: cold
-    # 1.8, 1.4, 0.09, 0.07 over the judged four), while the check itself never reads a cold
-    # page as accessed (tests/guest/test_real_thp.py judges the check on exact ranges).
-    assert max(cold[-2:]) <= 0.1 * max_nr, (hot, cold, ticks)
+    # Cold stays cold: most of the cold area's bytes read ~0. Not its byte-weighted mean: the
+    # cold area lies between the warm area and the busy stack, and a region straddling either
+    # edge reads like its busy part until random splits cut it at the edge, which can take
+    # more aggregations than judged here (seen in CI: means 1.0-2.0 of 10 over the last four,
+    # with the warm area's pages read in 9 of 10 samples). The check itself never reads a cold
+    # page as accessed (tests/guest/test_real_thp.py judges it on exact ranges).
+    quiet = [fraction_at_most(s, cold_start, cold_end, 0.1 * max_nr) for s in last]
+    assert max(quiet[-2:]) >= 0.7, (quiet, hot, cold, ticks)
 
 
 def test_target_that_exits_ends_only_its_monitoring(hotcold: WorkloadProcess) -> None:

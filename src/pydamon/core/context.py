@@ -126,7 +126,6 @@ class Context:
         self.last_max_nr_accesses = 0
         self._last_nr_regions_at_split = 0
         self._sz_limit = min_region_sz
-        self._next_sample_deadline_us = 0
         #: CPU seconds the monitoring loop itself has used (its thread's CPU time).
         self.monitor_cpu_s = 0.0
         self._cpu_start_s = 0.0
@@ -388,7 +387,6 @@ class Context:
         self.next_ops_update_sis = self._attrs.ops_update_interval_us // sample
         self.next_intervals_tune_sis = self.next_aggregation_sis * self._attrs.intervals_goal.aggrs
         self.aggregation_start_us = self.clock.now_us()
-        self._next_sample_deadline_us = self.clock.now_us()
         if self.schemes_runner is not None:
             self.schemes_runner.init(self)
 
@@ -400,14 +398,11 @@ class Context:
         return max(sz, self.min_region_sz)
 
     def _sleep_sample_interval(self, interval_us: int) -> None:
-        # Sleep to a deadline rather than for a fixed time so that the loop's own processing
-        # does not stretch the sampling interval; never try to catch up more than one interval.
-        now = self.clock.now_us()
-        deadline = self._next_sample_deadline_us + interval_us
-        if deadline < now:
-            deadline = now
-        self.clock.sleep_until(deadline)
-        self._next_sample_deadline_us = deadline
+        # Like kdamond_usleep(): always the full interval between preparing the access checks
+        # and checking them, however long the loop's own work took. (Sleeping to a deadline
+        # instead kept the sampling rate but let a late loop shrink the window in which an
+        # access can be seen, towards zero, so busy pages read as idle.)
+        self.clock.sleep_until(self.clock.now_us() + interval_us)
 
     def _wait_activation(self) -> bool:
         """``kdamond_wait_activation()``: True if monitoring should stop."""
@@ -426,7 +421,6 @@ class Context:
                 return True
             deadline = now + wait_us if end_us is None else min(now + wait_us, end_us)
             self.clock.sleep_until(deadline)
-            self._next_sample_deadline_us = self.clock.now_us()
             if self._run_callbacks("after_wmarks_check"):
                 return True
             self._kdamond_call()

@@ -54,6 +54,18 @@ def parse_args() -> argparse.Namespace:
         default="io_uring,c",
         help="pydamon access-check paths to measure: io_uring, io_uring:wN, c, python",
     )
+    p.add_argument(
+        "--monitor-cpu",
+        default="0",
+        help="vCPU(s) the pydamon process is pinned on (taskset list; the workload is on 0)",
+    )
+    p.add_argument(
+        "--floor",
+        type=int,
+        default=2000,
+        metavar="N",
+        help="also time the bare C access check of N addresses in a loop (0: skip)",
+    )
     p.add_argument("--host", action="store_true", help="host part (no page_idle needed)")
     p.add_argument(
         "-n", "--no-pti", action="store_true", help="boot the guest without pti (see README)"
@@ -113,7 +125,7 @@ def run_pydamon_in_process(args: argparse.Namespace, pid: int, path: str) -> dic
     if args.host:
         cmd.append("--no-bitmap")
     if os.path.exists("/usr/bin/taskset"):
-        cmd = ["taskset", "-c", "0", *cmd]
+        cmd = ["taskset", "-c", args.monitor_cpu, *cmd]
     out = subprocess.run(cmd, env=path_env(path), capture_output=True, text=True, check=False)
     if out.returncode:
         sys.exit(f"real_overhead.py: the pydamon run failed: {out.stderr.strip()[-2000:]}")
@@ -156,6 +168,33 @@ def run_pydamon(args: argparse.Namespace, pid: int, phys_factory=None) -> dict:
         "samples": ctx.passed_sample_intervals,
         "regions": region_samples[0] / max(ctx.nr_aggregations, 1) / ctx.attrs.max_nr_accesses,
     }
+
+
+def floor_us(args: argparse.Namespace, pid: int, info: dict) -> float:
+    """CPU µs per address of the bare C access check (prepare + check, no sleep, no Python per
+    address), on ``--floor`` random pages of the workload: the cost of the system calls a
+    user-space page_idle monitor cannot avoid, the floor under pydamon's per region-sample."""
+    import numpy as np
+
+    from pydamon.ops import _native, _proc
+
+    os.sched_setaffinity(0, {int(c) for c in args.monitor_cpu.split(",")})
+    rng = np.random.default_rng(1)
+    pages = np.concatenate(
+        [np.arange(a["start"], a["end"], 4096, dtype=np.int64) for a in info["areas"]]
+    )
+    addrs = np.sort(rng.choice(pages, size=min(args.floor, len(pages)), replace=False))
+    phys, pagemap = _proc.PhysPages(), _proc.Pagemap(pid)
+    try:
+        rounds = 20
+        t0 = time.thread_time()
+        for _ in range(rounds):
+            pfns = _native.prepare(phys, pagemap, addrs)
+            _native.check(phys, pfns)
+        return (time.thread_time() - t0) * 1e6 / (rounds * len(addrs))
+    finally:
+        pagemap.close()
+        phys.close()
 
 
 # -- kernel DAMON (guest only) ---------------------------------------------------------------
@@ -228,35 +267,44 @@ def in_guest(args: argparse.Namespace) -> None:
         sys.exit("real_overhead.py: kernel DAMON sysfs absent or in use; run without --in-guest")
     rows = []
     for size in args.sizes.split(","):
-        proc, _info = start_workload(size)
+        proc, info = start_workload(size)
         try:
             time.sleep(2)
             pys = [(path, run_pydamon_in_process(args, proc.pid, path)) for path in paths(args)]
             kern = run_kernel_damon(args, proc.pid)
+            floor = floor_us(args, proc.pid, info) if args.floor else float("nan")
         finally:
             proc.kill()
             proc.wait()
         for path, py in pys:
-            rows.append((size, path, py, kern))
-            print(json.dumps({"size": size, "path": path, "pydamon": py, "kernel": kern}))
+            rows.append((size, path, py, kern, floor))
+            print(
+                json.dumps(
+                    {"size": size, "path": path, "pydamon": py, "kernel": kern, "floor": floor}
+                )
+            )
         sys.stdout.flush()
     print()
     print(
         f"guest (qemu TCG, pti {'off' if args.no_pti else 'on'}), hotcold workload, sample "
         f"{args.sample_ms:g} ms, aggr {args.aggr_ms:g} ms, regions "
-        f"{args.min_regions}..{args.max_regions}, {args.seconds:g} s each"
+        f"{args.min_regions}..{args.max_regions}, {args.seconds:g} s each, pydamon on vCPU "
+        f"{args.monitor_cpu}"
     )
     hdr = (
-        f"{'size':>6} {'path':>12} {'regions py/k':>13} {'py us/rs':>9} {'py %CPU':>8} "
-        f"{'kern us/rs':>11} {'kern %CPU':>9} {'ratio':>6}"
+        f"{'size':>6} {'path':>12} {'samples py/k':>13} {'regions py/k':>13} {'py us/rs':>9} "
+        f"{'py %CPU':>8} {'kern us/rs':>11} {'kern %CPU':>9} {'ratio':>6} {'floor us':>9} "
+        f"{'floor/kern':>10}"
     )
     print(hdr)
-    for size, path, py, kern in rows:
+    for size, path, py, kern, floor in rows:
+        kern_rs = max(per_rs_us(kern), 1e-9)
         print(
-            f"{size:>6} {path:>12} {py['regions']:>6.0f}/{kern['regions']:<6.0f} "
+            f"{size:>6} {path:>12} {py['samples']:>6.0f}/{kern['samples']:<6.0f} "
+            f"{py['regions']:>6.0f}/{kern['regions']:<6.0f} "
             f"{per_rs_us(py):>9.1f} {100 * py['cpu_s'] / py['wall_s']:>8.1f} "
             f"{per_rs_us(kern):>11.1f} {100 * kern['cpu_s'] / kern['wall_s']:>9.1f} "
-            f"{per_rs_us(py) / max(per_rs_us(kern), 1e-9):>6.1f}"
+            f"{per_rs_us(py) / kern_rs:>6.1f} {floor:>9.1f} {floor / kern_rs:>10.1f}"
         )
 
 
@@ -292,6 +340,13 @@ def no_bitmap_phys():
             @staticmethod
             def pydamon_check(ring, fd, pfns, n, accessed) -> int:
                 ctypes.memset(accessed, 0, n)
+                return 0
+
+            @staticmethod
+            def pydamon_check_update(ring, fd, pfns, n, accessed, nr, bp, last, window, max_nr):
+                ctypes.memset(accessed, 0, n)
+                top = lib.pydamon_update_rate(n, accessed, nr, bp, last, window)
+                ctypes.c_int64.from_address(max_nr).value = top
                 return 0
 
         _native.load = lambda: NoBitmapLib()  # type: ignore[assignment]

@@ -252,6 +252,78 @@ int pydamon_check(struct ring *r, int bitmap_fd, const int64_t *pfns, int64_t n,
 	return ring_broken(r) ? -2 : 0;
 }
 
+/* -- one sample of a target, whole (the default path of vaddr) ----------------------------- */
+
+/* splitmix64: the sampling-address draw; the state is the caller's (seeded from the context's
+ * random generator, so a run is reproducible from its seed). */
+static uint64_t next_rand(uint64_t *state)
+{
+	uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+/* damon_va_prepare_access_checks() for n regions at once: a uniformly random sampling address
+ * in each [start, end) (damon_rand(); written to sampling_addr), then pydamon_prepare() on
+ * them. Python's per-sample work shrinks to one call: under emulation every interpreted
+ * operation costs tens of microseconds. */
+int64_t pydamon_pick_prepare(struct ring *r, int pagemap_fd, int kpf_fd, int bitmap_fd,
+			     const int64_t *start, const int64_t *end, int64_t n,
+			     uint64_t *rng_state, int64_t *sampling_addr, int64_t *pfns)
+{
+	int64_t i;
+
+	for (i = 0; i < n; i++) {
+		uint64_t size = (uint64_t)(end[i] - start[i]);
+
+		sampling_addr[i] = start[i] +
+				   (int64_t)(((unsigned __int128)next_rand(rng_state) * size) >> 64);
+	}
+	return pydamon_prepare(r, pagemap_fd, kpf_fd, bitmap_fd, sampling_addr, n, pfns);
+}
+
+/* damon_update_region_access_rate() for n regions (Regions.update_access_rate in Python):
+ * nr_accesses_bp is a pseudo moving sum over len_window samples, nr_accesses counts this
+ * aggregation's hits. Both are updated in place; returns the highest nr_accesses. */
+int64_t pydamon_update_rate(int64_t n, const uint8_t *accessed, int64_t *nr_accesses,
+			    int64_t *nr_accesses_bp, const int64_t *last_nr_accesses,
+			    int64_t len_window)
+{
+	int64_t i, max = 0;
+
+	if (len_window < 1)
+		len_window = 1;
+	for (i = 0; i < n; i++) {
+		int64_t hit = accessed[i] ? 1 : 0;
+		int64_t bp = nr_accesses_bp[i] - last_nr_accesses[i] * 10000 / len_window + hit * 10000;
+
+		nr_accesses_bp[i] = bp < 0 ? 0 : bp;
+		nr_accesses[i] += hit;
+		if (nr_accesses[i] > max)
+			max = nr_accesses[i];
+	}
+	return max;
+}
+
+/* damon_va_check_accesses() for n regions at once: pydamon_check() on the PFNs prepared, then
+ * pydamon_update_rate(). *max_nr_accesses: the highest nr_accesses. Returns as
+ * pydamon_check(). */
+int pydamon_check_update(struct ring *r, int bitmap_fd, const int64_t *pfns, int64_t n,
+			 uint8_t *accessed, int64_t *nr_accesses, int64_t *nr_accesses_bp,
+			 const int64_t *last_nr_accesses, int64_t len_window,
+			 int64_t *max_nr_accesses)
+{
+	int ret = pydamon_check(r, bitmap_fd, pfns, n, accessed);
+
+	if (ret == -1)
+		return ret;
+	*max_nr_accesses = pydamon_update_rate(n, accessed, nr_accesses, nr_accesses_bp,
+					       last_nr_accesses, len_window);
+	return ret;
+}
+
 /* -- io_uring ------------------------------------------------------------------------------ */
 
 #ifdef HAVE_IO_URING

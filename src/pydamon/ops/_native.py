@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from pydamon.core.regions import Regions
 from pydamon.ops import _proc
 
 SOURCE = Path(__file__).with_name("_fastpath.c")
@@ -88,6 +89,12 @@ def load() -> ctypes.CDLL | None:
     lib.pydamon_prepare.restype = c_int64
     lib.pydamon_check.argtypes = (ptr, c_int, ptr, c_int64, ptr)
     lib.pydamon_check.restype = c_int
+    lib.pydamon_pick_prepare.argtypes = (ptr, c_int, c_int, c_int, ptr, ptr, c_int64, ptr, ptr, ptr)
+    lib.pydamon_pick_prepare.restype = c_int64
+    lib.pydamon_update_rate.argtypes = (c_int64, ptr, ptr, ptr, ptr, c_int64)
+    lib.pydamon_update_rate.restype = c_int64
+    lib.pydamon_check_update.argtypes = (ptr, c_int, ptr, c_int64, ptr, ptr, ptr, ptr, c_int64, ptr)
+    lib.pydamon_check_update.restype = c_int
     lib.pydamon_ring_open.argtypes = (ctypes.c_uint, c_int, c_int, ptr)
     lib.pydamon_ring_open.restype = ptr
     lib.pydamon_ring_close.argtypes = (ptr,)
@@ -238,3 +245,133 @@ def check(phys: _proc.PhysPages, pfns: IntArray, native: bool = True) -> BoolArr
             _ring_failed(phys)
         return accessed.view(np.bool_)
     return ~np.array(phys.idle(pfns.tolist()), np.bool_)
+
+
+# -- one sample of a target, whole -------------------------------------------------------------
+
+
+class Sampler:
+    """One target's per-sample work in two C calls: ``pick_prepare`` (sampling addresses, PFNs,
+    idle bits) and ``check_update`` (idle bits read back, the regions' ``nr_accesses`` and
+    ``nr_accesses_bp`` updated in place), as the kernel's vaddr does in
+    ``damon_va_prepare_access_checks()`` / ``damon_va_check_accesses()``.
+
+    Without the C helper (or ``native=False``) the same steps run through the core's numpy
+    methods (:meth:`Regions.pick_sampling_addrs`, :meth:`Regions.update_access_rate`). The C
+    draw of sampling addresses uses its own generator, seeded from the context's, so both are
+    reproducible from the context's seed but pick different addresses.
+    """
+
+    def __init__(self, rng: np.random.Generator, native: bool = True) -> None:
+        self.lib = load() if native else None
+        self.rng = rng
+        self._rng_state = np.array([rng.integers(0, 2**63, dtype=np.int64)], np.uint64)
+        self._rng_state_ptr = self._rng_state.ctypes.data
+        self._max_nr = np.zeros(1, np.int64)
+        self._max_nr_ptr = self._max_nr.ctypes.data
+        #: PFN checked for each region this sample (-1: nothing to check: not accessed)
+        self.pfns: IntArray = np.zeros(0, np.int64)
+        self._accessed = np.zeros(0, np.uint8)
+        # The regions' arrays and their addresses: fetching an array's address costs a few
+        # microseconds (tens under emulation), and the arrays change only when regions do.
+        self._arrays: tuple[IntArray, ...] = ()
+        self._ptrs: tuple[int, ...] = ()
+
+    def _pointers(self, regions: Regions) -> tuple[int, ...]:
+        arrays = (
+            regions.start,
+            regions.end,
+            regions.sampling_addr,
+            regions.nr_accesses,
+            regions.nr_accesses_bp,
+            regions.last_nr_accesses,
+        )
+        cached = self._arrays
+        if len(cached) != len(arrays) or any(a is not b for a, b in zip(arrays, cached)):
+            self._arrays = arrays
+            self._ptrs = tuple(a.ctypes.data for a in arrays)
+        return self._ptrs
+
+    def pick_prepare(
+        self, phys: _proc.PhysPages, pagemap: _proc.Pagemap | None, regions: Regions
+    ) -> None:
+        """Pick a sampling address in every region, translate it, and mark its page idle."""
+        n = len(regions)
+        if len(self.pfns) != n:
+            self.pfns = np.empty(n, np.int64)
+            self._accessed = np.empty(n, np.uint8)
+        lib = self.lib
+        if lib is None:
+            self.pfns = prepare(phys, pagemap, regions.pick_sampling_addrs(self.rng), False)
+            return
+        start, end, sampling_addr = self._pointers(regions)[:3]
+        ret = lib.pydamon_pick_prepare(
+            _ring(phys),
+            pagemap.fd if pagemap is not None else -1,
+            phys.kpageflags_fd,
+            phys.bitmap_fd,
+            start,
+            end,
+            n,
+            self._rng_state_ptr,
+            sampling_addr,
+            self.pfns.ctypes.data,
+        )
+        if ret < 0:
+            if ret == -1:
+                raise MemoryError("pydamon_pick_prepare: out of memory")
+            _ring_failed(phys)
+
+    def skip(self, regions: Regions) -> None:
+        """Nothing to check this sample (the target is gone): every region reads not accessed."""
+        self.pfns = np.full(len(regions), -1, np.int64)
+
+    def check_update(self, phys: _proc.PhysPages, regions: Regions, max_nr_accesses: int) -> int:
+        """Read back the idle bits and count the accesses; the highest nr_accesses."""
+        n = len(regions)
+        if len(self.pfns) != n:  # regions changed since prepare (never between the two)
+            accessed = np.zeros(n, np.bool_)
+        elif self.lib is None:
+            accessed = check(phys, self.pfns, False)
+        else:
+            ptrs = self._pointers(regions)
+            ret = self.lib.pydamon_check_update(
+                _ring(phys),
+                phys.bitmap_fd,
+                self.pfns.ctypes.data,
+                n,
+                self._accessed.ctypes.data,
+                ptrs[3],
+                ptrs[4],
+                ptrs[5],
+                max_nr_accesses,
+                self._max_nr_ptr,
+            )
+            if ret < 0:
+                if ret == -1:
+                    raise MemoryError("pydamon_check_update: out of memory")
+                _ring_failed(phys)
+            return int(self._max_nr[0])
+        regions.update_access_rate(accessed, max_nr_accesses)
+        return int(regions.nr_accesses.max()) if n else 0
+
+
+def update_rate(
+    regions: Regions, accessed: BoolArray, max_nr_accesses: int, native: bool = True
+) -> int:
+    """:meth:`Regions.update_access_rate` through the C helper (for tests comparing the two)."""
+    lib = load() if native else None
+    if lib is None:
+        regions.update_access_rate(accessed, max_nr_accesses)
+        return int(regions.nr_accesses.max()) if len(regions) else 0
+    flags = np.ascontiguousarray(accessed, dtype=np.uint8)
+    return int(
+        lib.pydamon_update_rate(
+            len(regions),
+            flags.ctypes.data,
+            regions.nr_accesses.ctypes.data,
+            regions.nr_accesses_bp.ctypes.data,
+            regions.last_nr_accesses.ctypes.data,
+            max_nr_accesses,
+        )
+    )

@@ -62,8 +62,8 @@ class _VaState:
     pid: int
     pidfd: int
     pagemap: _proc.Pagemap
-    #: PFN checked for each region this sample (-1: nothing to check, counts as not accessed)
-    pfns: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))
+    #: the per-sample access checks of this target (sampling addresses, PFNs checked)
+    sampler: _native.Sampler
     gone: bool = False
     #: mappings cached for apply_scheme, with the aggregation count they were read at
     maps: list[_proc.Mapping] = field(default_factory=list)
@@ -162,7 +162,7 @@ class VaddrOperations(Operations):
             raise FeatureMissing(
                 f"cannot read /proc/{pid}/pagemap: permission denied; run as root"
             ) from None
-        t.ops_private = _VaState(pid, pidfd, pagemap)
+        t.ops_private = _VaState(pid, pidfd, pagemap, _native.Sampler(ctx.rng, self.native))
         if t.ranges:
             t.regions = Regions(
                 [
@@ -212,22 +212,21 @@ class VaddrOperations(Operations):
             state = t.ops_private
             if not isinstance(state, _VaState):
                 continue
-            addrs = t.regions.pick_sampling_addrs(ctx.rng)
             if state.gone:
-                state.pfns = np.full(len(addrs), -1, np.int64)
+                state.sampler.skip(t.regions)
                 continue
-            state.pfns = _native.prepare(self.phys, state.pagemap, addrs, self.native)
+            state.sampler.pick_prepare(self.phys, state.pagemap, t.regions)
 
     def check_accesses(self, ctx: Context) -> int:
         assert self.phys is not None
         max_nr_accesses = 0
         for t in ctx.targets:
             state = t.ops_private
-            if isinstance(state, _VaState) and len(state.pfns) == len(t.regions):
-                accessed = _native.check(self.phys, state.pfns, self.native)
+            if isinstance(state, _VaState):
+                nr = state.sampler.check_update(self.phys, t.regions, ctx.attrs.max_nr_accesses)
             else:
-                accessed = np.zeros(len(t.regions), np.bool_)
-            max_nr_accesses = max(max_nr_accesses, update_regions_access(ctx, t, accessed))
+                nr = update_regions_access(ctx, t, np.zeros(len(t.regions), np.bool_))
+            max_nr_accesses = max(max_nr_accesses, nr)
         return max_nr_accesses
 
     def target_valid(self, ctx: Context, target: Target) -> bool:

@@ -407,6 +407,8 @@ def main() -> int:
         *(["-n"] if args.no_pti else []),
         "-a",
         "nopcid",  # as the guest tests: Accessed bits reappear after each kernel entry
+        # a checkout other than the installed one (PYTHONPATH=its src) is measured as asked
+        *(["-e", f"PYTHONPATH={os.environ['PYTHONPATH']}"] if "PYTHONPATH" in os.environ else []),
         "--",
         sys.executable,
         str(Path(__file__).resolve()),

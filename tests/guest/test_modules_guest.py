@@ -21,7 +21,6 @@ from pydamon.modules.reclaim import ReclaimModule
 from pydamon.modules.runner import ModuleRunner
 from pydamon.modules.stat import StatModule
 from pydamon.modules.thp import ThpModule
-from pydamon.ops.vaddr import ActionUnsupported
 
 pytestmark = pytest.mark.guest
 
@@ -79,6 +78,9 @@ def watching(wl: Any) -> dict[str, Any]:
     return dict(
         ops="vaddr", pid=wl.pid, monitor_region_start=start, monitor_region_end=end, **MONITORING
     )
+
+
+# reclaim on physical memory (--ops paddr): tests/guest/test_reclaim_paddr_guest.py
 
 
 def test_reclaim_idle_above_high_watermark_then_pages_out_cold_area(zram_swap, workload) -> None:
@@ -315,15 +317,3 @@ def test_stat_on_physical_memory() -> None:
     assert monitored >= 1 << 30
     assert pct[50] >= 3000, pct
     assert pct[100] >= pct[50] >= pct[0]
-
-
-def test_reclaim_on_physical_memory_refuses_pageout_in_one_line() -> None:
-    # pydamon's paddr cannot page out arbitrary frames (no user-space interface); the module
-    # must say so and what to use instead, not fail later or pretend.
-    runner = ModuleRunner(ReclaimModule(ops="paddr", **MONITORING))
-    runner.start()
-    with pytest.raises(ActionUnsupported) as err:
-        runner.wait(60)
-    runner.close()
-    message = str(err.value)
-    assert "pageout" in message and "vaddr" in message and "\n" not in message, message

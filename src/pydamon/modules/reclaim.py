@@ -13,12 +13,15 @@ goal with target 10,000 (write the current achievement of your own goal, in bp, 
 ``pydamon module set reclaim --quota-autotune-feedback N``). ``skip_anon`` adds an ``anon``
 reject filter (only file-backed memory is reclaimed).
 
-What is monitored: ``--ops vaddr --pid N`` (a process, paged out with
-``process_madvise(MADV_PAGEOUT)``), ``--ops vaddr --cgroup PATH`` (every process of a cgroup v2,
-one target each, fixed at start), or ``--ops sim``. ``--ops paddr`` (physical memory) is the
-kernel module's default and stays the default here, but pydamon's paddr operations set cannot
-page out (user space cannot reclaim arbitrary page frames): the module then stops at start with
-a one-line error naming ``--ops vaddr``.
+What is monitored: ``--ops paddr`` (physical memory, the kernel module's default: the biggest
+System RAM range, or ``monitor_region_start``/``end``), ``--ops vaddr --pid N`` (a process),
+``--ops vaddr --cgroup PATH`` (every process of a cgroup v2, one target each, fixed at start), or
+``--ops sim``. vaddr pages out with ``process_madvise(MADV_PAGEOUT)`` on the process's ranges.
+paddr does the same through a reverse map from page frame to (process, address), rebuilt at most
+once per ops-update interval (:mod:`pydamon.ops._rmap`); like the kernel's paddr pageout it
+re-checks each page's access (a temporary reject-``young`` filter) before paging it out. It can
+only reach frames that exactly one process maps: page cache no process maps, and pages shared
+between processes, stay (see docs/real-memory.md). pydamon's own memory is left alone.
 """
 
 from __future__ import annotations

@@ -8,29 +8,49 @@ kernel's rmap walk, done by the page_idle code). Page frames not on an LRU list 
 page-table pages...) count as not accessed, as in the kernel's paddr; THP tail frames use their
 head's bit.
 
-Actions: only ``stat``. The kernel's paddr ``pageout``/``lru_prio``/``lru_deprio``/``migrate_*``
-act on page frames (``reclaim_pages()``, ``folio_mark_accessed()``...), and user space has no
-interface that does that for arbitrary frames: process_madvise needs the owning process and
-virtual address, and Linux offers no reverse map from a frame to them short of scanning every
-process's page tables. They are refused with a clear error rather than approximated.
+Actions: ``stat`` and ``pageout``. The kernel's paddr ``pageout`` isolates the folios of the range
+and calls ``reclaim_pages()``; user space can only page out through
+``process_madvise(MADV_PAGEOUT)``, which needs the owning process and virtual address. So pageout
+here goes through a reverse map (:mod:`pydamon.ops._rmap`) from page frame to ``(pid, vaddr)``,
+built by scanning every process's pagemap, at most once per ops-update interval (at the first
+action after :meth:`PaddrOperations.update` marked it stale), never per sample. For a region:
+the frames in it that exactly one process maps pass the ops filters (as the kernel, a temporary
+reject-``young`` filter is added unless the scheme has a ``young`` filter), are grouped by
+process, merged into runs of consecutive addresses, re-checked against the pagemap (pages move
+between the build and the apply), and advised in batches of at most 1024 ranges; failures are
+counted per errno in :attr:`PaddrOperations.apply_errors`, never fatal. ``sz_applied`` is the
+bytes advised; ``sz_ops_filter_passed`` the bytes of reachable pages that passed the filters.
+
+Frames no process maps (page cache nobody maps, free and kernel memory) cannot be reached from
+user space and are not applied. Frames mapped more than once are skipped too: MADV_PAGEOUT leaves
+folios mapped more than once alone (``madvise_cold_or_pageout_pte_range()``), where the kernel's
+paddr pageout would unmap and reclaim them. ``lru_prio``/``lru_deprio``/``migrate_*`` are refused
+(no user-space interface moves arbitrary frames between LRU lists or nodes).
 """
 
 from __future__ import annotations
 
+import errno
+import os
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pydamon.core.regions import Regions, align_down, align_up
 from pydamon.features import FeatureMissing, require
-from pydamon.ops import _native, _proc
+from pydamon.ops import _native, _proc, _rmap
 from pydamon.ops.base import ApplyResult, Operations, update_regions_access
+from pydamon.ops.madvise import MADV, pidfd_open, process_madvise
 from pydamon.ops.vaddr import ActionUnsupported, evenly_split_init
 
 if TYPE_CHECKING:
     from pydamon.core.context import Context, Target
+    from pydamon.damos.filters import PageFacts
 
-PADDR_ACTIONS = ("stat",)
+PADDR_ACTIONS = ("stat", "pageout")
+#: DAMOS ops-layer filters the pageout path evaluates per page (kpageflags, kpagecgroup, page_idle)
+PADDR_OPS_FILTERS = frozenset({"anon", "active", "memcg", "young", "hugepage_size", "unmapped"})
+PAGE_SIZE = _rmap.PAGE_SIZE
 
 
 def default_paddr_range() -> tuple[int, int]:
@@ -53,11 +73,19 @@ class PaddrOperations(Operations):
     """Monitor physical memory (``paddr``)."""
 
     name = "paddr"
+    supported_ops_filters = PADDR_OPS_FILTERS
 
     def __init__(self, *, native: bool = True) -> None:
         #: use the C helper for the per-sample loop when it can be built (see ops._native)
         self.native = native
         self.phys: _proc.PhysPages | None = None
+        #: frame -> (pid, vaddr) map of the pageout path; None until first needed
+        self.rmap: _rmap.ReverseMap | None = None
+        self.rmap_stale = True
+        #: number of reverse-map builds so far (each costs a scan of all mapped memory)
+        self.nr_rmap_builds = 0
+        #: ranges an action failed on, per errno (counted, never fatal)
+        self.apply_errors: dict[int, int] = {}
 
     def init(self, ctx: Context) -> None:
         require(self.name)
@@ -65,6 +93,11 @@ class PaddrOperations(Operations):
             action = str(getattr(s, "action", "stat"))
             if action not in PADDR_ACTIONS:
                 raise ActionUnsupported(_unsupported(action))
+            if action == "stat" and getattr(s, "ops_filters", None):
+                raise ActionUnsupported(
+                    "the paddr operations set of pydamon evaluates ops filters (anon, memcg...) "
+                    "only for pageout; remove them from the stat scheme or monitor with vaddr"
+                )
         try:
             self.phys = _proc.PhysPages()
         except PermissionError:
@@ -83,6 +116,13 @@ class PaddrOperations(Operations):
             )
             evenly_split_init(t.regions, ctx.attrs.min_nr_regions, ctx.min_region_sz)
             t.ops_private = np.zeros(0, np.int64)
+        if any(str(getattr(s, "action", "stat")) == "pageout" for s in ctx.schemes):
+            # fail at start, in one line, where pageout cannot work (no PFNs, not root)
+            self._fresh_rmap()
+
+    def update(self, ctx: Context) -> None:
+        # Rebuilt lazily, at the next action: an interval without actions costs nothing.
+        self.rmap_stale = True
 
     def prepare_access_checks(self, ctx: Context) -> None:
         assert self.phys is not None
@@ -108,17 +148,170 @@ class PaddrOperations(Operations):
         action = str(getattr(scheme, "action", scheme))
         if action == "stat":
             return ApplyResult(0, 0)
+        if action == "pageout":
+            return self.pageout(start, end, scheme)
         raise ActionUnsupported(_unsupported(action))
 
+    # -- pageout through the reverse map ---------------------------------------------------------
+    def _fresh_rmap(self) -> _rmap.ReverseMap:
+        if self.rmap is None or self.rmap_stale:
+            self.rmap = _rmap.build_reverse_map()
+            self.rmap_stale = False
+            self.nr_rmap_builds += 1
+        return self.rmap
+
+    def pageout(self, start: int, end: int, scheme: Any) -> ApplyResult:
+        """Page out the process-mapped frames of ``[start, end)`` that pass the ops filters."""
+        rmap = self._fresh_rmap()
+        sl = rmap.lookup(start, end)
+        # frames mapped more than once: MADV_PAGEOUT would skip them (see the module doc)
+        own = ~rmap.shared[sl]
+        pfns, pids, vaddrs = rmap.pfns[sl][own], rmap.pids[sl][own], rmap.vaddrs[sl][own]
+        if not pfns.shape[0]:
+            return ApplyResult(0, 0)
+        passed = self.filters_pass(scheme, pfns)
+        passed_bytes = int(passed.sum()) * PAGE_SIZE
+        runs, run_pfns = _rmap.coalesce(pids[passed], vaddrs[passed], pfns[passed])
+        sz_applied = 0
+        by_pid: dict[int, list[_rmap.Run]] = {}
+        for run in runs:
+            by_pid.setdefault(run.pid, []).append(run)
+        for pid, pid_runs in by_pid.items():
+            sz_applied += self._advise(pid, pid_runs, run_pfns, MADV["pageout"])
+        return ApplyResult(sz_applied, passed_bytes)
+
+    def _advise(self, pid: int, runs: list[_rmap.Run], run_pfns: Any, advice: int) -> int:
+        """Advise the runs of process ``pid`` still mapping their recorded frames; bytes done."""
+        try:
+            pidfd = pidfd_open(pid)
+        except ProcessLookupError:
+            return 0  # exited since the map was built
+        except PermissionError:
+            raise FeatureMissing(
+                f"cannot act on process {pid} (pidfd_open denied); run as root"
+            ) from None
+        try:
+            try:
+                pagemap = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
+            except (FileNotFoundError, ProcessLookupError):
+                return 0
+            try:
+                ranges: list[tuple[int, int]] = []
+                for run in runs:
+                    expected = run_pfns[run.first : run.first + run.nr_pages]
+                    ranges += _rmap.still_mapped(pagemap, run, expected)
+            finally:
+                os.close(pagemap)
+            if not ranges:
+                return 0
+            try:
+                result = process_madvise(pidfd, ranges, advice)
+            except ProcessLookupError:
+                return 0
+            except PermissionError:
+                raise FeatureMissing(
+                    f"process_madvise on process {pid} denied; run as root (CAP_SYS_NICE)"
+                ) from None
+            except OSError as err:
+                if err.errno == errno.ESRCH:
+                    return 0
+                raise
+        finally:
+            os.close(pidfd)
+        for err_no, n in result.errors.items():
+            self.apply_errors[err_no] = self.apply_errors.get(err_no, 0) + n
+        return result.sz_advised
+
+    def filters_pass(self, scheme: Any, pfns: Any) -> Any:
+        """Which frames pass ``scheme``'s ops filters plus the kernel's temporary reject-young
+        filter of paddr pageout (``damon_pa_pageout()``), in the kernel's order: the user's
+        filters first, the first match decides, then the default of the user's filters."""
+        from pydamon.damos.filters import (
+            FilterType,
+            filter_match,
+            needed_facts,
+            page_facts_for_pfns,
+        )
+        from pydamon.damos.scheme import Filter
+
+        n = pfns.shape[0]
+        if getattr(scheme, "core_filters_allowed", False):
+            return np.ones(n, np.bool_)
+        filters = list(getattr(scheme, "ops_filters", []))
+        if not any(f.type == FilterType.YOUNG for f in filters):
+            filters.append(Filter(type=FilterType.YOUNG, matching=True, allow=False))
+        needed = needed_facts(filters)
+        facts: PageFacts = page_facts_for_pfns(
+            pfns, np.ones(n, np.bool_), needed - {FilterType.YOUNG}
+        )
+        facts.young = self.young(pfns)
+        decided = np.zeros(n, np.bool_)
+        passed = np.zeros(n, np.bool_)
+        for f in filters:
+            matched = filter_match(f, facts) & ~decided
+            passed[matched] = f.allow
+            decided |= matched
+        passed[~decided] = not getattr(scheme, "ops_filters_default_reject", False)
+        return passed
+
+    def young(self, pfns: Any) -> Any:
+        """Whether each frame's folio was accessed since it was last marked idle; marks them all
+        idle (``damon_folio_young()`` then ``damon_folio_mkold()``).
+
+        page_idle tracks a folio through its head frame (a tail frame always reads as not idle),
+        so tails are mapped to their heads first.
+        """
+        assert self.phys is not None
+        heads = folio_heads(self.phys.kpageflags_fd, pfns)
+        bitmap = self.phys.bitmap_fd
+        words = _proc.read_entries(bitmap, heads >> 6)
+        idle = (words >> (heads & 63).astype(np.uint64)) & np.uint64(1) != 0
+        mark_idle(bitmap, heads)
+        return ~idle
+
     def cleanup(self, ctx: Context) -> None:
+        self.rmap = None
         if self.phys is not None:
             self.phys.close()
             self.phys = None
 
 
+def folio_heads(kpageflags_fd: int, pfns: Any) -> Any:
+    """The head frame of each frame's folio (the frame itself unless it is a tail page).
+
+    Folios are naturally aligned: a tail's head is the first of its aligned candidates (orders
+    1..9) that is a head page. A tail whose head is not found stays as it is.
+    """
+    heads = np.asarray(pfns, np.int64).copy()
+    flags = _proc.read_entries(kpageflags_fd, heads)
+    todo = np.flatnonzero(_proc.flag(flags, _proc.KPF_COMPOUND_TAIL))
+    for order in range(1, _proc.MAX_FOLIO_ORDER + 1):
+        if not todo.shape[0]:
+            break
+        candidates = heads[todo] & ~((1 << order) - 1)
+        is_head = _proc.flag(_proc.read_entries(kpageflags_fd, candidates), _proc.KPF_COMPOUND_HEAD)
+        heads[todo[is_head]] = candidates[is_head]
+        todo = todo[~is_head]
+    return heads
+
+
+def mark_idle(bitmap_fd: int, pfns: Any) -> None:
+    """Set the page_idle bits of ``pfns``: one write per run of consecutive 64-frame words."""
+    if not pfns.shape[0]:
+        return
+    words, inverse = np.unique(pfns >> 6, return_inverse=True)
+    masks = np.zeros(words.shape[0], np.uint64)
+    np.bitwise_or.at(masks, inverse, np.uint64(1) << (pfns & 63).astype(np.uint64))
+    for first, count, pos in _proc._runs(words):
+        try:
+            os.pwrite(bitmap_fd, masks[pos : pos + count].tobytes(), first << 3)
+        except OSError:
+            continue  # e.g. past the end of memory: nothing to mark
+
+
 def _unsupported(action: str) -> str:
     return (
-        f"the paddr operations set of pydamon cannot apply {action}: user space cannot act on "
-        "arbitrary page frames; monitor the process with vaddr to use pageout/cold/willneed, or "
-        "use stat"
+        f"the paddr operations set of pydamon cannot apply {action}: user space has no interface "
+        "that moves arbitrary page frames between LRU lists or nodes; use pageout or stat, or "
+        "monitor the process with vaddr to use cold/willneed"
     )

@@ -1,0 +1,269 @@
+"""Host tests of the frame -> (pid, vaddr) reverse map behind paddr's pageout, on real processes.
+
+The map is built from real /proc/PID/pagemap data (this process's and a child's pages); where the
+kernel hides page frame numbers (not root) the tests skip, as ``pydamon features`` reports.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import mmap
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from pydamon import features
+from pydamon.features import FeatureMissing
+from pydamon.ops import _proc, _rmap
+from pydamon.ops.paddr import folio_heads
+
+PAGE = 4096
+MiB = 1 << 20
+
+_pfn = features.detect()["pagemap_pfn"]
+pytestmark = pytest.mark.skipif(
+    not _pfn.available, reason=f"pagemap shows no page frame numbers here: {_pfn.detail}"
+)
+
+
+def touched_area(size: int) -> tuple[mmap.mmap, int]:
+    """An anonymous mapping of ``size`` bytes with every page written; (mapping, address)."""
+    area = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    view = np.frombuffer(area, np.uint8)
+    view[::PAGE] = 1
+    return area, int(view.ctypes.data)
+
+
+def own_pfns(addr: int, size: int) -> np.ndarray:
+    """PFN of each page of [addr, addr + size) of this process, read straight from pagemap."""
+    with open("/proc/self/pagemap", "rb") as f:
+        f.seek(addr // PAGE * 8)
+        entries = np.frombuffer(f.read(size // PAGE * 8), np.uint64)
+    assert ((entries >> np.uint64(63)) & np.uint64(1)).all()
+    return (entries & np.uint64(_proc.PM_PFN_MASK)).astype(np.int64)
+
+
+@pytest.fixture
+def child() -> Iterator[tuple[int, int, int]]:
+    """A child process holding 4 MiB of touched anonymous memory: (pid, address, size)."""
+    code = (
+        "import mmap, json, sys, numpy as np\n"
+        "m = mmap.mmap(-1, 4 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)\n"
+        "v = np.frombuffer(m, np.uint8); v[::4096] = 7\n"
+        "print(json.dumps([int(v.ctypes.data), len(m)]), flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    addr, size = json.loads(proc.stdout.readline())
+    try:
+        yield proc.pid, addr, size
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_the_frames_of_a_touched_area_resolve_to_this_process_and_its_addresses() -> None:
+    size = 8 * MiB
+    area, addr = touched_area(size)
+    rmap = _rmap.build_reverse_map([os.getpid()], exclude=())
+    assert rmap.nr_processes == 1 and set(rmap.pids.tolist()) == {os.getpid()}
+    assert (np.diff(rmap.pfns) >= 0).all()  # sorted by frame
+    pfns = own_pfns(addr, size)
+    vaddrs = addr + PAGE * np.arange(size // PAGE)
+    for pfn, vaddr in zip(pfns.tolist(), vaddrs.tolist()):
+        sl = rmap.lookup(pfn * PAGE, (pfn + 1) * PAGE)
+        assert list(zip(rmap.pids[sl].tolist(), rmap.vaddrs[sl].tolist())) == [(os.getpid(), vaddr)]
+    # a physical range returns exactly the entries with frames inside it
+    lo, hi = int(pfns.min()), int(pfns.max()) + 1
+    sl = rmap.lookup(lo * PAGE, hi * PAGE)
+    inside = rmap.pfns[sl]
+    assert inside.min() >= lo and inside.max() < hi
+    assert len(inside) == int(((rmap.pfns >= lo) & (rmap.pfns < hi)).sum())
+    assert set(pfns.tolist()) <= set(inside.tolist())
+    del area
+
+
+def test_runs_group_pages_by_process_and_merge_consecutive_addresses(child) -> None:
+    """Entries of a physical range come in frame order; runs put them back in address order."""
+    child_pid, child_addr, child_size = child
+    size = 2 * MiB
+    area_a, addr_a = touched_area(size)
+    area_b, addr_b = touched_area(size)
+    rmap = _rmap.build_reverse_map([os.getpid(), child_pid], exclude=())
+    assert rmap.nr_processes == 2
+
+    def wanted(pid: int, addr: int, sz: int) -> np.ndarray:
+        return (rmap.pids == pid) & (rmap.vaddrs >= addr) & (rmap.vaddrs < addr + sz)
+
+    sel = (
+        wanted(os.getpid(), addr_a, size)
+        | wanted(os.getpid(), addr_b, size)
+        | wanted(child_pid, child_addr, child_size)
+    )
+    assert int(sel.sum()) == (2 * size + child_size) // PAGE
+    runs, run_pfns = _rmap.coalesce(rmap.pids[sel], rmap.vaddrs[sel], rmap.pfns[sel])
+    got = {(r.pid, r.start, r.end) for r in runs}
+    expected = {(child_pid, child_addr, child_addr + child_size)}
+    if addr_b + size == addr_a:  # mmap may place the second area right below the first
+        expected.add((os.getpid(), addr_b, addr_a + size))
+    elif addr_a + size == addr_b:
+        expected.add((os.getpid(), addr_a, addr_b + size))
+    else:
+        expected |= {(os.getpid(), addr_a, addr_a + size), (os.getpid(), addr_b, addr_b + size)}
+    assert got == expected
+    # each run's frames, in the order coalesce returns them, are its pages' frames
+    for r in runs:
+        if r.pid == os.getpid():
+            assert run_pfns[r.first : r.first + r.nr_pages].tolist() == (
+                own_pfns(r.start, r.end - r.start).tolist()
+            )
+    del area_a, area_b
+
+
+def test_the_default_map_scans_other_processes_but_not_this_one(child) -> None:
+    child_pid, child_addr, child_size = child
+    area, addr = touched_area(2 * MiB)
+    rmap = _rmap.build_reverse_map()
+    assert os.getpid() not in set(rmap.pids.tolist())
+    mine = (rmap.pids == child_pid) & (rmap.vaddrs >= child_addr)
+    mine &= rmap.vaddrs < child_addr + child_size
+    assert int(mine.sum()) == child_size // PAGE
+    assert rmap.nr_processes >= 1 and rmap.build_seconds > 0
+    del area
+
+
+def test_frames_mapped_twice_are_marked_shared(child) -> None:
+    """A file page mapped by two processes is one frame with two entries."""
+    child_pid, _, _ = child
+    with tempfile.NamedTemporaryFile(dir=os.getcwd()) as f:
+        f.write(b"x" * (64 * 1024))
+        f.flush()
+        code = (
+            "import mmap, sys\n"
+            f"f = open({f.name!r}, 'rb'); m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)\n"
+            "sum(m[i] for i in range(0, len(m), 4096)); print('ok', flush=True); sys.stdin.read()\n"
+        )
+        other = subprocess.Popen(
+            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert other.stdout is not None and other.stdout.readline().strip() == "ok"
+            mine = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+            view = np.frombuffer(mine, np.uint8)
+            int(view[::PAGE].sum())  # fault every page in
+            pfns = own_pfns(int(view.ctypes.data), len(mine))
+            rmap = _rmap.build_reverse_map([os.getpid(), other.pid, child_pid], exclude=())
+            for pfn in pfns.tolist():
+                sl = rmap.lookup(pfn * PAGE, (pfn + 1) * PAGE)
+                assert sorted(rmap.pids[sl].tolist()) == sorted([os.getpid(), other.pid])
+                assert rmap.shared[sl].all()
+            # the child's private anonymous pages are not shared
+            assert not rmap.shared[rmap.pids == child_pid].all()
+            del view
+            mine.close()
+        finally:
+            other.kill()
+            other.wait()
+
+
+def test_runs_are_cut_to_pages_that_still_map_the_recorded_frames() -> None:
+    size = 1 * MiB
+    area, addr = touched_area(size)
+    rmap = _rmap.build_reverse_map([os.getpid()], exclude=())
+    sel = (rmap.vaddrs >= addr) & (rmap.vaddrs < addr + size)
+    runs, run_pfns = _rmap.coalesce(rmap.pids[sel], rmap.vaddrs[sel], rmap.pfns[sel])
+    assert len(runs) == 1
+    run = runs[0]
+    # drop pages 16..31: they are no longer present, so no longer map what the map recorded
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.madvise(ctypes.c_void_p(addr + 16 * PAGE), ctypes.c_size_t(16 * PAGE), 4) == 0
+    fd = os.open("/proc/self/pagemap", os.O_RDONLY)
+    try:
+        parts = _rmap.still_mapped(fd, run, run_pfns[: run.nr_pages])
+    finally:
+        os.close(fd)
+    assert parts == [(addr, addr + 16 * PAGE), (addr + 32 * PAGE, addr + size)]
+    del area
+
+
+def test_gone_and_kernel_processes_are_skipped_without_error() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # reaped: its pid no longer exists
+    rmap = _rmap.build_reverse_map([proc.pid, 2], exclude=())  # 2: kthreadd
+    assert len(rmap) == 0 and rmap.nr_processes == 0
+
+
+def test_tail_frames_of_a_huge_page_resolve_to_its_head() -> None:
+    if not os.access(_proc.KPAGEFLAGS, os.R_OK):
+        pytest.skip("/proc/kpageflags is not readable here")
+    area = mmap.mmap(-1, 8 * MiB, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    view = np.frombuffer(area, np.uint8)
+    base = int(view.ctypes.data)
+    start = (base + 2 * MiB - 1) // (2 * MiB) * (2 * MiB)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(4 * MiB), 14)  # MADV_HUGEPAGE
+    view[start - base : start - base + 4 * MiB : PAGE] = 1
+    pfns = own_pfns(start, 2 * MiB)
+    fd = os.open(_proc.KPAGEFLAGS, os.O_RDONLY)
+    try:
+        flags = _proc.read_entries(fd, pfns)
+        if not _proc.flag(flags[:1], _proc.KPF_THP)[0]:
+            pytest.skip("the kernel did not back the area with a huge page (THP off or no memory)")
+        heads = folio_heads(fd, pfns)
+    finally:
+        os.close(fd)
+    assert (heads == pfns[0]).all() and pfns[0] % 512 == 0
+    del view
+    area.close()
+
+
+def test_hidden_frame_numbers_are_one_line_error() -> None:
+    """Without CAP_SYS_ADMIN pagemap shows PFNs as 0: building must say so in one line."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to drop the capability in a child")
+    code = (
+        "import ctypes, os, mmap\n"
+        "from pydamon.ops import _rmap\n"
+        "m = mmap.mmap(-1, 1 << 20); m[0:1] = b'x'\n"
+        "os.setuid(65534)\n"
+        "ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE: /proc/self readable again\n"
+        "try:\n"
+        "    _rmap.build_reverse_map([os.getpid()], exclude=())\n"
+        "except Exception as e:\n"
+        "    print(type(e).__name__ + ': ' + str(e))\n"
+        "else:\n"
+        "    print('no error')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    line = out.stdout.strip()
+    assert line.startswith(FeatureMissing.__name__), line
+    assert "run as root" in line and "\n" not in line
+
+
+def test_a_map_of_nothing_readable_is_one_line_error() -> None:
+    """A user who may read no process's pagemap gets told so (not an empty map)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to another user in a child")
+    code = (
+        "import os\n"
+        "from pydamon.ops import _rmap\n"
+        "os.setuid(65534)  # no longer dumpable: even its own /proc/self/maps is root's\n"
+        "try:\n"
+        "    _rmap.build_reverse_map([1, os.getpid()], exclude=())\n"
+        "except Exception as e:\n"
+        "    print(type(e).__name__ + ': ' + str(e))\n"
+        "else:\n"
+        "    print('no error')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    line = out.stdout.strip()
+    assert line.startswith(FeatureMissing.__name__) and "run as root" in line, line

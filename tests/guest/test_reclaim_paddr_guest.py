@@ -1,4 +1,5 @@
-"""reclaim on physical memory (``--ops paddr``): pageout through the frame -> process reverse map.
+"""paddr actions through the frame -> process reverse map: reclaim (``--ops paddr``) pages out,
+``lru_deprio`` deactivates.
 
 Uses the ``workload`` and ``zram_swap`` fixtures of tests/guest/conftest.py. The module monitors
 the guest's biggest System RAM range, as the kernel's DAMON_RECLAIM does; the workload process's
@@ -9,19 +10,25 @@ be paged out then, although cold regions are tried.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 import numpy as np
 import pytest
 
+from pydamon.core import Attrs, Context, Target
+from pydamon.damos.scheme import AccessPattern, Action, Scheme
 from pydamon.modules.reclaim import ReclaimModule
 from pydamon.modules.runner import ModuleRunner
+from pydamon.ops import _proc
+from pydamon.ops.paddr import PaddrOperations
 
 pytestmark = pytest.mark.guest
 
 PAGE = 4096
-MiB = 1 << 20
+KPF_LRU = 5
+KPF_ACTIVE = 6
 
 # Intervals the emulated guest keeps up with (as in test_modules_guest.py).
 MONITORING: dict[str, Any] = dict(
@@ -29,12 +36,43 @@ MONITORING: dict[str, Any] = dict(
 )
 
 
-def resident_and_swapped(pid: int, area: tuple[int, int]) -> tuple[int, int]:
-    """Bytes of the area present in memory and swapped out (pagemap bits 63 and 62)."""
+def pagemap(pid: int, area: tuple[int, int]) -> np.ndarray:
     start, end = area
     with open(f"/proc/{pid}/pagemap", "rb") as f:
         f.seek(start // PAGE * 8)
-        entries = np.frombuffer(f.read((end - start) // PAGE * 8), np.uint64)
+        return np.frombuffer(f.read((end - start) // PAGE * 8), np.uint64)
+
+
+def frames(pid: int, area: tuple[int, int]) -> np.ndarray:
+    """Page frame numbers of the area's present pages."""
+    entries = pagemap(pid, area)
+    present = ((entries >> np.uint64(63)) & np.uint64(1)).astype(bool)
+    return (entries[present] & np.uint64((1 << 55) - 1)).astype(np.int64)
+
+
+def active_share(pid: int, area: tuple[int, int]) -> float:
+    """Share of the area's pages on an LRU list that are on the active one (kpageflags)."""
+    fd = os.open("/proc/kpageflags", os.O_RDONLY)
+    try:
+        flags = _proc.read_entries(fd, frames(pid, area))  # one read per run of frames
+    finally:
+        os.close(fd)
+    on_lru = _proc.flag(flags, KPF_LRU)
+    return int((on_lru & _proc.flag(flags, KPF_ACTIVE)).sum()) / max(int(on_lru.sum()), 1)
+
+
+def touch_remotely(pid: int, start: int, end: int) -> None:
+    """Read every page through /proc/PID/mem (remote GUP marks each page accessed; twice
+    activates it), as tests/guest/test_modules_guest.py does for lru_sort."""
+    with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
+        for addr in range(start, end, 64 * PAGE):
+            mem.seek(addr)
+            mem.read(min(64 * PAGE, end - addr))
+
+
+def resident_and_swapped(pid: int, area: tuple[int, int]) -> tuple[int, int]:
+    """Bytes of the area present in memory and swapped out (pagemap bits 63 and 62)."""
+    entries = pagemap(pid, area)
     present = int(((entries >> np.uint64(63)) & np.uint64(1)).sum())
     swapped = int(((entries >> np.uint64(62)) & np.uint64(1)).sum())
     return present * PAGE, swapped * PAGE
@@ -95,5 +133,39 @@ def test_reclaim_on_physical_memory_pages_out_the_cold_area_only(zram_swap, work
     assert getattr(ops, "nr_rmap_builds", 0) >= 1
     # the hot area is accessed every tick: the young re-check keeps it resident
     assert hot_present >= 0.9 * hot_size, (hot_present, hot_swapped, hot_size)
+    check = wl.command("verify")
+    assert check["ok"], check
+
+
+def test_lru_deprio_on_physical_memory_deactivates_the_cold_area(workload) -> None:
+    """MADV_COLD through the reverse map: the kernel's paddr lru_deprio (folio_deactivate)."""
+    wl = workload("hotcold", "--tick-ms", "50", size="32M")
+    cold = wl.areas["cold"]
+    cold_size = cold[1] - cold[0]
+    for _ in range(2):
+        touch_remotely(wl.pid, *cold)
+    assert active_share(wl.pid, cold) >= 0.9
+    # monitor just the physical span of the cold area's frames (other frames may lie inside)
+    pfns = frames(wl.pid, cold)
+    span = (int(pfns.min()) * PAGE, (int(pfns.max()) + 1) * PAGE)
+    scheme = Scheme(
+        pattern=AccessPattern(min_sz_bytes=PAGE, max_nr_accesses=0, min_age=2),
+        action=Action.LRU_DEPRIO,
+    )
+    attrs = Attrs(
+        sample_interval_us=100_000, aggr_interval_us=1_000_000, min_nr_regions=3, max_nr_regions=10
+    )
+    ctx = Context(PaddrOperations(), [Target(ranges=[span])], attrs, schemes=[scheme])
+    ctx.start()
+    try:
+        deactivated = wait_for(lambda: active_share(wl.pid, cold) <= 0.1, 30)
+    finally:
+        ctx.stop()
+        ctx.wait(10)
+    assert deactivated, (scheme.stats, active_share(wl.pid, cold))
+    assert scheme.stats.sz_applied >= 0.9 * cold_size, scheme.stats
+    assert scheme.stats.sz_ops_filter_passed >= scheme.stats.sz_applied, scheme.stats
+    # deactivated, not paged out
+    assert resident_and_swapped(wl.pid, cold)[0] == cold_size
     check = wl.command("verify")
     assert check["ok"], check

@@ -8,8 +8,8 @@ kernel's rmap walk, done by the page_idle code). Page frames not on an LRU list 
 page-table pages...) count as not accessed, as in the kernel's paddr; THP tail frames use their
 head's bit.
 
-Actions: ``stat`` and ``pageout``. The kernel's paddr ``pageout`` isolates the folios of the range
-and calls ``reclaim_pages()``; user space can only page out through
+Actions: ``stat``, ``pageout`` and ``lru_deprio``. The kernel's paddr ``pageout`` isolates the
+folios of the range and calls ``reclaim_pages()``; user space can only page out through
 ``process_madvise(MADV_PAGEOUT)``, which needs the owning process and virtual address. So pageout
 here goes through a reverse map (:mod:`pydamon.ops._rmap`) from page frame to ``(pid, vaddr)``,
 built by scanning every process's pagemap, at most once per ops-update interval (at the first
@@ -24,8 +24,10 @@ bytes advised; ``sz_ops_filter_passed`` the bytes of reachable pages that passed
 Frames no process maps (page cache nobody maps, free and kernel memory) cannot be reached from
 user space and are not applied. Frames mapped more than once are skipped too: MADV_PAGEOUT leaves
 folios mapped more than once alone (``madvise_cold_or_pageout_pte_range()``), where the kernel's
-paddr pageout would unmap and reclaim them. ``lru_prio``/``lru_deprio``/``migrate_*`` are refused
-(no user-space interface moves arbitrary frames between LRU lists or nodes).
+paddr pageout would unmap and reclaim them. ``lru_deprio`` takes the same path with
+``MADV_COLD``, which deactivates the folios (``folio_deactivate()``, what the kernel's paddr
+``lru_deprio`` calls), without the young filter. ``lru_prio``/``migrate_*`` are refused (no
+user-space interface activates arbitrary frames or moves them between nodes).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ if TYPE_CHECKING:
     from pydamon.core.context import Context, Target
     from pydamon.damos.filters import PageFacts
 
-PADDR_ACTIONS = ("stat", "pageout")
+PADDR_ACTIONS = ("stat", "pageout", "lru_deprio")
 #: DAMOS ops-layer filters the pageout path evaluates per page (kpageflags, kpagecgroup, page_idle)
 PADDR_OPS_FILTERS = frozenset({"anon", "active", "memcg", "young", "hugepage_size", "unmapped"})
 PAGE_SIZE = _rmap.PAGE_SIZE
@@ -116,7 +118,7 @@ class PaddrOperations(Operations):
             )
             evenly_split_init(t.regions, ctx.attrs.min_nr_regions, ctx.min_region_sz)
             t.ops_private = np.zeros(0, np.int64)
-        if any(str(getattr(s, "action", "stat")) == "pageout" for s in ctx.schemes):
+        if any(str(getattr(s, "action", "stat")) != "stat" for s in ctx.schemes):
             # fail at start, in one line, where pageout cannot work (no PFNs, not root)
             self._fresh_rmap()
 
@@ -150,6 +152,8 @@ class PaddrOperations(Operations):
             return ApplyResult(0, 0)
         if action == "pageout":
             return self.pageout(start, end, scheme)
+        if action == "lru_deprio":
+            return self.deactivate(start, end, scheme)
         raise ActionUnsupported(_unsupported(action))
 
     # -- pageout through the reverse map ---------------------------------------------------------
@@ -161,15 +165,27 @@ class PaddrOperations(Operations):
         return self.rmap
 
     def pageout(self, start: int, end: int, scheme: Any) -> ApplyResult:
-        """Page out the process-mapped frames of ``[start, end)`` that pass the ops filters."""
+        """Page out the process-mapped frames of ``[start, end)`` that pass the ops filters
+        (``damon_pa_pageout()``: with a temporary reject-young filter)."""
+        return self._advise_frames(start, end, scheme, MADV["pageout"], reject_young=True)
+
+    def deactivate(self, start: int, end: int, scheme: Any) -> ApplyResult:
+        """Move the process-mapped frames of ``[start, end)`` that pass the ops filters to the
+        inactive LRU list: ``MADV_COLD`` calls ``folio_deactivate()``, as the kernel's paddr
+        ``lru_deprio`` does (``damon_pa_deactivate_pages()``, no young filter of its own)."""
+        return self._advise_frames(start, end, scheme, MADV["cold"], reject_young=False)
+
+    def _advise_frames(
+        self, start: int, end: int, scheme: Any, advice: int, *, reject_young: bool
+    ) -> ApplyResult:
         rmap = self._fresh_rmap()
         sl = rmap.lookup(start, end)
-        # frames mapped more than once: MADV_PAGEOUT would skip them (see the module doc)
+        # frames mapped more than once: MADV_PAGEOUT/MADV_COLD skip them (see the module doc)
         own = ~rmap.shared[sl]
         pfns, pids, vaddrs = rmap.pfns[sl][own], rmap.pids[sl][own], rmap.vaddrs[sl][own]
         if not pfns.shape[0]:
             return ApplyResult(0, 0)
-        passed = self.filters_pass(scheme, pfns)
+        passed = self.filters_pass(scheme, pfns, reject_young=reject_young)
         passed_bytes = int(passed.sum()) * PAGE_SIZE
         runs, run_pfns = _rmap.coalesce(pids[passed], vaddrs[passed], pfns[passed])
         sz_applied = 0
@@ -177,7 +193,7 @@ class PaddrOperations(Operations):
         for run in runs:
             by_pid.setdefault(run.pid, []).append(run)
         for pid, pid_runs in by_pid.items():
-            sz_applied += self._advise(pid, pid_runs, run_pfns, MADV["pageout"])
+            sz_applied += self._advise(pid, pid_runs, run_pfns, advice)
         return ApplyResult(sz_applied, passed_bytes)
 
     def _advise(self, pid: int, runs: list[_rmap.Run], run_pfns: Any, advice: int) -> int:
@@ -222,10 +238,11 @@ class PaddrOperations(Operations):
             self.apply_errors[err_no] = self.apply_errors.get(err_no, 0) + n
         return result.sz_advised
 
-    def filters_pass(self, scheme: Any, pfns: Any) -> Any:
-        """Which frames pass ``scheme``'s ops filters plus the kernel's temporary reject-young
-        filter of paddr pageout (``damon_pa_pageout()``), in the kernel's order: the user's
-        filters first, the first match decides, then the default of the user's filters."""
+    def filters_pass(self, scheme: Any, pfns: Any, *, reject_young: bool = True) -> Any:
+        """Which frames pass ``scheme``'s ops filters, and with ``reject_young`` the kernel's
+        temporary reject-young filter of paddr pageout (``damon_pa_pageout()``), in the kernel's
+        order: the user's filters first, the first match decides, then the default of the user's
+        filters."""
         from pydamon.damos.filters import (
             FilterType,
             filter_match,
@@ -238,13 +255,14 @@ class PaddrOperations(Operations):
         if getattr(scheme, "core_filters_allowed", False):
             return np.ones(n, np.bool_)
         filters = list(getattr(scheme, "ops_filters", []))
-        if not any(f.type == FilterType.YOUNG for f in filters):
+        if reject_young and not any(f.type == FilterType.YOUNG for f in filters):
             filters.append(Filter(type=FilterType.YOUNG, matching=True, allow=False))
         needed = needed_facts(filters)
         facts: PageFacts = page_facts_for_pfns(
             pfns, np.ones(n, np.bool_), needed - {FilterType.YOUNG}
         )
-        facts.young = self.young(pfns)
+        if FilterType.YOUNG in needed:
+            facts.young = self.young(pfns)
         decided = np.zeros(n, np.bool_)
         passed = np.zeros(n, np.bool_)
         for f in filters:
@@ -312,6 +330,6 @@ def mark_idle(bitmap_fd: int, pfns: Any) -> None:
 def _unsupported(action: str) -> str:
     return (
         f"the paddr operations set of pydamon cannot apply {action}: user space has no interface "
-        "that moves arbitrary page frames between LRU lists or nodes; use pageout or stat, or "
-        "monitor the process with vaddr to use cold/willneed"
+        "that activates arbitrary page frames or moves them between nodes; use pageout, "
+        "lru_deprio or stat, or monitor the process with vaddr to use cold/willneed"
     )

@@ -267,3 +267,43 @@ def test_a_map_of_nothing_readable_is_one_line_error() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     line = out.stdout.strip()
     assert line.startswith(FeatureMissing.__name__) and "run as root" in line, line
+
+
+def test_ops_filters_decide_per_frame_on_the_paddr_path() -> None:
+    """paddr evaluates a scheme's ops filters on the frames the map found: an anon reject
+    filter (reclaim's skip_anon) keeps this process's anonymous frames and passes file frames."""
+    if not os.access(_proc.KPAGEFLAGS, os.R_OK):
+        pytest.skip("/proc/kpageflags is not readable here")
+    from pydamon.damos.filters import set_filters_default_reject
+    from pydamon.damos.scheme import Action, Filter, FilterType, Scheme
+    from pydamon.ops.paddr import PaddrOperations
+
+    anon_area, anon_addr = touched_area(1 * MiB)
+    with tempfile.NamedTemporaryFile(dir=os.getcwd()) as f:
+        f.write(b"y" * MiB)
+        f.flush()
+        file_map = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+        view = np.frombuffer(file_map, np.uint8)
+        int(view[::PAGE].sum())
+        anon_pfns = own_pfns(anon_addr, MiB)
+        file_pfns = own_pfns(int(view.ctypes.data), MiB)
+        pfns = np.concatenate([anon_pfns, file_pfns])
+        order = np.argsort(pfns)  # the map hands frames over in frame order
+        skip_anon = Scheme(
+            action=Action.PAGEOUT, filters=[Filter(type=FilterType.ANON, allow=False)]
+        )
+        set_filters_default_reject(skip_anon)
+        passed = np.empty(len(pfns), np.bool_)
+        # reject_young=False: the young check needs page_idle, which this host may lack
+        passed[order] = PaddrOperations().filters_pass(skip_anon, pfns[order], reject_young=False)
+        assert not passed[: len(anon_pfns)].any() and passed[len(anon_pfns) :].all()
+        # allow only anonymous memory: the opposite, unmatched frames rejected by default
+        anon_only = Scheme(
+            action=Action.LRU_DEPRIO, filters=[Filter(type=FilterType.ANON, allow=True)]
+        )
+        set_filters_default_reject(anon_only)
+        passed[order] = PaddrOperations().filters_pass(anon_only, pfns[order], reject_young=False)
+        assert passed[: len(anon_pfns)].all() and not passed[len(anon_pfns) :].any()
+        del view
+        file_map.close()
+    del anon_area

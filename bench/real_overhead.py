@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import errno
 import json
 import os
 import subprocess
@@ -142,31 +143,47 @@ def run_pydamon(args: argparse.Namespace, pid: int, phys_factory=None) -> dict:
 
     ops = vaddr.VaddrOperations()
     ctx = Context(ops, [Target(pid=pid)], attrs(args), seed=1)
-    region_samples = [0]
+    # Steady state only, as for kdamond (measured once it runs): CPU time and region-samples
+    # from the end of the first aggregation on. Before it come one-time costs (imports, the
+    # C helper's load, the first maps read), seconds under emulation.
+    measured: dict[str, float] = {"region_samples": 0, "aggregations": 0}
+    start: dict[str, float] = {}
 
     def count(c) -> None:  # regions of every sample of the aggregation just ended
-        region_samples[0] += c.nr_regions * c.attrs.max_nr_accesses
+        if not start:
+            t = os.times()
+            start.update(
+                cpu_s=t.user + t.system,
+                loop_s=time.thread_time(),
+                wall_s=time.monotonic(),
+                samples=c.passed_sample_intervals,
+            )
+            return
+        measured["region_samples"] += c.nr_regions * c.attrs.max_nr_accesses
+        measured["aggregations"] += 1
+        measured["loop_s"] = time.thread_time() - start["loop_s"]
 
     ctx.add_callback("after_aggregation", count)
     if phys_factory is not None:
         vaddr.require = lambda name: None  # host part: page_idle is left out on purpose
         vaddr._proc.PhysPages = phys_factory
-    started = time.monotonic()
     # the whole process: every thread, io_uring's io-wq workers included
-    cpu0 = os.times()
     ctx.run(duration_us=int(args.seconds * 1e6))
-    cpu1 = os.times()
-    wall = time.monotonic() - started
+    end = os.times()
+    if not measured["aggregations"]:
+        sys.exit("real_overhead.py: pydamon made fewer than two aggregations; use --seconds")
     return {
         "path": _native.path(),
         "why": _native.io_uring_error() or "",
         "workers": os.environ.get("PYDAMON_IO_URING_WORKERS", "1"),
-        "cpu_s": (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system),
-        "loop_thread_cpu_s": ctx.monitor_cpu_s,
-        "wall_s": wall,
-        "region_samples": region_samples[0],
-        "samples": ctx.passed_sample_intervals,
-        "regions": region_samples[0] / max(ctx.nr_aggregations, 1) / ctx.attrs.max_nr_accesses,
+        "cpu_s": (end.user + end.system) - start["cpu_s"],
+        "loop_thread_cpu_s": measured["loop_s"],
+        "wall_s": time.monotonic() - start["wall_s"],
+        "region_samples": measured["region_samples"],
+        "samples": ctx.passed_sample_intervals - start["samples"],
+        "regions": measured["region_samples"]
+        / measured["aggregations"]
+        / ctx.attrs.max_nr_accesses,
     }
 
 
@@ -206,8 +223,15 @@ def w(path: str, value: object) -> None:
 
 
 def r(path: str) -> str:
-    with open(path) as f:
-        return f.read().strip()
+    for _ in range(50):
+        try:
+            with open(path) as f:
+                return f.read().strip()
+        except OSError as e:  # EBUSY: DAMON's sysfs lock is held a moment (a state command)
+            if e.errno != errno.EBUSY:
+                raise
+            time.sleep(0.1)
+    raise OSError(errno.EBUSY, f"{path} stayed busy")
 
 
 def run_kernel_damon(args: argparse.Namespace, pid: int) -> dict[str, float]:

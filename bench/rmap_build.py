@@ -3,11 +3,12 @@
 For each size, a child process maps and touches that much anonymous memory; the script then
 times building the map of the whole system (:func:`pydamon.ops._rmap.build_reverse_map`, what
 the paddr operations set does at most once per ops-update interval), the map of the child alone,
-and resolving the child's frames back into per-process address runs (lookup + coalesce, the
-per-region work of an apply). Needs root (pagemap frame numbers); runs on the host (it only
-reads /proc).
+and resolving the physical span of the child's frames, in 64 MiB regions, into per-process
+address ranges (lookup, grouping by process, pagemap re-check: an apply's per-region work
+before process_madvise).
+Needs root (pagemap frame numbers); only reads /proc.
 
-    python bench/rmap_build.py [--sizes 256M,1G,4G] [--repeat 3]
+    python bench/rmap_build.py [--sizes 256M,1G,4G] [--repeat 3] [--scatter]
 """
 
 from __future__ import annotations
@@ -23,11 +24,17 @@ import time
 
 from pydamon.ops import _rmap
 
+#: physical region size of the resolve timing (pages)
+REGION_PAGES = (64 << 20) >> 12
+
 CHILD = """
 import mmap, json, sys, numpy as np
 m = mmap.mmap(-1, int(sys.argv[1]), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
 v = np.frombuffer(m, np.uint8)
-v[::4096] = 1
+pages = np.arange(len(m) // 4096) * 4096
+if sys.argv[2] == "scatter":
+    np.random.default_rng(1).shuffle(pages)  # fault in random order: frames out of address order
+v[pages] = 1
 print(json.dumps([int(v.ctypes.data), len(m)]), flush=True)
 sys.stdin.read()
 """
@@ -51,6 +58,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="256M,1G,4G")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument(
+        "--scatter",
+        action="store_true",
+        help="the child touches its pages in random order (a physical range then holds pages "
+        "scattered over its address space, the worst case for merging into ranges)",
+    )
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("needs root: pagemap shows frame numbers to root only", file=sys.stderr)
@@ -62,14 +75,14 @@ def main() -> int:
     )
     header = (
         "| child mapped | system pages in map | procs | build all (s) | GiB/s | "
-        "build child (s) | map MiB | lookup+coalesce child (ms) | runs |"
+        "build child (s) | map MiB | resolve child's frames, 64 MiB regions (ms) | ranges |"
     )
     print(header)
     print("|---" * 9 + "|")
     for text in args.sizes.split(","):
         size = parse_size(text)
         child = subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(size)],
+            [sys.executable, "-c", CHILD, str(size), "scatter" if args.scatter else "in-order"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -86,9 +99,20 @@ def main() -> int:
             lo, hi = int(rmap.pfns[mine].min()), int(rmap.pfns[mine].max()) + 1
 
             def resolve(m: _rmap.ReverseMap = rmap, lo: int = lo, hi: int = hi) -> int:
-                sl = m.lookup(lo << 12, hi << 12)
-                runs, _ = _rmap.coalesce(m.pids[sl], m.vaddrs[sl], m.pfns[sl])
-                return len(runs)
+                # an apply's work before process_madvise, over 64 MiB regions covering the
+                # child's frames: lookup, grouping by process, pagemap re-check
+                nr_ranges = 0
+                for region in range(lo, hi, REGION_PAGES):
+                    sl = m.lookup(region << 12, (region + REGION_PAGES) << 12)
+                    for pid, vaddrs, pfns in _rmap.group_by_pid(
+                        m.pids[sl], m.vaddrs[sl], m.pfns[sl]
+                    ):
+                        fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
+                        try:
+                            nr_ranges += len(_rmap.verified_ranges(fd, vaddrs, pfns))
+                        finally:
+                            os.close(fd)
+                return nr_ranges
 
             t_resolve, nr_runs = median_time(resolve, args.repeat)
             gib = len(rmap_all) * 4096 / 2**30

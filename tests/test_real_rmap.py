@@ -92,8 +92,9 @@ def test_the_frames_of_a_touched_area_resolve_to_this_process_and_its_addresses(
     del area
 
 
-def test_runs_group_pages_by_process_and_merge_consecutive_addresses(child) -> None:
-    """Entries of a physical range come in frame order; runs put them back in address order."""
+def test_pages_are_grouped_by_process_and_merged_into_address_ranges(child) -> None:
+    """Entries of a physical range come in frame order; they go back to address order per
+    process, and consecutive pages merge into one range."""
     child_pid, child_addr, child_size = child
     size = 2 * MiB
     area_a, addr_a = touched_area(size)
@@ -110,22 +111,24 @@ def test_runs_group_pages_by_process_and_merge_consecutive_addresses(child) -> N
         | wanted(child_pid, child_addr, child_size)
     )
     assert int(sel.sum()) == (2 * size + child_size) // PAGE
-    runs, run_pfns = _rmap.coalesce(rmap.pids[sel], rmap.vaddrs[sel], rmap.pfns[sel])
-    got = {(r.pid, r.start, r.end) for r in runs}
-    expected = {(child_pid, child_addr, child_addr + child_size)}
+    groups = _rmap.group_by_pid(rmap.pids[sel], rmap.vaddrs[sel], rmap.pfns[sel])
+    assert [pid for pid, _, _ in groups] == sorted([os.getpid(), child_pid])
+    ranges = {pid: _rmap.merge_ranges(vaddrs) for pid, vaddrs, _ in groups}
+    assert ranges[child_pid] == [(child_addr, child_addr + child_size)]
     if addr_b + size == addr_a:  # mmap may place the second area right below the first
-        expected.add((os.getpid(), addr_b, addr_a + size))
+        expected = [(addr_b, addr_a + size)]
     elif addr_a + size == addr_b:
-        expected.add((os.getpid(), addr_a, addr_b + size))
+        expected = [(addr_a, addr_b + size)]
     else:
-        expected |= {(os.getpid(), addr_a, addr_a + size), (os.getpid(), addr_b, addr_b + size)}
-    assert got == expected
-    # each run's frames, in the order coalesce returns them, are its pages' frames
-    for r in runs:
-        if r.pid == os.getpid():
-            assert run_pfns[r.first : r.first + r.nr_pages].tolist() == (
-                own_pfns(r.start, r.end - r.start).tolist()
-            )
+        expected = sorted([(addr_a, addr_a + size), (addr_b, addr_b + size)])
+    assert ranges[os.getpid()] == expected
+    # each page keeps its frame through the grouping
+    for pid, vaddrs, pfns in groups:
+        assert (np.diff(vaddrs) > 0).all()
+        if pid == os.getpid():
+            for start, end in expected:
+                inside = (vaddrs >= start) & (vaddrs < end)
+                assert pfns[inside].tolist() == own_pfns(start, end - start).tolist()
     del area_a, area_b
 
 
@@ -175,23 +178,39 @@ def test_frames_mapped_twice_are_marked_shared(child) -> None:
             other.wait()
 
 
-def test_runs_are_cut_to_pages_that_still_map_the_recorded_frames() -> None:
+def test_ranges_are_cut_to_pages_that_still_map_the_recorded_frames() -> None:
     size = 1 * MiB
     area, addr = touched_area(size)
     rmap = _rmap.build_reverse_map([os.getpid()], exclude=())
     sel = (rmap.vaddrs >= addr) & (rmap.vaddrs < addr + size)
-    runs, run_pfns = _rmap.coalesce(rmap.pids[sel], rmap.vaddrs[sel], rmap.pfns[sel])
-    assert len(runs) == 1
-    run = runs[0]
+    [(pid, vaddrs, pfns)] = _rmap.group_by_pid(rmap.pids[sel], rmap.vaddrs[sel], rmap.pfns[sel])
     # drop pages 16..31: they are no longer present, so no longer map what the map recorded
     libc = ctypes.CDLL(None, use_errno=True)
     assert libc.madvise(ctypes.c_void_p(addr + 16 * PAGE), ctypes.c_size_t(16 * PAGE), 4) == 0
     fd = os.open("/proc/self/pagemap", os.O_RDONLY)
     try:
-        parts = _rmap.still_mapped(fd, run, run_pfns[: run.nr_pages])
+        parts = _rmap.verified_ranges(fd, vaddrs, pfns)
+        # pages far apart (this area and this process's highest page, usually the stack) are
+        # read as separate spans, not as the span between them: same answer
+        top = int(np.argmax(rmap.vaddrs))
+        assert rmap.vaddrs[top] - (addr + size) > _rmap.GAP_PAGES * PAGE
+        sparse = _rmap.verified_ranges(
+            fd, np.append(vaddrs, rmap.vaddrs[top]), np.append(pfns, rmap.pfns[top])
+        )
+        # a recorded frame that differs (the page "moved") cuts that page out
+        moved = pfns.copy()
+        moved[40] += 1
+        cut = _rmap.verified_ranges(fd, vaddrs, moved)
     finally:
         os.close(fd)
     assert parts == [(addr, addr + 16 * PAGE), (addr + 32 * PAGE, addr + size)]
+    top_page = int(rmap.vaddrs[top])
+    assert sparse[:2] == parts and sparse[2:] in ([], [(top_page, top_page + PAGE)])
+    assert cut == [
+        (addr, addr + 16 * PAGE),
+        (addr + 32 * PAGE, addr + 40 * PAGE),
+        (addr + 41 * PAGE, addr + size),
+    ]
     del area
 
 

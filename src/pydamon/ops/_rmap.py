@@ -18,7 +18,7 @@ What is left out, and why:
   reach them at all.
 
 The build costs one ``pagemap`` read per 64 Ki pages of every mapping (8 bytes per page of
-virtual memory mapped, present or not) and memory of 24 bytes per present page; see
+virtual memory mapped, present or not) and memory of 25 bytes per present page; see
 ``bench/rmap_build.py`` for measured times. It is never run per sample: the paddr operations set
 rebuilds it at most once per ops-update interval, at the first action applied after it went
 stale.
@@ -43,6 +43,9 @@ BoolArray = _proc.BoolArray
 PAGE_SIZE = 1 << _proc.PAGE_SHIFT
 #: pagemap entries read per pread (512 KiB): bounds the temporary memory of a huge mapping
 CHUNK_PAGES = 1 << 16
+#: pages at most this far apart are read with the pagemap between them: a pagemap entry of a
+#: present page costs ~0.1-0.4 us to read, a pread of its own ~5 us of Python and syscall
+GAP_PAGES = 32
 #: special mappings whose pages madvise refuses (VM_PFNMAP / VM_IO) or that are the kernel's
 SKIPPED_MAPPINGS = ("[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]")
 
@@ -195,58 +198,79 @@ def build_reverse_map(
     )
 
 
-@dataclass(frozen=True)
-class Run:
-    """Consecutive pages of one process: ``[start, end)`` mapping ``pfns[first:first + n]``."""
+def group_by_pid(
+    pids: IntArray, vaddrs: IntArray, pfns: IntArray
+) -> list[tuple[int, IntArray, IntArray]]:
+    """Page entries grouped by process: ``(pid, vaddrs, pfns)`` with vaddrs ascending.
 
-    pid: int
-    start: int
-    end: int
-    #: index of the run's first page in the sorted arrays :func:`coalesce` returns
-    first: int
-
-    @property
-    def nr_pages(self) -> int:
-        return (self.end - self.start) >> _proc.PAGE_SHIFT
-
-
-def coalesce(pids: IntArray, vaddrs: IntArray, pfns: IntArray) -> tuple[list[Run], IntArray]:
-    """Group page entries by process and merge pages at consecutive addresses into runs.
-
-    Returns the runs (sorted by pid, then address) and the entries' PFNs in run order (a run's
-    pages are ``pfns[run.first : run.first + run.nr_pages]``).
+    The entries of a physical range come in frame order; a process's pages are advised by
+    address, so they are put back in address order.
     """
     if not pids.shape[0]:
-        return [], np.zeros(0, np.int64)
+        return []
     order = np.lexsort((vaddrs, pids))
-    p, v = pids[order], vaddrs[order]
-    breaks = np.flatnonzero((np.diff(p) != 0) | (np.diff(v) != PAGE_SIZE)) + 1
+    p, v, f = pids[order], vaddrs[order], pfns[order]
+    bounds = np.concatenate(([0], np.flatnonzero(np.diff(p)) + 1, [p.shape[0]])).tolist()
+    return [(int(p[a]), v[a:b], f[a:b]) for a, b in zip(bounds, bounds[1:])]
+
+
+def merge_ranges(vaddrs: IntArray) -> list[tuple[int, int]]:
+    """Ascending page addresses merged into ``[start, end)`` ranges of consecutive pages."""
+    if not vaddrs.shape[0]:
+        return []
+    breaks = np.flatnonzero(np.diff(vaddrs) != PAGE_SIZE) + 1
     starts = np.concatenate(([0], breaks))
-    ends = np.concatenate((breaks, [p.shape[0]]))
-    runs = [
-        Run(pid, start, last + PAGE_SIZE, first)
-        for pid, start, last, first in zip(
-            p[starts].tolist(), v[starts].tolist(), v[ends - 1].tolist(), starts.tolist()
-        )
-    ]
-    return runs, pfns[order]
+    ends = np.concatenate((breaks, [vaddrs.shape[0]])) - 1
+    return list(zip(vaddrs[starts].tolist(), (vaddrs[ends] + PAGE_SIZE).tolist()))
 
 
-def still_mapped(pagemap_fd: int, run: Run, expected_pfns: IntArray) -> list[tuple[int, int]]:
-    """The parts of ``run`` whose pages still map the PFNs the reverse map recorded.
+def read_pagemap_pages(pagemap_fd: int, vaddrs: IntArray) -> _proc.U64Array:
+    """The pagemap entries of ascending page addresses ``vaddrs``.
+
+    Pages less than :data:`GAP_PAGES` apart are read as one span (a pread per 64 Ki entries):
+    skipping a short gap costs less than another pread, and the pages of a physical range are
+    often scattered over a process's address space. Entries that cannot be read are 0.
+    """
+    n = vaddrs.shape[0]
+    out = np.zeros(n, np.uint64)
+    if not n:
+        return out
+    idx = vaddrs >> _proc.PAGE_SHIFT
+    breaks = np.flatnonzero(np.diff(idx) > GAP_PAGES) + 1
+    bounds = np.concatenate(([0], breaks, [n])).tolist()
+    firsts = idx[bounds[:-1]].tolist()
+    lasts = idx[np.asarray(bounds[1:]) - 1].tolist()
+    for a, b, first, last in zip(bounds, bounds[1:], firsts, lasts):
+        span = last - first + 1
+        parts = []
+        for pos in range(0, span, CHUNK_PAGES):
+            count = min(CHUNK_PAGES, span - pos)
+            try:
+                data = os.pread(pagemap_fd, 8 * count, 8 * (first + pos))
+            except OSError:
+                return out  # the process is gone: nothing more is mapped
+            parts.append(data)
+            if len(data) < 8 * count:
+                break
+        data = b"".join(parts) if len(parts) > 1 else parts[0]
+        if b - a == 1:  # a lone page (scattered pages): skip numpy's per-call overhead
+            out[a] = int.from_bytes(data[:8], "little") if len(data) >= 8 else 0
+            continue
+        entries = np.frombuffer(data, np.uint64, len(data) // 8)
+        rel = idx[a:b] - first
+        ok = rel < entries.shape[0]
+        out[a:b][ok] = entries[rel[ok]]
+    return out
+
+
+def verified_ranges(
+    pagemap_fd: int, vaddrs: IntArray, expected_pfns: IntArray
+) -> list[tuple[int, int]]:
+    """Ranges of the ascending pages ``vaddrs`` of one process that still map the frames the
+    reverse map recorded (``expected_pfns``).
 
     Pages move (swapped out and in, migrated, compacted, unmapped) between the build and the use
-    of the map: one pagemap read per run finds those that did.
+    of the map: their pagemap entries, read again, find those that did.
     """
-    entries = _proc.read_entries(
-        pagemap_fd, np.arange(run.start >> _proc.PAGE_SHIFT, run.end >> _proc.PAGE_SHIFT)
-    )
-    pfns, present, _ = _proc.decode_pagemap(entries)
-    same = present & (pfns == expected_pfns)
-    if same.all():
-        return [(run.start, run.end)]
-    edges = np.flatnonzero(np.diff(np.concatenate(([0], same.astype(np.int8), [0]))))
-    return [
-        (run.start + int(lo) * PAGE_SIZE, run.start + int(hi) * PAGE_SIZE)
-        for lo, hi in zip(edges[::2], edges[1::2])
-    ]
+    pfns, present, _ = _proc.decode_pagemap(read_pagemap_pages(pagemap_fd, vaddrs))
+    return merge_ranges(vaddrs[present & (pfns == expected_pfns)])

@@ -187,17 +187,16 @@ class PaddrOperations(Operations):
             return ApplyResult(0, 0)
         passed = self.filters_pass(scheme, pfns, reject_young=reject_young)
         passed_bytes = int(passed.sum()) * PAGE_SIZE
-        runs, run_pfns = _rmap.coalesce(pids[passed], vaddrs[passed], pfns[passed])
         sz_applied = 0
-        by_pid: dict[int, list[_rmap.Run]] = {}
-        for run in runs:
-            by_pid.setdefault(run.pid, []).append(run)
-        for pid, pid_runs in by_pid.items():
-            sz_applied += self._advise(pid, pid_runs, run_pfns, advice)
+        for pid, pid_vaddrs, pid_pfns in _rmap.group_by_pid(
+            pids[passed], vaddrs[passed], pfns[passed]
+        ):
+            sz_applied += self._advise(pid, pid_vaddrs, pid_pfns, advice)
         return ApplyResult(sz_applied, passed_bytes)
 
-    def _advise(self, pid: int, runs: list[_rmap.Run], run_pfns: Any, advice: int) -> int:
-        """Advise the runs of process ``pid`` still mapping their recorded frames; bytes done."""
+    def _advise(self, pid: int, vaddrs: Any, pfns: Any, advice: int) -> int:
+        """Advise the pages of process ``pid`` (ascending ``vaddrs``) that still map the frames
+        ``pfns``, merged into ranges; returns the bytes advised."""
         try:
             pidfd = pidfd_open(pid)
         except ProcessLookupError:
@@ -212,10 +211,7 @@ class PaddrOperations(Operations):
             except (FileNotFoundError, ProcessLookupError):
                 return 0
             try:
-                ranges: list[tuple[int, int]] = []
-                for run in runs:
-                    expected = run_pfns[run.first : run.first + run.nr_pages]
-                    ranges += _rmap.still_mapped(pagemap, run, expected)
+                ranges = _rmap.verified_ranges(pagemap, vaddrs, pfns)
             finally:
                 os.close(pagemap)
             if not ranges:

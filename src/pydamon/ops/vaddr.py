@@ -65,6 +65,7 @@ class _VaState:
     #: the per-sample access checks of this target (sampling addresses, PFNs checked)
     sampler: _native.Sampler
     gone: bool = False
+    poller: select.poll | None = None
     #: mappings cached for apply_scheme, with the aggregation count they were read at
     maps: list[_proc.Mapping] = field(default_factory=list)
     maps_aggregation: int = -1
@@ -235,9 +236,10 @@ class VaddrOperations(Operations):
             return True
         if state.gone:
             return False
-        poller = select.poll()
-        poller.register(state.pidfd, select.POLLIN)
-        if poller.poll(0):  # a pidfd turns readable when its process exits
+        if state.poller is None:  # kept: this runs every sample
+            state.poller = select.poll()
+            state.poller.register(state.pidfd, select.POLLIN)
+        if state.poller.poll(0):  # a pidfd turns readable when its process exits
             state.gone = True
             return False
         return True

@@ -98,7 +98,8 @@ class PaddrOperations(Operations):
             if action == "stat" and getattr(s, "ops_filters", None):
                 raise ActionUnsupported(
                     "the paddr operations set of pydamon evaluates ops filters (anon, memcg...) "
-                    "only for pageout; remove them from the stat scheme or monitor with vaddr"
+                    "only for pageout and lru_deprio; remove them from the stat scheme or monitor "
+                    "with vaddr"
                 )
         try:
             self.phys = _proc.PhysPages()
@@ -119,8 +120,12 @@ class PaddrOperations(Operations):
             evenly_split_init(t.regions, ctx.attrs.min_nr_regions, ctx.min_region_sz)
             t.ops_private = np.zeros(0, np.int64)
         if any(str(getattr(s, "action", "stat")) != "stat" for s in ctx.schemes):
-            # fail at start, in one line, where pageout cannot work (no PFNs, not root)
-            self._fresh_rmap()
+            # fail at start, in one line, where the actions cannot work (no PFNs, not root)
+            try:
+                self._fresh_rmap()
+            except BaseException:
+                self.cleanup(ctx)
+                raise
 
     def update(self, ctx: Context) -> None:
         # Rebuilt lazily, at the next action: an interval without actions costs nothing.

@@ -108,6 +108,8 @@ class PaddrOperations(Operations):
                 f"paddr monitoring needs write access to {_proc.PAGE_IDLE_BITMAP}; run as root"
             ) from None
         for t in ctx.targets:
+            # the per-sample access checks of this target (sampling addresses, PFNs checked)
+            t.ops_private = _native.Sampler(ctx.rng, self.native)
             if len(t.regions):
                 continue
             ranges = t.ranges or [default_paddr_range()]
@@ -118,7 +120,6 @@ class PaddrOperations(Operations):
                 ]
             )
             evenly_split_init(t.regions, ctx.attrs.min_nr_regions, ctx.min_region_sz)
-            t.ops_private = np.zeros(0, np.int64)
         if any(str(getattr(s, "action", "stat")) != "stat" for s in ctx.schemes):
             # fail at start, in one line, where the actions cannot work (no PFNs, not root)
             try:
@@ -134,19 +135,19 @@ class PaddrOperations(Operations):
     def prepare_access_checks(self, ctx: Context) -> None:
         assert self.phys is not None
         for t in ctx.targets:
-            addrs = t.regions.pick_sampling_addrs(ctx.rng)
-            t.ops_private = _native.prepare(self.phys, None, addrs, self.native)
+            if isinstance(t.ops_private, _native.Sampler):
+                t.ops_private.pick_prepare(self.phys, None, t.regions)
 
     def check_accesses(self, ctx: Context) -> int:
         assert self.phys is not None
         max_nr_accesses = 0
         for t in ctx.targets:
-            pfns = t.ops_private
-            if isinstance(pfns, np.ndarray) and len(pfns) == len(t.regions):
-                accessed = _native.check(self.phys, pfns, self.native)
+            sampler = t.ops_private
+            if isinstance(sampler, _native.Sampler):
+                nr = sampler.check_update(self.phys, t.regions, ctx.attrs.max_nr_accesses)
             else:
-                accessed = np.zeros(len(t.regions), np.bool_)
-            max_nr_accesses = max(max_nr_accesses, update_regions_access(ctx, t, accessed))
+                nr = update_regions_access(ctx, t, np.zeros(len(t.regions), np.bool_))
+            max_nr_accesses = max(max_nr_accesses, nr)
         return max_nr_accesses
 
     def apply_scheme(

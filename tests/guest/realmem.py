@@ -7,6 +7,7 @@ directory on ``sys.path``).
 from __future__ import annotations
 
 import json
+import os
 import select
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from pydamon.core import Snapshot
+from pydamon.ops import _proc
 
 
 class WorkloadProcess:
@@ -91,3 +93,53 @@ def ticks_per_sample(before: dict[str, Any], after: dict[str, Any], sample_us: i
     """The workload's access ticks per sampling interval between two ``info`` answers."""
     samples = (after["time_s"] - before["time_s"]) * 1e6 / sample_us
     return (after["ticks"] - before["ticks"]) / samples
+
+
+PAGE = 4096
+KPF_LRU = 5
+KPF_ACTIVE = 6
+
+
+def wait_for(cond: Any, timeout_s: float) -> bool:
+    """Poll ``cond()`` once a second until it holds (True) or ``timeout_s`` passes (False)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(1.0)
+    return False
+
+
+def pagemap(pid: int, area: tuple[int, int]) -> np.ndarray:
+    """The pagemap entries of the pages of ``area`` (as root: with frame numbers)."""
+    start, end = area
+    with open(f"/proc/{pid}/pagemap", "rb") as f:
+        f.seek(start // PAGE * 8)
+        return np.frombuffer(f.read((end - start) // PAGE * 8), np.uint64)
+
+
+def frames(pid: int, area: tuple[int, int]) -> np.ndarray:
+    """Page frame numbers of the area's present pages."""
+    entries = pagemap(pid, area)
+    present = ((entries >> np.uint64(63)) & np.uint64(1)).astype(bool)
+    return (entries[present] & np.uint64((1 << 55) - 1)).astype(np.int64)
+
+
+def active_share(pid: int, area: tuple[int, int]) -> float:
+    """Share of the area's pages on an LRU list that are on the active one (kpageflags)."""
+    fd = os.open("/proc/kpageflags", os.O_RDONLY)
+    try:
+        flags = _proc.read_entries(fd, frames(pid, area))  # one read per run of frames
+    finally:
+        os.close(fd)
+    on_lru = _proc.flag(flags, KPF_LRU)
+    return int((on_lru & _proc.flag(flags, KPF_ACTIVE)).sum()) / max(int(on_lru.sum()), 1)
+
+
+def touch_remotely(pid: int, start: int, end: int) -> None:
+    """Read every page through /proc/PID/mem: remote GUP (FOLL_TOUCH) marks each page accessed,
+    as a read() of a file page would; twice moves it to the active LRU list."""
+    with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
+        for addr in range(start, end, 64 * PAGE):
+            mem.seek(addr)
+            mem.read(min(64 * PAGE, end - addr))

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import pytest
+from realmem import active_share, touch_remotely, wait_for
 
 from pydamon.modules.lru_sort import LruSortModule
 from pydamon.modules.reclaim import ReclaimModule
@@ -55,15 +56,6 @@ def areas_range(wl: Any) -> tuple[int, int]:
     """The workload's cold, warm and hot areas (a fixed range: monitors only the workload)."""
     names = ("cold", "warm", "hot")
     return min(wl.areas[n][0] for n in names), max(wl.areas[n][1] for n in names)
-
-
-def wait_for(cond: Any, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(1.0)
-    return False
 
 
 # Intervals the emulated guest keeps up with (one sample costs ~ms per region there).
@@ -190,42 +182,6 @@ def test_thp_collapses_hot_areas_only(workload) -> None:
     assert page_states(wl.pid, *cold)["thp"] == 0
     assert stats["bytes_collapsed_regions"] > 0
     assert wl.command("verify")["ok"]
-
-
-KPF_LRU = 5
-KPF_ACTIVE = 6
-
-
-def lru_states(pid: int, start: int, end: int) -> dict[str, int]:
-    """Present pages of [start, end) on an LRU list, and on the active one (kpageflags)."""
-    nr = (end - start) // PAGE
-    with open(f"/proc/{pid}/pagemap", "rb") as f:
-        f.seek(start // PAGE * 8)
-        entries = struct.unpack(f"<{nr}Q", f.read(nr * 8))
-    on_lru = active = 0
-    with open("/proc/kpageflags", "rb") as kf:
-        for entry in entries:
-            if not entry >> 63 & 1:
-                continue
-            kf.seek((entry & ((1 << 55) - 1)) * 8)
-            flags = struct.unpack("<Q", kf.read(8))[0]
-            on_lru += flags >> KPF_LRU & 1
-            active += flags >> KPF_ACTIVE & 1
-    return {"lru": on_lru, "active": active}
-
-
-def active_share(pid: int, area: tuple[int, int]) -> float:
-    states = lru_states(pid, *area)
-    return states["active"] / max(states["lru"], 1)
-
-
-def touch_remotely(pid: int, start: int, end: int) -> None:
-    """Read every page through /proc/PID/mem: remote GUP (FOLL_TOUCH) marks each page accessed,
-    as a read() of a file page would; twice moves it to the active LRU list."""
-    with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
-        for addr in range(start, end, 64 * PAGE):
-            mem.seek(addr)
-            mem.read(min(64 * PAGE, end - addr))
 
 
 def test_lru_sort_deactivates_cold_memory_and_leaves_hot_memory_active(workload) -> None:

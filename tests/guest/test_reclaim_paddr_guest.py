@@ -10,64 +10,26 @@ be paged out then, although cold regions are tried.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
 import numpy as np
 import pytest
+from realmem import PAGE, active_share, frames, pagemap, touch_remotely, wait_for
 
 from pydamon.core import Attrs, Context, Target
 from pydamon.damos.scheme import AccessPattern, Action, Scheme
 from pydamon.modules.reclaim import ReclaimModule
 from pydamon.modules.runner import ModuleRunner
-from pydamon.ops import _proc
 from pydamon.ops.paddr import PaddrOperations
 
 pytestmark = pytest.mark.guest
 
-PAGE = 4096
-KPF_LRU = 5
-KPF_ACTIVE = 6
 
 # Intervals the emulated guest keeps up with (as in test_modules_guest.py).
 MONITORING: dict[str, Any] = dict(
     sample_interval="100ms", aggr_interval="1s", min_nr_regions=10, max_nr_regions=40
 )
-
-
-def pagemap(pid: int, area: tuple[int, int]) -> np.ndarray:
-    start, end = area
-    with open(f"/proc/{pid}/pagemap", "rb") as f:
-        f.seek(start // PAGE * 8)
-        return np.frombuffer(f.read((end - start) // PAGE * 8), np.uint64)
-
-
-def frames(pid: int, area: tuple[int, int]) -> np.ndarray:
-    """Page frame numbers of the area's present pages."""
-    entries = pagemap(pid, area)
-    present = ((entries >> np.uint64(63)) & np.uint64(1)).astype(bool)
-    return (entries[present] & np.uint64((1 << 55) - 1)).astype(np.int64)
-
-
-def active_share(pid: int, area: tuple[int, int]) -> float:
-    """Share of the area's pages on an LRU list that are on the active one (kpageflags)."""
-    fd = os.open("/proc/kpageflags", os.O_RDONLY)
-    try:
-        flags = _proc.read_entries(fd, frames(pid, area))  # one read per run of frames
-    finally:
-        os.close(fd)
-    on_lru = _proc.flag(flags, KPF_LRU)
-    return int((on_lru & _proc.flag(flags, KPF_ACTIVE)).sum()) / max(int(on_lru.sum()), 1)
-
-
-def touch_remotely(pid: int, start: int, end: int) -> None:
-    """Read every page through /proc/PID/mem (remote GUP marks each page accessed; twice
-    activates it), as tests/guest/test_modules_guest.py does for lru_sort."""
-    with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
-        for addr in range(start, end, 64 * PAGE):
-            mem.seek(addr)
-            mem.read(min(64 * PAGE, end - addr))
 
 
 def resident_and_swapped(pid: int, area: tuple[int, int]) -> tuple[int, int]:
@@ -76,15 +38,6 @@ def resident_and_swapped(pid: int, area: tuple[int, int]) -> tuple[int, int]:
     present = int(((entries >> np.uint64(63)) & np.uint64(1)).sum())
     swapped = int(((entries >> np.uint64(62)) & np.uint64(1)).sum())
     return present * PAGE, swapped * PAGE
-
-
-def wait_for(cond: Any, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(1.0)
-    return False
 
 
 def test_reclaim_on_physical_memory_pages_out_the_cold_area_only(zram_swap, workload) -> None:

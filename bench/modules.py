@@ -11,12 +11,16 @@ reclaim: the workload program (``hotcold``, ``--size``) runs for ``--seconds`` u
 - pydamon's ``reclaim`` module on the workload's pid (vaddr, process_madvise pageout),
 - the kernel's DAMON doing the same: a sysfs vaddr ``pageout`` scheme with the same pattern,
   quota and intervals on the same pid,
+- pydamon's ``reclaim`` module on physical memory (``--ops paddr``, the kernel module's default:
+  the biggest System RAM range; pageout through its frame -> (pid, address) reverse map),
 - the kernel's DAMON_RECLAIM module (paddr, whole guest) with the same parameters,
 
 all in the same guest boot, with zram swap. Columns: the workload's average and final RSS, the
 memory saved vs. the baseline, the workload's CPU time (it is paced by its tick, so extra CPU
 time is the cost of refaults: its "slowdown"), its major faults, the monitor's CPU time (pydamon's
-process or the kdamond thread), and whether the workload's data checksums held.
+process or the kdamond thread), and whether the workload's data checksums held. A second table
+gives the reclaim schemes' own stats where they can be read (pydamon's module status, the kernel
+module's parameters files): bytes of regions tried and bytes paged out, and the region count.
 
 Placement: the workloads run on vCPU 0, pydamon's monitor on vCPU 1 (``--monitor-cpu``), the
 kernel's kdamond where the scheduler puts it. Under emulation (no KVM) Python costs ~18x the
@@ -219,6 +223,17 @@ class KernelDamonReclaim:
     def cpu_s(self) -> float:
         return cpu_and_majflt(self.pid)[0] if self.pid > 0 else 0.0
 
+    def scheme_stats(self) -> dict[str, Any]:
+        keys = ("nr_reclaim_tried_regions", "bytes_reclaim_tried_regions")
+        keys += ("nr_reclaimed_regions", "bytes_reclaimed_regions", "nr_quota_exceeds")
+        stats: dict[str, Any] = {}
+        for key in keys:
+            try:
+                stats[key] = int(read(f"{RECLAIM}/{key}"))
+            except (OSError, ValueError):
+                pass
+        return stats
+
     def stop(self) -> None:
         write(f"{RECLAIM}/enabled", "N")
 
@@ -238,10 +253,12 @@ class PydamonModule:
             env=dict(os.environ, PYDAMON_RUN_DIR="/tmp/pydamon-bench"),
         )
         self.pid = self.proc.pid
+        self.status: dict[str, Any] = {}
         # Python start-up takes tens of seconds under emulation: measure from the first status.
         instance = args[0]
         # (module services keep their files in the run directory's modules/ subdirectory)
         status = f"/tmp/pydamon-bench/modules/{instance}.status.json"
+        self.status_file = status
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             try:
@@ -257,6 +274,16 @@ class PydamonModule:
 
     def cpu_s(self) -> float:
         return cpu_and_majflt(self.pid)[0]
+
+    def scheme_stats(self) -> dict[str, Any]:
+        """The module's stats and region count from its last status (about once a second)."""
+        try:
+            status = json.loads(read(self.status_file))
+        except (OSError, ValueError):
+            return {}
+        stats: dict[str, Any] = dict(status.get("stats", {}))
+        stats["nr_regions"] = sum(c.get("nr_regions", 0) for c in status.get("contexts", []))
+        return stats
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -282,6 +309,7 @@ def reclaim_run(name: str, start: Callable[[int], Any] | None, p: argparse.Names
         if monitor is not None:
             monitor_cpu = monitor.cpu_s() - monitor_cpu0
     cpu1, flt1 = cpu_and_majflt(wl.pid)
+    stats = monitor.scheme_stats() if hasattr(monitor, "scheme_stats") else {}
     if monitor is not None:
         monitor.stop()
     ok = wl.command("verify")["ok"]
@@ -294,6 +322,7 @@ def reclaim_run(name: str, start: Callable[[int], Any] | None, p: argparse.Names
         "majflt": flt1 - flt0,
         "monitor_cpu_s": monitor_cpu,
         "data_ok": ok,
+        "stats": stats,
     }
 
 
@@ -307,10 +336,13 @@ def bench_reclaim(p: argparse.Namespace) -> None:
         "--wmarks-interval", "1s",
         "--sample-interval", f"{p.sample_us}us", "--aggr-interval", f"{p.aggr_us}us",
     ]  # fmt: skip
+    paddr_args = [module_args[0], "--ops", "paddr", *module_args[3:]]
     configs: list[tuple[str, Callable[[int], Any] | None]] = [
         ("no reclaim", None),
         ("pydamon reclaim (vaddr)", lambda pid: PydamonModule([*module_args, "--pid", str(pid)])),
         ("kernel DAMON vaddr pageout", lambda pid: KernelVaddrPageout(pid, p)),
+        # physical memory, the kernel module's default target: the same parameters, no pid
+        ("pydamon reclaim (paddr)", lambda pid: PydamonModule([*paddr_args])),
     ]
     if os.path.isdir(RECLAIM):
         configs.append(("kernel DAMON_RECLAIM (paddr)", lambda pid: KernelDamonReclaim(p)))
@@ -333,6 +365,22 @@ def bench_reclaim(p: argparse.Namespace) -> None:
             f"| {r['config']} | {r['rss_avg_mib']:.1f} | {r['rss_end_mib']:.1f} | "
             f"{saved * 100:.1f}% | {r['workload_cpu_s']:.2f} | {slow * 100:+.1f}% | "
             f"{r['majflt']} | {r['monitor_cpu_s']:.2f} | {r['data_ok']} |"
+        )
+    print(
+        "\n| config | regions tried | MiB tried | regions paged out | MiB paged out "
+        "| quota exceeds | nr_regions at end |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        st = r["stats"]
+        if not st:
+            continue
+        print(
+            f"| {r['config']} | {st.get('nr_reclaim_tried_regions', '-')} | "
+            f"{st.get('bytes_reclaim_tried_regions', 0) / MiB:.1f} | "
+            f"{st.get('nr_reclaimed_regions', '-')} | "
+            f"{st.get('bytes_reclaimed_regions', 0) / MiB:.1f} | "
+            f"{st.get('nr_quota_exceeds', '-')} | {st.get('nr_regions', '-')} |"
         )
     sys.stdout.flush()
 

@@ -166,8 +166,10 @@ def run_pydamon(args: argparse.Namespace, pid: int, phys_factory=None) -> dict:
     ctx.add_callback("after_aggregation", count)
     # the access checks themselves (the Sampler's two calls per sample; C or Python)
     checks = [0.0]
-    for name in ("pick_prepare", "check_update"):
-        method = getattr(_native.Sampler, name)
+    # (a checkout from before the Sampler has no such split: its checks column reads 0)
+    sampler = getattr(_native, "Sampler", None)
+    for name in ("pick_prepare", "check_update") if sampler is not None else ():
+        method = getattr(sampler, name)
 
         def timed(*a, _method=method, **k):
             if not start:
@@ -178,7 +180,7 @@ def run_pydamon(args: argparse.Namespace, pid: int, phys_factory=None) -> dict:
             finally:
                 checks[0] += time.thread_time() - t0
 
-        setattr(_native.Sampler, name, timed)
+        setattr(sampler, name, timed)
     if phys_factory is not None:
         vaddr.require = lambda name: None  # host part: page_idle is left out on purpose
         vaddr._proc.PhysPages = phys_factory

@@ -13,7 +13,11 @@ reclaim: the workload program (``hotcold``, ``--size``) runs for ``--seconds`` u
   quota and intervals on the same pid,
 - pydamon's ``reclaim`` module on physical memory (``--ops paddr``, the kernel module's default:
   the biggest System RAM range; pageout through its frame -> (pid, address) reverse map),
-- the kernel's DAMON_RECLAIM module (paddr, whole guest) with the same parameters,
+- the kernel's DAMON doing DAMON_RECLAIM's work: a sysfs paddr ``pageout`` scheme on the
+  biggest System RAM range with the same pattern, quota, watermarks and intervals,
+- the kernel's DAMON_RECLAIM module (paddr, whole guest) with the same parameters (in the
+  guest's 6.12 kernel it drops its scheme and intervals when committing its parameters: see
+  docs/modules.md),
 
 all in the same guest boot, with zram swap. Columns: the workload's average and final RSS, the
 memory saved vs. the baseline, the workload's CPU time (it is paced by its tick, so extra CPU
@@ -153,21 +157,39 @@ class Workload:
 
 
 # -- kernel DAMON in the guest ---------------------------------------------------------------------
-class KernelVaddrPageout:
-    """A sysfs kdamond with one vaddr pageout scheme (DAMON_RECLAIM's scheme, on one pid)."""
+def biggest_system_ram() -> tuple[int, int]:
+    """The biggest top-level System RAM range of /proc/iomem (DAMON_RECLAIM's default region)."""
+    best = (0, 0)
+    for line in open("/proc/iomem"):
+        if line[0] != " " and line.rstrip().endswith(": System RAM"):
+            start, end = (int(x, 16) for x in line.split(":")[0].strip().split("-"))
+            if end + 1 - start > best[1] - best[0]:
+                best = (start, end + 1)
+    return best
 
-    def __init__(self, pid: int, p: argparse.Namespace) -> None:
+
+class KernelVaddrPageout:
+    """A sysfs kdamond with one pageout scheme (DAMON_RECLAIM's scheme): on one pid (vaddr), or
+    (``pid=None``) on the biggest System RAM range (paddr) with DAMON_RECLAIM's watermarks."""
+
+    def __init__(self, pid: int | None, p: argparse.Namespace) -> None:
         write(f"{DAMON}/nr_kdamonds", 1)
         c = f"{DAMON}/0/contexts"
         write(f"{c}/nr_contexts", 1)
-        write(f"{c}/0/operations", "vaddr")
+        write(f"{c}/0/operations", "vaddr" if pid is not None else "paddr")
         a = f"{c}/0/monitoring_attrs"
         write(f"{a}/intervals/sample_us", p.sample_us)
         write(f"{a}/intervals/aggr_us", p.aggr_us)
         write(f"{a}/nr_regions/min", 10)
         write(f"{a}/nr_regions/max", 1000)
         write(f"{c}/0/targets/nr_targets", 1)
-        write(f"{c}/0/targets/0/pid_target", pid)
+        if pid is not None:
+            write(f"{c}/0/targets/0/pid_target", pid)
+        else:
+            start, end = biggest_system_ram()
+            write(f"{c}/0/targets/0/regions/nr_regions", 1)
+            write(f"{c}/0/targets/0/regions/0/start", start)
+            write(f"{c}/0/targets/0/regions/0/end", end)
         write(f"{c}/0/schemes/nr_schemes", 1)
         s = f"{c}/0/schemes/0"
         write(f"{s}/action", "pageout")
@@ -185,12 +207,34 @@ class KernelVaddrPageout:
         write(f"{q}/weights/sz_permil", 0)
         write(f"{q}/weights/nr_accesses_permil", 0)
         write(f"{q}/weights/age_permil", 1)
-        write(f"{s}/watermarks/metric", "none")
+        if pid is not None:
+            write(f"{s}/watermarks/metric", "none")
+        else:  # as the DAMON_RECLAIM row: active while free memory <= 99.9%
+            w = f"{s}/watermarks"
+            write(f"{w}/metric", "free_mem_rate")
+            write(f"{w}/interval_us", 1_000_000)
+            write(f"{w}/high", 1000)
+            write(f"{w}/mid", 999)
+            write(f"{w}/low", 0)
         write(f"{DAMON}/0/state", "on")
         self.pid = int(read(f"{DAMON}/0/pid"))
 
     def cpu_s(self) -> float:
         return cpu_and_majflt(self.pid)[0]
+
+    def scheme_stats(self) -> dict[str, Any]:
+        try:
+            write(f"{DAMON}/0/state", "update_schemes_stats")
+            st = f"{DAMON}/0/contexts/0/schemes/0/stats"
+            return {
+                "nr_reclaim_tried_regions": int(read(f"{st}/nr_tried")),
+                "bytes_reclaim_tried_regions": int(read(f"{st}/sz_tried")),
+                "nr_reclaimed_regions": int(read(f"{st}/nr_applied")),
+                "bytes_reclaimed_regions": int(read(f"{st}/sz_applied")),
+                "nr_quota_exceeds": int(read(f"{st}/qt_exceeds")),
+            }
+        except (OSError, ValueError):
+            return {}
 
     def stop(self) -> None:
         write(f"{DAMON}/0/state", "off")
@@ -343,6 +387,10 @@ def bench_reclaim(p: argparse.Namespace) -> None:
         ("kernel DAMON vaddr pageout", lambda pid: KernelVaddrPageout(pid, p)),
         # physical memory, the kernel module's default target: the same parameters, no pid
         ("pydamon reclaim (paddr)", lambda pid: PydamonModule([*paddr_args])),
+        # DAMON_RECLAIM's scheme through sysfs: the guest's 6.12 DAMON_RECLAIM drops its scheme
+        # and intervals when it commits its parameters (fixed upstream by "mm/damon/reclaim: use
+        # parameter context correctly"), so this is the kernel's paddr reclaim actually run
+        ("kernel DAMON paddr pageout", lambda pid: KernelVaddrPageout(None, p)),
     ]
     if os.path.isdir(RECLAIM):
         configs.append(("kernel DAMON_RECLAIM (paddr)", lambda pid: KernelDamonReclaim(p)))

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -49,6 +50,21 @@ def own_pfns(addr: int, size: int) -> np.ndarray:
     return (entries & np.uint64(_proc.PM_PFN_MASK)).astype(np.int64)
 
 
+@contextmanager
+def python_child(code: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """A Python child running ``code`` (which prints one line when ready, then waits on stdin):
+    the process and that line; killed on exit."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        yield proc, proc.stdout.readline()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.fixture
 def child() -> Iterator[tuple[int, int, int]]:
     """A child process holding 4 MiB of touched anonymous memory: (pid, address, size)."""
@@ -59,16 +75,9 @@ def child() -> Iterator[tuple[int, int, int]]:
         "print(json.dumps([int(v.ctypes.data), len(m)]), flush=True)\n"
         "sys.stdin.read()\n"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
-    addr, size = json.loads(proc.stdout.readline())
-    try:
+    with python_child(code) as (proc, ready):
+        addr, size = json.loads(ready)
         yield proc.pid, addr, size
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def test_the_frames_of_a_touched_area_resolve_to_this_process_and_its_addresses() -> None:
@@ -155,11 +164,8 @@ def test_frames_mapped_twice_are_marked_shared(child) -> None:
             f"f = open({f.name!r}, 'rb'); m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)\n"
             "sum(m[i] for i in range(0, len(m), 4096)); print('ok', flush=True); sys.stdin.read()\n"
         )
-        other = subprocess.Popen(
-            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        try:
-            assert other.stdout is not None and other.stdout.readline().strip() == "ok"
+        with python_child(code) as (other, ready):
+            assert ready.strip() == "ok"
             mine = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
             view = np.frombuffer(mine, np.uint8)
             int(view[::PAGE].sum())  # fault every page in
@@ -173,9 +179,6 @@ def test_frames_mapped_twice_are_marked_shared(child) -> None:
             assert not rmap.shared[rmap.pids == child_pid].all()
             del view
             mine.close()
-        finally:
-            other.kill()
-            other.wait()
 
 
 def test_ranges_are_cut_to_pages_that_still_map_the_recorded_frames() -> None:

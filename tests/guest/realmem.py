@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from pydamon.core import Snapshot
+from pydamon.damos.filters import PM_PRESENT, PM_SWAP, read_pagemap
 from pydamon.ops import _proc
 
 
@@ -100,27 +101,27 @@ KPF_LRU = 5
 KPF_ACTIVE = 6
 
 
-def wait_for(cond: Any, timeout_s: float) -> bool:
-    """Poll ``cond()`` once a second until it holds (True) or ``timeout_s`` passes (False)."""
+def wait_for(cond: Any, timeout_s: float, poll_s: float = 1.0) -> bool:
+    """Poll ``cond()`` every ``poll_s`` until it holds (True) or ``timeout_s`` passes (False)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if cond():
             return True
-        time.sleep(1.0)
+        time.sleep(poll_s)
     return False
 
 
-def pagemap(pid: int, area: tuple[int, int]) -> np.ndarray:
-    """The pagemap entries of the pages of ``area`` (as root: with frame numbers)."""
-    start, end = area
-    with open(f"/proc/{pid}/pagemap", "rb") as f:
-        f.seek(start // PAGE * 8)
-        return np.frombuffer(f.read((end - start) // PAGE * 8), np.uint64)
+def resident_and_swapped(pid: int, area: tuple[int, int]) -> tuple[int, int]:
+    """Bytes of ``area`` present in memory and swapped out (pagemap bits 63 and 62)."""
+    entries = read_pagemap(pid, *area)
+    present = int(((entries & np.uint64(PM_PRESENT)) != 0).sum()) * PAGE
+    swapped = int(((entries & np.uint64(PM_SWAP)) != 0).sum()) * PAGE
+    return present, swapped
 
 
 def frames(pid: int, area: tuple[int, int]) -> np.ndarray:
     """Page frame numbers of the area's present pages."""
-    entries = pagemap(pid, area)
+    entries = read_pagemap(pid, *area)
     present = ((entries >> np.uint64(63)) & np.uint64(1)).astype(bool)
     return (entries[present] & np.uint64((1 << 55) - 1)).astype(np.int64)
 

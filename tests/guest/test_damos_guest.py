@@ -14,6 +14,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from realmem import resident_and_swapped, wait_for
 
 from pydamon.core import Attrs, Context, Target
 from pydamon.damos import (
@@ -28,7 +29,6 @@ from pydamon.damos import (
     Watermarks,
     WmarkMetric,
 )
-from pydamon.damos.filters import PM_PRESENT, PM_SWAP, read_pagemap
 from pydamon.ops.vaddr import FvaddrOperations
 
 pytestmark = pytest.mark.guest
@@ -38,23 +38,10 @@ HPAGE = 2 * MiB
 ATTRS = Attrs(sample_interval_us=20_000, aggr_interval_us=400_000, min_nr_regions=5)
 
 
-def resident(pid: int, area: tuple[int, int]) -> tuple[int, int]:
-    """Bytes of ``area`` present in memory and swapped out."""
-    entries = read_pagemap(pid, *area)
-    present = int(((entries & PM_PRESENT) != 0).sum()) * 4096
-    swapped = int(((entries & PM_SWAP) != 0).sum()) * 4096
-    return present, swapped
-
-
 def run_until(ctx: Context, cond: Any, timeout_s: float) -> bool:
     ctx.start()
     try:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if cond():
-                return True
-            time.sleep(0.5)
-        return False
+        return wait_for(cond, timeout_s, poll_s=0.5)
     finally:
         ctx.stop()
         ctx.wait()
@@ -79,13 +66,13 @@ def test_pageout_cold_area_with_quota(workload, zram_swap):
     ctx.schemes_runner.add_walk_callback(  # type: ignore[attr-defined]
         lambda c, ti, r, s, passed: applied.update({s.quota_state.charged_from_us: r.size})
     )
-    hot_before = resident(wl.pid, hot)[0]
-    done = run_until(ctx, lambda: resident(wl.pid, cold)[0] <= 0.2 * cold_size, 120)
-    cold_present, cold_swapped = resident(wl.pid, cold)
+    hot_before = resident_and_swapped(wl.pid, hot)[0]
+    done = run_until(ctx, lambda: resident_and_swapped(wl.pid, cold)[0] <= 0.2 * cold_size, 120)
+    cold_present, cold_swapped = resident_and_swapped(wl.pid, cold)
     assert done, f"cold area still {cold_present // 1024} KiB resident"
     assert cold_swapped >= 0.7 * cold_size
     # the hot area stayed in memory
-    assert resident(wl.pid, hot)[0] >= 0.9 * hot_before
+    assert resident_and_swapped(wl.pid, hot)[0] >= 0.9 * hot_before
     # the quota bounded every window, and it took several windows
     assert applied and max(applied.values()) <= quota_sz
     assert len(applied) >= cold_size // quota_sz // 2
@@ -210,7 +197,7 @@ def test_ops_filters_on_vaddr_spare_the_pages_they_reject(workload, zram_swap):
     assert run_until(ctx, lambda: scheme.stats.nr_tried >= 3, 60)
     st = scheme.stats
     assert st.sz_applied == 0 and st.sz_ops_filter_passed == 0
-    assert resident(wl.pid, cold)[1] == 0  # nothing swapped out
+    assert resident_and_swapped(wl.pid, cold)[1] == 0  # nothing swapped out
     # allowing only anonymous pages lets the action through, and counts what passed
     allow = Scheme(
         AccessPattern(max_nr_accesses=0, min_age=2),

@@ -13,9 +13,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import numpy as np
 import pytest
-from realmem import PAGE, active_share, frames, pagemap, touch_remotely, wait_for
+from realmem import PAGE, active_share, frames, resident_and_swapped, touch_remotely, wait_for
 
 from pydamon.core import Attrs, Context, Target
 from pydamon.damos.scheme import AccessPattern, Action, Scheme
@@ -30,14 +29,6 @@ pytestmark = pytest.mark.guest
 MONITORING: dict[str, Any] = dict(
     sample_interval="100ms", aggr_interval="1s", min_nr_regions=10, max_nr_regions=40
 )
-
-
-def resident_and_swapped(pid: int, area: tuple[int, int]) -> tuple[int, int]:
-    """Bytes of the area present in memory and swapped out (pagemap bits 63 and 62)."""
-    entries = pagemap(pid, area)
-    present = int(((entries >> np.uint64(63)) & np.uint64(1)).sum())
-    swapped = int(((entries >> np.uint64(62)) & np.uint64(1)).sum())
-    return present * PAGE, swapped * PAGE
 
 
 def test_reclaim_on_physical_memory_pages_out_the_cold_area_only(zram_swap, workload) -> None:

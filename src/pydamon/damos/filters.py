@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pydamon.damos.scheme import Filter, FilterType, Scheme
+from pydamon.ops import _proc
 
 PAGE_SIZE = 4096
 HPAGE_PMD_SIZE = 2 << 20
@@ -141,17 +142,23 @@ def _need(values: Any, f: Filter) -> Any:
 
 
 def ops_filters_pass(
-    scheme: Scheme, facts: PageFacts, memcg_inos: dict[str, int] | None = None
+    scheme: Scheme,
+    facts: PageFacts,
+    memcg_inos: dict[str, int] | None = None,
+    *,
+    extra_filters: Sequence[Filter] = (),
 ) -> BoolArray:
     """Which pages pass ``scheme``'s ops filters (``damos_pa_filter_out()`` negated).
 
     Non-present pages never pass. If the region's core filters explicitly allowed it
-    (``scheme.core_filters_allowed``), every present page passes.
+    (``scheme.core_filters_allowed``), every present page passes. ``extra_filters`` are
+    evaluated after the scheme's own, as an action's temporary filters are in the kernel (paddr
+    pageout's reject-young filter); the default for unmatched pages stays the scheme's.
     """
     present = np.asarray(facts.present, dtype=bool)
     if scheme.core_filters_allowed:
         return present.copy()
-    ops = scheme.ops_filters
+    ops = [*scheme.ops_filters, *extra_filters]
     decided = np.zeros(len(facts), dtype=bool)
     passed = np.zeros(len(facts), dtype=bool)
     for f in ops:
@@ -213,13 +220,9 @@ def set_idle(pfns: npt.NDArray[np.int64]) -> None:
     """Mark pages idle (clears their accessed state, as ``damon_folio_mkold()``)."""
     if not pfns.shape[0]:
         return
-    words: dict[int, int] = {}
-    for pfn in pfns.tolist():
-        words[pfn // 64] = words.get(pfn // 64, 0) | (1 << (pfn % 64))
     fd = os.open("/sys/kernel/mm/page_idle/bitmap", os.O_WRONLY)
     try:
-        for index, bits in words.items():
-            os.pwrite(fd, int(bits).to_bytes(8, "little"), index * 8)
+        _proc.mark_idle(fd, pfns)
     finally:
         os.close(fd)
 

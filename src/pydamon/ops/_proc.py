@@ -204,6 +204,22 @@ def read_entries(fd: int, indices: IntArray) -> U64Array:
     return values[inverse]
 
 
+def mark_idle(bitmap_fd: int, pfns: IntArray) -> None:
+    """Set the page_idle bits of ``pfns`` (an array; which clears their young bits in the page
+    tables): one write per run of consecutive 64-frame words. A word that cannot be written
+    (past the end of memory) is skipped: nothing to mark there."""
+    if not pfns.shape[0]:
+        return
+    words, inverse = np.unique(pfns >> 6, return_inverse=True)
+    masks = np.zeros(words.shape[0], np.uint64)
+    np.bitwise_or.at(masks, inverse, np.uint64(1) << (pfns & 63).astype(np.uint64))
+    for first, count, pos in _runs(words):
+        try:
+            os.pwrite(bitmap_fd, masks[pos : pos + count].tobytes(), first << 3)
+        except OSError:
+            continue
+
+
 # -- pagemap ---------------------------------------------------------------------------------------
 
 

@@ -48,6 +48,7 @@ from pydamon.ops.vaddr import ActionUnsupported, evenly_split_init
 if TYPE_CHECKING:
     from pydamon.core.context import Context, Target
     from pydamon.damos.filters import PageFacts
+    from pydamon.damos.scheme import Scheme
 
 PADDR_ACTIONS = ("stat", "pageout", "lru_deprio")
 #: DAMOS ops-layer filters the pageout path evaluates per page (kpageflags, kpagecgroup, page_idle)
@@ -240,39 +241,32 @@ class PaddrOperations(Operations):
             self.apply_errors[err_no] = self.apply_errors.get(err_no, 0) + n
         return result.sz_advised
 
-    def filters_pass(self, scheme: Any, pfns: Any, *, reject_young: bool = True) -> Any:
+    def filters_pass(self, scheme: Scheme, pfns: Any, *, reject_young: bool = True) -> Any:
         """Which frames pass ``scheme``'s ops filters, and with ``reject_young`` the kernel's
         temporary reject-young filter of paddr pageout (``damon_pa_pageout()``), in the kernel's
         order: the user's filters first, the first match decides, then the default of the user's
         filters."""
         from pydamon.damos.filters import (
             FilterType,
-            filter_match,
             needed_facts,
+            ops_filters_pass,
             page_facts_for_pfns,
         )
         from pydamon.damos.scheme import Filter
 
         n = pfns.shape[0]
-        if getattr(scheme, "core_filters_allowed", False):
+        if scheme.core_filters_allowed:
             return np.ones(n, np.bool_)
-        filters = list(getattr(scheme, "ops_filters", []))
-        if reject_young and not any(f.type == FilterType.YOUNG for f in filters):
-            filters.append(Filter(type=FilterType.YOUNG, matching=True, allow=False))
-        needed = needed_facts(filters)
+        extra = []
+        if reject_young and not any(f.type == FilterType.YOUNG for f in scheme.ops_filters):
+            extra.append(Filter(type=FilterType.YOUNG, matching=True, allow=False))
+        needed = needed_facts([*scheme.ops_filters, *extra])
         facts: PageFacts = page_facts_for_pfns(
             pfns, np.ones(n, np.bool_), needed - {FilterType.YOUNG}
         )
         if FilterType.YOUNG in needed:
             facts.young = self.young(pfns)
-        decided = np.zeros(n, np.bool_)
-        passed = np.zeros(n, np.bool_)
-        for f in filters:
-            matched = filter_match(f, facts) & ~decided
-            passed[matched] = f.allow
-            decided |= matched
-        passed[~decided] = not getattr(scheme, "ops_filters_default_reject", False)
-        return passed
+        return ops_filters_pass(scheme, facts, extra_filters=extra)
 
     def young(self, pfns: Any) -> Any:
         """Whether each frame's folio was accessed since it was last marked idle; marks them all
@@ -286,7 +280,7 @@ class PaddrOperations(Operations):
         bitmap = self.phys.bitmap_fd
         words = _proc.read_entries(bitmap, heads >> 6)
         idle = (words >> (heads & 63).astype(np.uint64)) & np.uint64(1) != 0
-        mark_idle(bitmap, heads)
+        _proc.mark_idle(bitmap, heads)
         return ~idle
 
     def cleanup(self, ctx: Context) -> None:
@@ -313,20 +307,6 @@ def folio_heads(kpageflags_fd: int, pfns: Any) -> Any:
         heads[todo[is_head]] = candidates[is_head]
         todo = todo[~is_head]
     return heads
-
-
-def mark_idle(bitmap_fd: int, pfns: Any) -> None:
-    """Set the page_idle bits of ``pfns``: one write per run of consecutive 64-frame words."""
-    if not pfns.shape[0]:
-        return
-    words, inverse = np.unique(pfns >> 6, return_inverse=True)
-    masks = np.zeros(words.shape[0], np.uint64)
-    np.bitwise_or.at(masks, inverse, np.uint64(1) << (pfns & 63).astype(np.uint64))
-    for first, count, pos in _proc._runs(words):
-        try:
-            os.pwrite(bitmap_fd, masks[pos : pos + count].tobytes(), first << 3)
-        except OSError:
-            continue  # e.g. past the end of memory: nothing to mark
 
 
 def _unsupported(action: str) -> str:

@@ -216,12 +216,11 @@ def group_by_pid(
 
 def merge_ranges(vaddrs: IntArray) -> list[tuple[int, int]]:
     """Ascending page addresses merged into ``[start, end)`` ranges of consecutive pages."""
-    if not vaddrs.shape[0]:
-        return []
-    breaks = np.flatnonzero(np.diff(vaddrs) != PAGE_SIZE) + 1
-    starts = np.concatenate(([0], breaks))
-    ends = np.concatenate((breaks, [vaddrs.shape[0]])) - 1
-    return list(zip(vaddrs[starts].tolist(), (vaddrs[ends] + PAGE_SIZE).tolist()))
+    shift = _proc.PAGE_SHIFT
+    return [
+        (first << shift, (first + count) << shift)
+        for first, count, _ in _proc._runs(vaddrs >> shift)
+    ]
 
 
 def read_pagemap_pages(pagemap_fd: int, vaddrs: IntArray) -> _proc.U64Array:

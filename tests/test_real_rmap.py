@@ -248,25 +248,34 @@ def test_tail_frames_of_a_huge_page_resolve_to_its_head() -> None:
     area.close()
 
 
-def test_hidden_frame_numbers_are_one_line_error() -> None:
-    """Without CAP_SYS_ADMIN pagemap shows PFNs as 0: building must say so in one line."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to drop the capability in a child")
+def build_as_nobody(prelude: str, pids: str) -> str:
+    """In a child that runs ``prelude`` (which drops to user nobody), build a reverse map of
+    the processes ``pids`` (a Python expression): the error line printed, or ``no error``."""
     code = (
         "import ctypes, os, mmap\n"
         "from pydamon.ops import _rmap\n"
-        "m = mmap.mmap(-1, 1 << 20); m[0:1] = b'x'\n"
-        "os.setuid(65534)\n"
-        "ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE: /proc/self readable again\n"
+        f"{prelude}"
         "try:\n"
-        "    _rmap.build_reverse_map([os.getpid()], exclude=())\n"
+        f"    _rmap.build_reverse_map({pids}, exclude=())\n"
         "except Exception as e:\n"
         "    print(type(e).__name__ + ': ' + str(e))\n"
         "else:\n"
         "    print('no error')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    line = out.stdout.strip()
+    return out.stdout.strip()
+
+
+def test_hidden_frame_numbers_are_one_line_error() -> None:
+    """Without CAP_SYS_ADMIN pagemap shows PFNs as 0: building must say so in one line."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to drop the capability in a child")
+    line = build_as_nobody(
+        "m = mmap.mmap(-1, 1 << 20); m[0:1] = b'x'\n"
+        "os.setuid(65534)\n"
+        "ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE: /proc/self readable again\n",
+        "[os.getpid()]",
+    )
     assert line.startswith(FeatureMissing.__name__), line
     assert "run as root" in line and "\n" not in line
 
@@ -275,19 +284,10 @@ def test_a_map_of_nothing_readable_is_one_line_error() -> None:
     """A user who may read no process's pagemap gets told so (not an empty map)."""
     if os.geteuid() != 0:
         pytest.skip("needs root to switch to another user in a child")
-    code = (
-        "import os\n"
-        "from pydamon.ops import _rmap\n"
-        "os.setuid(65534)  # no longer dumpable: even its own /proc/self/maps is root's\n"
-        "try:\n"
-        "    _rmap.build_reverse_map([1, os.getpid()], exclude=())\n"
-        "except Exception as e:\n"
-        "    print(type(e).__name__ + ': ' + str(e))\n"
-        "else:\n"
-        "    print('no error')\n"
+    line = build_as_nobody(
+        "os.setuid(65534)  # no longer dumpable: even its own /proc/self/maps is root's\n",
+        "[1, os.getpid()]",
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    line = out.stdout.strip()
     assert line.startswith(FeatureMissing.__name__) and "run as root" in line, line
 
 

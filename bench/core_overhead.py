@@ -27,7 +27,7 @@ import platform
 import time
 
 from pydamon.core import PAGE_SIZE, Attrs, Context, Target, VirtualClock
-from pydamon.ops.base import Operations, update_regions_access
+from pydamon.core.operations import Operations, update_regions_access
 from pydamon.ops.sim import SimOperations, get_workload
 
 GiB = 1 << 30

@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from pydamon.core import PAGE_SIZE, Attrs, Context, Target, VirtualClock
-from pydamon.ops.base import Operations, update_regions_access
+from pydamon.core.operations import Operations, update_regions_access
 
 
 class BitOps(Operations):

@@ -22,7 +22,7 @@ from pydamon.core import (
 )
 from pydamon.core.attrs import nr_accesses_to_accesses_bp
 from pydamon.core.feedback import FEED_LOOP_MIN_INPUT
-from pydamon.ops.base import Operations
+from pydamon.core.operations import Operations
 
 
 def make_regions(ranges, **fields) -> Regions:

@@ -27,8 +27,8 @@ from pydamon.core import (
     Target,
     VirtualClock,
 )
+from pydamon.core.operations import Operations, update_regions_access
 from pydamon.core.regions import align_down, align_up
-from pydamon.ops.base import Operations, update_regions_access
 
 #: prob(target_index, sampling_addrs) -> access probability per region
 AccessPattern = Callable[[int, np.ndarray], np.ndarray]

@@ -11,6 +11,7 @@ import pytest
 
 from pydamon.core import Attrs, Context, Target, VirtualClock
 from pydamon.core.feedback import feed_loop_next_input
+from pydamon.core.operations import ApplyResult, Operations, update_regions_access
 from pydamon.damos import (
     AccessPattern,
     Action,
@@ -31,9 +32,8 @@ from pydamon.damos import (
 )
 from pydamon.damos.quota import min_score_for, set_effective_quota
 from pydamon.damos.scheme import QuotaState
-from pydamon.damos.score import cold_score, hot_score
+from pydamon.damos.score import cold_score, hot_score, scheme_score
 from pydamon.damos.wmarks import wmark_wait_us
-from pydamon.ops.base import ApplyResult, Operations, update_regions_access
 
 K = 1 << 10
 M = 1 << 20
@@ -77,6 +77,10 @@ class StandIn(Operations):
                 accessed |= (addrs >= lo) & (addrs < hi)
             highest = max(highest, update_regions_access(ctx, t, accessed))
         return highest
+
+    def get_scheme_score(self, ctx, target, region_index, scheme) -> int:
+        # as the kernel's operations sets: ops-common's cold/hot scores
+        return scheme_score(ctx, target, region_index, scheme)
 
     def apply_scheme(self, ctx, target, start, end, scheme) -> ApplyResult:
         ti = ctx.targets.index(target)

@@ -24,7 +24,7 @@ MAIN = "import sys; from pydamon.cli.main import main; sys.exit(main(sys.argv[1:
 USER_MODULE = """
 from pydamon.core import Attrs, Regions, Target, VirtualClock
 from pydamon.modules import Module, Param, ParamError
-from pydamon.ops.base import Operations, update_regions_access
+from pydamon.core.operations import Operations, update_regions_access
 
 MiB = 1 << 20
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from pydamon.core import Attrs, Context, Snapshot, Target, VirtualClock
+from pydamon.damos import Action, Scheme
 from pydamon.ops.sim import (
     HUGE_PAGE_SIZE,
     WORKLOADS,
@@ -294,8 +295,8 @@ def test_default_clock_is_virtual():
 # -- DAMOS effects -------------------------------------------------------------------------------
 
 
-def scheme(action: str, **kw) -> SimpleNamespace:
-    return SimpleNamespace(action=action, **kw)
+def scheme(action: str, **kw) -> Scheme:
+    return Scheme(action=Action(action), **kw)
 
 
 def run_for(ctx: Context, us: int) -> None:
@@ -399,7 +400,8 @@ def test_lru_migrate_and_stat_actions():
     assert ops.apply_scheme(ctx, t, *hot, scheme("stat")).sz_applied == MiB
     assert ops.effects.applied_bytes["stat"] == MiB
     with pytest.raises(ValueError, match="does not know the action"):
-        ops.apply_scheme(ctx, t, *hot, scheme("explode"))
+        # not a kernel action, so no Scheme can carry it: a stand-in does
+        ops.apply_scheme(ctx, t, *hot, SimpleNamespace(action="explode", target_nid=None))
 
 
 def test_free_mem_rate_and_memory_total():

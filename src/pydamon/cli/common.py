@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-import inspect
 import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+import pydamon.ops  # noqa: F401 - registers the operations sets
 from pydamon.cli.main import EXIT_UNSUPPORTED, EXIT_USAGE, CliError
 from pydamon.core import Attrs, AttrsError, Context, Target
-from pydamon.ops.base import Operations
+from pydamon.core.operations import Operations, OperationsUnavailable, select_operations
 from pydamon.record.damo import parse_bytes, parse_us
 
 OPS_NAMES = ("vaddr", "fvaddr", "paddr", "sim")
@@ -159,27 +158,12 @@ def attrs_from_args(args: argparse.Namespace, base: Attrs | None = None) -> Attr
     return attrs
 
 
-def make_ops(name: str, **kwargs: Any) -> Operations:
-    """Instantiate the operations set ``pydamon.ops.<name>``."""
-    if name == "sim":
-        from pydamon.ops.sim import SimOperations
-
-        return SimOperations(**kwargs)
+def make_ops(name: str, **kwargs: Any) -> Operations[Any]:
+    """The operations set registered as ``name`` (the core's registry)."""
     try:
-        module = importlib.import_module(f"pydamon.ops.{name}")
-    except ImportError:
-        raise CliError(
-            f"the {name} operations set is not available in this pydamon build", EXIT_UNSUPPORTED
-        ) from None
-    for obj in vars(module).values():
-        if (
-            inspect.isclass(obj)
-            and issubclass(obj, Operations)
-            and obj is not Operations
-            and getattr(obj, "name", None) == name
-        ):
-            return obj(**kwargs)
-    raise CliError(f"no {name} operations set found in pydamon.ops.{name}", EXIT_UNSUPPORTED)
+        return select_operations(name, **kwargs)
+    except OperationsUnavailable as err:
+        raise CliError(str(err), EXIT_UNSUPPORTED) from None
 
 
 @dataclass
@@ -187,7 +171,7 @@ class MonitorSetup:
     """What a monitoring command monitors: context pieces plus the started process, if any."""
 
     ops_name: str
-    ops: Operations
+    ops: Operations[Any]
     targets: list[Target]
     target_names: list[str]
     process: Any = None  # subprocess.Popen of a command target

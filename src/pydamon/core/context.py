@@ -24,7 +24,7 @@ from pydamon.core.regions import PAGE_SIZE, Regions
 from pydamon.core.snapshot import Snapshot
 
 if TYPE_CHECKING:
-    from pydamon.ops.base import Operations
+    from pydamon.core.operations import Operations
 
 #: A callback returns a true value to stop monitoring (as a non-zero return in the kernel).
 Callback = Callable[["Context"], object]
@@ -49,6 +49,17 @@ class SchemesRunner(Protocol):
 
     def attrs_changed(self, ctx: Context) -> None:
         """Monitoring attributes changed: recompute the schemes' next apply times."""
+
+
+#: Builds a context's schemes runner; :mod:`pydamon.damos` registers its engine on import, so
+#: the core names no DAMOS type (``register_schemes_runner``).
+_schemes_runner_factory: Callable[[], SchemesRunner] | None = None
+
+
+def register_schemes_runner(factory: Callable[[], SchemesRunner]) -> None:
+    """Make ``factory`` build the runner of contexts given schemes (DAMOS attaches itself)."""
+    global _schemes_runner_factory
+    _schemes_runner_factory = factory
 
 
 @dataclass(eq=False)
@@ -91,7 +102,7 @@ class Context:
 
     def __init__(
         self,
-        ops: Operations,
+        ops: Operations[Any],
         targets: Iterable[Target] = (),
         attrs: Attrs | None = None,
         *,
@@ -190,12 +201,16 @@ class Context:
 
     # -- schemes ------------------------------------------------------------------------------
     def set_schemes(self, schemes: Sequence[Any]) -> None:
-        """Install DAMOS schemes (objects of :mod:`pydamon.damos`)."""
+        """Install DAMOS schemes (objects of :mod:`pydamon.damos`).
+
+        The first schemes get the registered runner (:mod:`pydamon.damos`'s engine, registered
+        when the module that defines the schemes was imported) unless one was set before.
+        """
         self.schemes = list(schemes)
         if self.schemes and self.schemes_runner is None:
-            from pydamon.damos.engine import SchemesEngine  # DAMOS sits on top of the core
-
-            self.schemes_runner = SchemesEngine()
+            if _schemes_runner_factory is None:
+                raise RuntimeError("no schemes runner registered: import pydamon.damos first")
+            self.schemes_runner = _schemes_runner_factory()
         if self.schemes_runner is not None and self._running:
             self.schemes_runner.init(self)
 

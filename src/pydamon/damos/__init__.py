@@ -5,6 +5,9 @@ and give them to a :class:`~pydamon.core.context.Context` (``schemes=`` or ``set
 context runs them with :class:`SchemesEngine`.
 """
 
+from collections.abc import Sequence
+
+from pydamon.core.context import Context, register_schemes_runner
 from pydamon.damos.engine import SchemesEngine
 from pydamon.damos.metrics import ManualMetrics, MetricsSource, SystemMetrics
 from pydamon.damos.parse import (
@@ -41,7 +44,23 @@ from pydamon.damos.scheme import (
 )
 from pydamon.damos.score import cold_score, hot_score, scheme_score
 
+# DAMOS attaches itself to the core: contexts given schemes run them with this engine.
+register_schemes_runner(SchemesEngine)
+
+
+def attach(
+    ctx: Context, schemes: Sequence[Scheme], metrics: MetricsSource | None = None
+) -> SchemesEngine:
+    """Run ``schemes`` on ``ctx`` with a :class:`SchemesEngine` reading ``metrics`` (by default
+    the operations set's, else the system's); returns the engine (stats, walk callbacks)."""
+    engine = SchemesEngine(metrics=metrics)
+    ctx.schemes_runner = engine
+    ctx.set_schemes(schemes)
+    return engine
+
+
 __all__ = [
+    "attach",
     "ACTIONS",
     "DAMOS_MAX_SCORE",
     "ULONG_MAX",

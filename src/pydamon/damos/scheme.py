@@ -13,13 +13,15 @@ import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pydamon.core.operations import MAX_SCHEME_SCORE
+
 if TYPE_CHECKING:
     from pydamon.core.attrs import Attrs
 
 #: The kernel's ``ULONG_MAX``: what ``max`` means for sizes, counts and times.
 ULONG_MAX = 2**64 - 1
-#: ``DAMOS_MAX_SCORE``: scores range 0..99.
-DAMOS_MAX_SCORE = 99
+#: ``DAMOS_MAX_SCORE``: scores range 0..99 (the core's, which scores every region alike).
+DAMOS_MAX_SCORE = MAX_SCHEME_SCORE
 
 
 class SchemeError(ValueError):

@@ -8,15 +8,14 @@ named simulated ``workload``). The operations sets are looked up by name in
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import os
 from dataclasses import replace
 from typing import Any
 
+import pydamon.ops  # noqa: F401 - registers the operations sets
 from pydamon.core import Target
+from pydamon.core.operations import Operations, OperationsUnavailable, operations_class
 from pydamon.modules.base import ModuleError, Param, ParamError, Params
-from pydamon.ops.base import Operations
 
 #: Common parameters selecting what to monitor (fixed while a module runs).
 TARGET_PARAMS: tuple[Param, ...] = (
@@ -89,16 +88,12 @@ def check_target_params(p: Params) -> None:
         )
 
 
-def ops_class(name: str) -> type[Operations]:
-    """The :class:`Operations` subclass named ``name`` in ``pydamon.ops.<name>``."""
+def ops_class(name: str) -> type[Operations[Any]]:
+    """The operations set registered as ``name`` (the core's registry)."""
     try:
-        pymod = importlib.import_module(f"pydamon.ops.{name}")
-    except ModuleNotFoundError:
-        raise ModuleError(f"the {name} operations set is not available in this pydamon") from None
-    for obj in vars(pymod).values():
-        if inspect.isclass(obj) and issubclass(obj, Operations) and obj.name == name:
-            return obj
-    raise ModuleError(f"pydamon.ops.{name} defines no operations set named {name!r}")
+        return operations_class(name)
+    except OperationsUnavailable as err:
+        raise ModuleError(str(err)) from None
 
 
 def cgroup_pids(path: str) -> list[int]:
@@ -117,7 +112,7 @@ def cgroup_pids(path: str) -> list[int]:
     return pids
 
 
-def make_ops_targets(p: Params) -> tuple[Operations, list[Target]]:
+def make_ops_targets(p: Params) -> tuple[Operations[Any], list[Target]]:
     """Build the operations set and targets from the :data:`TARGET_PARAMS` values."""
     if p.ops == "sim":
         return make_sim(p.workload, p.seed, p.sim_size)
@@ -153,7 +148,7 @@ def even_pieces(start: int, end: int, nr_pieces: int) -> list[tuple[int, int]]:
 
 def make_sim(
     workload: str, seed: int | None, total_bytes: int | None = None
-) -> tuple[Operations, list[Target]]:
+) -> tuple[Operations[Any], list[Target]]:
     """The simulated operations set running a named workload (or a workload spec file)."""
     from pydamon.ops.sim import SimOperations, WorkloadError, load_workload
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pydamon.features import FeatureMissing
+from pydamon.core.errors import FeatureMissing
 from pydamon.ops import _proc
 
 IntArray = _proc.IntArray

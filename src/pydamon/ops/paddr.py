@@ -38,17 +38,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pydamon.core.errors import FeatureMissing
+from pydamon.core.operations import ApplyResult, Operations, update_regions_access
 from pydamon.core.regions import Regions, align_down, align_up
-from pydamon.features import FeatureMissing, require
+from pydamon.damos.scheme import Scheme
+from pydamon.damos.score import scheme_score
 from pydamon.ops import _native, _proc, _rmap
-from pydamon.ops.base import ApplyResult, Operations, update_regions_access
 from pydamon.ops.madvise import MADV, pidfd_open, process_madvise
+from pydamon.ops.probe import require
 from pydamon.ops.vaddr import ActionUnsupported, evenly_split_init
 
 if TYPE_CHECKING:
     from pydamon.core.context import Context, Target
     from pydamon.damos.filters import PageFacts
-    from pydamon.damos.scheme import Scheme
 
 PADDR_ACTIONS = ("stat", "pageout", "lru_deprio")
 #: DAMOS ops-layer filters the pageout path evaluates per page (kpageflags, kpagecgroup, page_idle)
@@ -72,7 +74,7 @@ def default_paddr_range() -> tuple[int, int]:
     return ram
 
 
-class PaddrOperations(Operations):
+class PaddrOperations(Operations[Scheme]):
     """Monitor physical memory (``paddr``)."""
 
     name = "paddr"
@@ -151,10 +153,16 @@ class PaddrOperations(Operations):
             max_nr_accesses = max(max_nr_accesses, nr)
         return max_nr_accesses
 
+    def get_scheme_score(
+        self, ctx: Context, target: Target, region_index: int, scheme: Scheme
+    ) -> int:
+        # the kernel's ops sets score with ops-common's cold/hot scores
+        return scheme_score(ctx, target, region_index, scheme)
+
     def apply_scheme(
-        self, ctx: Context, target: Target, start: int, end: int, scheme: Any
+        self, ctx: Context, target: Target, start: int, end: int, scheme: Scheme
     ) -> ApplyResult:
-        action = str(getattr(scheme, "action", scheme))
+        action = scheme.action
         if action == "stat":
             return ApplyResult(0, 0)
         if action == "pageout":

@@ -38,9 +38,11 @@ import numpy as np
 import numpy.typing as npt
 
 from pydamon.core.clock import Clock, VirtualClock
+from pydamon.core.operations import ApplyResult, Operations, update_regions_access
 from pydamon.core.regions import PAGE_SIZE, Regions
 from pydamon.core.snapshot import Snapshot
-from pydamon.ops.base import ApplyResult, Operations, update_regions_access
+from pydamon.damos.scheme import Scheme
+from pydamon.damos.score import scheme_score
 from pydamon.ops.sim_workloads import (
     WORKLOADS,
     Area,
@@ -782,7 +784,7 @@ def _make_metrics(ops: SimOperations) -> Any:
     return SimMetrics()
 
 
-class SimOperations(Operations):
+class SimOperations(Operations[Scheme]):
     """Operations set over simulated address spaces (one workload per target, by index).
 
     ``seed`` fixes the workloads' accesses; by default it is the context's seed (or drawn from
@@ -890,13 +892,19 @@ class SimOperations(Operations):
             return True
         return space.valid_at(ctx.clock.now_us())
 
+    def get_scheme_score(
+        self, ctx: Context, target: Target, region_index: int, scheme: Scheme
+    ) -> int:
+        # the kernel's ops sets score with ops-common's cold/hot scores
+        return scheme_score(ctx, target, region_index, scheme)
+
     def apply_scheme(
-        self, ctx: Context, target: Target, start: int, end: int, scheme: Any
+        self, ctx: Context, target: Target, start: int, end: int, scheme: Scheme
     ) -> ApplyResult:
-        action = str(getattr(scheme, "action", scheme))
+        action = str(scheme.action)
         space = self._space_for(ctx, target)
         mapped = sum(hi - lo for lo, hi in space._mapped_pieces(start, end))
-        applied = space.apply(start, end, action, getattr(scheme, "target_nid", None))
+        applied = space.apply(start, end, action, scheme.target_nid)
         return ApplyResult(sz_applied=applied, sz_ops_filter_passed=mapped)
 
     # -- ground truth and effects shortcuts ---------------------------------------------------

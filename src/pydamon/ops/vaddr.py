@@ -28,14 +28,16 @@ from __future__ import annotations
 import os
 import select
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pydamon.core.errors import FeatureMissing, RealMemoryError, TargetGone
+from pydamon.core.operations import ApplyResult, Operations, update_regions_access
 from pydamon.core.regions import Regions, align_down, align_up
-from pydamon.features import FeatureMissing, RealMemoryError, TargetGone, require
+from pydamon.damos.scheme import Scheme
+from pydamon.damos.score import scheme_score
 from pydamon.ops import _native, _proc
-from pydamon.ops.base import ApplyResult, Operations, update_regions_access
 from pydamon.ops.madvise import (
     MADV,
     REMOTE_ADVICE,
@@ -44,6 +46,7 @@ from pydamon.ops.madvise import (
     pidfd_open,
     process_madvise,
 )
+from pydamon.ops.probe import require
 
 if TYPE_CHECKING:
     from pydamon.core.context import Context, Target
@@ -90,7 +93,7 @@ def evenly_split_init(regions: Regions, min_nr_regions: int, min_region_sz: int)
                 pass  # too small to split: keep it whole, as the kernel does
 
 
-class VaddrOperations(Operations):
+class VaddrOperations(Operations[Scheme]):
     """Monitor processes' virtual address spaces (``vaddr``)."""
 
     name = "vaddr"
@@ -261,10 +264,16 @@ class VaddrOperations(Operations):
             if m.start < end and start < m.end
         ]
 
+    def get_scheme_score(
+        self, ctx: Context, target: Target, region_index: int, scheme: Scheme
+    ) -> int:
+        # the kernel's ops sets score with ops-common's cold/hot scores
+        return scheme_score(ctx, target, region_index, scheme)
+
     def apply_scheme(
-        self, ctx: Context, target: Target, start: int, end: int, scheme: Any
+        self, ctx: Context, target: Target, start: int, end: int, scheme: Scheme
     ) -> ApplyResult:
-        action = str(getattr(scheme, "action", scheme))
+        action = scheme.action
         if action == "stat":
             return ApplyResult(0, 0)
         advice = MADV.get(action)
@@ -277,7 +286,7 @@ class VaddrOperations(Operations):
         if not pieces:
             return ApplyResult(0, 0)
         passed_bytes = 0
-        if getattr(scheme, "ops_filters", None):
+        if scheme.ops_filters:
             # DAMOS ops filters: act only on the pages that pass them
             from pydamon.damos.filters import filter_process_ranges
 

@@ -10,6 +10,10 @@ Tests marked ``guest`` need a kernel with the page_idle bitmap (and usually root
   outcome (pass, failure text, skip reason);
 - or they skip, saying what is missing.
 
+Guest tests that change the system (swap through the ``zram_swap`` fixture, cgroups, kernel
+DAMON, damo; marked ``changes_system``) never run natively outside the guest, even where this
+machine has page_idle: they go to the guest, or skip saying why.
+
 ``PYDAMON_GUEST=off`` skips guest tests; ``PYDAMON_GUEST_MEM`` (default ``2G``),
 ``PYDAMON_GUEST_CPUS`` (2) and ``PYDAMON_GUEST_TIMEOUT`` (seconds, 900) tune the guest.
 See docs/testing.md.
@@ -31,7 +35,8 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PAGE_IDLE_BITMAP = "/sys/kernel/mm/page_idle/bitmap"
+# (overridable so that the suite can test its own dispatch as if the host had page_idle)
+PAGE_IDLE_BITMAP = os.environ.get("PYDAMON_PAGE_IDLE_BITMAP", "/sys/kernel/mm/page_idle/bitmap")
 IN_GUEST_ENV = "PYDAMON_IN_GUEST"
 SELECT_ENV = "PYDAMON_GUEST_SELECT"
 RESULTS_ENV = "PYDAMON_GUEST_RESULTS"
@@ -115,16 +120,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if in_guest():
         _select_inner(config, items)
         return
-    if _mode == "native":
-        return
+    guest_reason = None if _mode == "guest" else guest_unavailable_reason()
     for i, item in enumerate(items):
         if item.get_closest_marker("guest") is None:
+            continue
+        if _mode == "native" and not changes_system(item):
+            continue
+        if _mode == "native" and guest_reason is not None:
+            # this host has page_idle, but the test would change it (swap, cgroups, DAMON)
+            item.add_marker(
+                pytest.mark.skip(
+                    reason="changes the system (swap, cgroups, kernel DAMON): runs only inside "
+                    f"the test guest, which is unavailable: {guest_reason}"
+                )
+            )
             continue
         if _mode == "skip":
             item.add_marker(pytest.mark.skip(reason=_skip_reason))
             continue
         items[i] = GuestProxy.from_item(item)
         _guest_run.nodeids.append(item.nodeid)
+
+
+def changes_system(item: pytest.Item) -> bool:
+    """Whether a guest test changes the machine it runs on (so only the guest may run it)."""
+    fixtures = getattr(item, "fixturenames", ())
+    return item.get_closest_marker("changes_system") is not None or "zram_swap" in fixtures
 
 
 def _select_inner(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -34,6 +34,16 @@ from pydamon.core.regions import align_down, align_up
 AccessPattern = Callable[[int, np.ndarray], np.ndarray]
 
 
+def stop_when(cond):
+    """An after-aggregation/wmarks callback stopping the loop once ``cond(ctx)`` holds."""
+
+    def check(c: Context) -> None:
+        if cond(c):
+            c.stop()
+
+    return check
+
+
 def constant(p: float) -> AccessPattern:
     return lambda _ti, addrs: np.full(addrs.shape, p)
 
@@ -296,9 +306,7 @@ def test_repeat_call_runs_after_every_sampling_and_after_aggregation_callbacks()
             go.wait(5)
 
     ops.on_prepare = hold_first
-    ctx.add_callback(
-        "after_aggregation", lambda c: c.nr_aggregations >= 2
-    )  # stop after 2 aggregations
+    ctx.add_callback("after_aggregation", stop_when(lambda c: c.nr_aggregations >= 2))
     ctx.start()
     assert entered.wait(5)
     ctx.call(lambda c: ops.events.append("call"), repeat=True)
@@ -324,7 +332,7 @@ def test_repeat_call_runs_after_every_sampling_and_after_aggregation_callbacks()
 def test_callback_returning_true_stops_and_before_terminate_runs_once():
     ctx = small_ctx()
     seen = []
-    ctx.add_callback("after_aggregation", lambda c: c.nr_aggregations == 3)
+    ctx.add_callback("after_aggregation", stop_when(lambda c: c.nr_aggregations == 3))
     ctx.add_callback("before_terminate", lambda c: seen.append(c.nr_aggregations))
     ctx.run()
     assert ctx.nr_aggregations == 3
@@ -455,7 +463,7 @@ def test_call_pending_when_the_loop_ends_is_canceled():
             go.wait(5)
 
     ops.on_prepare = hold_first
-    ctx.add_callback("after_aggregation", lambda c: True)  # stops before kdamond_call()
+    ctx.add_callback("after_aggregation", lambda c: c.stop())  # stops before kdamond_call()
     ctx.start()
     assert entered.wait(5)
     outcome = []
@@ -480,7 +488,7 @@ def test_call_pending_when_the_loop_ends_is_canceled():
 def test_call_racing_with_loop_end_never_hangs():
     for _ in range(20):
         ctx = small_ctx(seed=None)
-        ctx.add_callback("after_aggregation", lambda c: c.nr_aggregations >= 2)
+        ctx.add_callback("after_aggregation", stop_when(lambda c: c.nr_aggregations >= 2))
         ctx.start()
         results = []
         for _ in range(50):
@@ -602,10 +610,10 @@ def test_deactivated_schemes_pause_monitoring_until_the_run_ends():
     ctx.run(duration_us=1_000_000)  # must end although no scheme ever activates
     assert ops.events == [] and runner.applied == 0  # no monitoring while deactivated
     assert checks == [300_000, 600_000, 900_000, 1_000_000]
-    # after_wmarks_check returning true stops, like after_aggregation
+    # after_wmarks_check stopping the loop ends it at once, like after_aggregation
     ctx = small_ctx(PatternOps())
     ctx.schemes_runner, ctx.schemes = AlwaysDeactivated(1000), [object()]
-    ctx.add_callback("after_wmarks_check", lambda c: c.clock.now_us() >= 5000)
+    ctx.add_callback("after_wmarks_check", stop_when(lambda c: c.clock.now_us() >= 5000))
     ctx.run()
     assert ctx.clock.now_us() == 5000
 

@@ -31,7 +31,13 @@ def workload() -> Iterator[Callable[..., WorkloadProcess]]:
 
 @pytest.fixture(scope="module")
 def zram_swap() -> None:
-    """A zram swap device (the guest has no other swap)."""
+    """A zram swap device (the guest has no other swap).
+
+    Tests that use it change the system, so they run only inside the test guest (the suite's
+    conftest sends them there even where this machine has page_idle).
+    """
+    if os.environ.get("PYDAMON_IN_GUEST") != "1":
+        pytest.fail("zram_swap turns swap on: it may only run inside the test guest")
     if "zram" in open("/proc/swaps").read():
         return
     if not os.path.exists("/sys/block/zram0/disksize"):

@@ -22,7 +22,8 @@ from pydamon.cli.main import main
 from pydamon.record import read_record
 from pydamon.report import stats
 
-pytestmark = pytest.mark.guest
+# damo writes the kernel's DAMON sysfs: never on a host, whose kdamond is not ours
+pytestmark = [pytest.mark.guest, pytest.mark.changes_system]
 
 
 def damo_command() -> list[str] | None:

@@ -124,6 +124,7 @@ def test_reclaim_idle_above_high_watermark_then_pages_out_cold_area(zram_swap, w
     assert check["ok"], check
 
 
+@pytest.mark.changes_system  # makes a cgroup
 def test_reclaim_of_a_cgroups_processes(zram_swap, workload) -> None:
     wl = workload("hotcold", "--tick-ms", "50", size="32M")
     cgroup = "/sys/fs/cgroup/pydamon-test-reclaim"

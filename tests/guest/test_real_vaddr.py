@@ -239,14 +239,6 @@ def test_fvaddr_monitors_only_the_given_ranges(hotcold: WorkloadProcess) -> None
     assert weighted_access(snap, *hot) > weighted_access(snap, *cold)
 
 
-def _ensure_zram_swap() -> None:
-    if "zram0" in open("/proc/swaps").read():
-        return
-    with open("/sys/block/zram0/disksize", "w") as f:
-        f.write(str(256 << 20))
-    subprocess.run("mkswap /dev/zram0 && swapon /dev/zram0", shell=True, check=True)
-
-
 def test_errors_pid_missing_and_not_root() -> None:
     with pytest.raises(TargetGone, match="does not exist"):
         Context(VaddrOperations(), [Target(pid=2**22 + 12345)], ATTRS).run(nr_aggregations=1)
@@ -277,19 +269,10 @@ def test_errors_pid_missing_and_not_root() -> None:
     assert "page_idle" in features_text and "run as root" in features_text
 
 
-def _ensure_zram_swap() -> None:
-    if "zram0" in open("/proc/swaps").read():
-        return
-    with open("/sys/block/zram0/disksize", "w") as f:
-        f.write(str(256 << 20))
-    subprocess.run("mkswap /dev/zram0 && swapon /dev/zram0", shell=True, check=True)
-
-
-def test_pageout_action_swaps_out_and_data_survives(hotcold: WorkloadProcess) -> None:
+def test_pageout_action_swaps_out_and_data_survives(hotcold: WorkloadProcess, zram_swap) -> None:
     # last in this module: it pages the shared workload's cold area out
     from pydamon.damos.scheme import Scheme
 
-    _ensure_zram_swap()
     wl = hotcold
     ops = VaddrOperations()
     target = Target(pid=wl.pid)

@@ -130,7 +130,6 @@ class InstanceState:
     def attach(self, ctx: Any) -> None:
         signal.signal(signal.SIGUSR1, self._on_usr1)
         ctx.add_callback("after_aggregation", self._apply_tune)
-        ctx.add_callback("before_terminate", self._on_end)
         # the first status appears once the operations set initialized (the target is
         # monitorable): 'start' waits for it, or for the monitor's exit with an error
         ops_init = ctx.ops.init
@@ -144,9 +143,9 @@ class InstanceState:
     def _on_usr1(self, _signum: int, _frame: Any) -> None:
         self.tune_requested = True
 
-    def _apply_tune(self, ctx: Any) -> bool:
+    def _apply_tune(self, ctx: Any) -> None:
         if not self.tune_requested:
-            return False
+            return
         self.tune_requested = False
         from dataclasses import replace
 
@@ -163,7 +162,6 @@ class InstanceState:
             except (OSError, ValueError):
                 pass
         rundir.write_json_atomic(os.path.join(self.path, "tune_result.json"), result)
-        return False
 
     def update(self, ctx: Any, part: Any, nr_snapshots: int) -> None:
         from pydamon.record import write_record
@@ -203,9 +201,6 @@ class InstanceState:
         if not hasattr(self, "_first"):
             self._first = int(part.snap_start_us.min())
         return self._first
-
-    def _on_end(self, ctx: Any) -> bool:
-        return False
 
 
 def run_as_instance(args: argparse.Namespace) -> int:

@@ -243,15 +243,15 @@ def record(
         stop_reason[0] = signal.Signals(signum).name
         ctx.stop()
 
-    def check_target(c: Context) -> bool:
+    def check_target(c: Context) -> None:
         if setup.process is not None and setup.process.poll() is not None:
             stop_reason[0] = f"command exited ({setup.process.returncode})"
-            return True
+            c.stop()
+            return
         pid = setup.pid
         if setup.process is None and pid is not None and not pid_exists(pid):
             stop_reason[0] = f"process {pid} exited"
-            return True
-        return False
+            c.stop()
 
     ctx.add_callback("after_aggregation", check_target)
     if state is not None:

@@ -145,11 +145,13 @@ def run(args: argparse.Namespace) -> int:
     last = [0.0]
     start_us = ctx.clock.now_us()
 
-    def show(c: Any) -> bool:
+    def show(c: Any) -> None:
         if setup.process is not None and setup.process.poll() is not None:
-            return True
+            c.stop()
+            return
         if setup.process is None and setup.pid is not None and not pid_exists(setup.pid):
-            return True
+            c.stop()
+            return
         now = time.monotonic()
         if live and now - last[0] >= 0.5:
             last[0] = now
@@ -161,7 +163,6 @@ def run(args: argparse.Namespace) -> int:
             line = f"\r{human_time_us(c.clock.now_us() - start_us)}: " + "; ".join(parts)
             sys.stderr.write(line[:150].ljust(100))
             sys.stderr.flush()
-        return False
 
     ctx.add_callback("after_aggregation", show)
     old = {s: signal.signal(s, lambda *_: ctx.stop()) for s in (signal.SIGINT, signal.SIGTERM)}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -26,7 +26,8 @@ from pydamon.core.snapshot import Snapshot
 if TYPE_CHECKING:
     from pydamon.core.operations import Operations
 
-#: A callback returns a true value to stop monitoring (as a non-zero return in the kernel).
+#: A callback returns None; it stops monitoring explicitly with :meth:`Context.stop` (which,
+#: called from a callback, ends the loop at once, as a non-zero return does in the kernel).
 Callback = Callable[["Context"], object]
 CallbackKind = Literal["after_aggregation", "after_wmarks_check", "before_terminate"]
 
@@ -224,11 +225,16 @@ class Context:
         self.callbacks[kind].remove(fn)
 
     def _run_callbacks(self, kind: str) -> bool:
-        stop = False
+        """Run the ``kind`` callbacks; True if one of them stopped monitoring."""
         for fn in list(self.callbacks[kind]):
             if fn(self):
-                stop = True
-        return stop
+                # A true value used to stop the loop silently; a truthy result by accident
+                # (a dict.setdefault, say) must not end monitoring without a word.
+                raise TypeError(
+                    f"a {kind} callback ({getattr(fn, '__name__', fn)!r}) returned a true value;"
+                    " callbacks return None and stop monitoring with ctx.stop()"
+                )
+        return self._stop.is_set()
 
     def call(self, fn: Callable[[Context], object], *, wait: bool = True, repeat: bool = False):
         """Run ``fn(ctx)`` inside the monitoring loop, after a sampling (``damon_call()``).
@@ -348,12 +354,47 @@ class Context:
     def run(self, *, duration_us: int | None = None, nr_aggregations: int | None = None) -> None:
         """Run the monitoring loop in this thread until stopped, all targets are gone, or a
         limit (monitor clock time, number of aggregations) is reached."""
+        for _ in self._loop_in_this_thread(duration_us, nr_aggregations):
+            pass
+
+    def aggregations(
+        self, *, duration_us: int | None = None, nr_aggregations: int | None = None
+    ) -> Iterator[list[Snapshot]]:
+        """Run the loop in this thread, yielding each aggregation's snapshots (one per target).
+
+        No callback needed: ``for snaps in ctx.aggregations(nr_aggregations=10): ...``. The
+        loop advances only while the caller iterates; it ends at the limits of :meth:`run`, at
+        :meth:`stop`, or when the caller stops iterating (``break`` or closing the iterator),
+        and then cleans up (``before_terminate`` callbacks, the operations set's ``cleanup``).
+        Each snapshot is the aggregation's result right after merging, before reset, as the
+        ``after_aggregation`` callbacks see it.
+        """
+        ready: list[list[Snapshot]] = []
+
+        def grab(ctx: Context) -> None:
+            ready.append(ctx.snapshots())
+
+        steps = self._loop_in_this_thread(duration_us, nr_aggregations)
+        self.add_callback("after_aggregation", grab)
+        try:
+            for _ in steps:
+                while ready:
+                    yield ready.pop(0)
+            while ready:  # the aggregation that ended the loop
+                yield ready.pop(0)
+        finally:
+            steps.close()  # the caller stopped iterating: end the loop and clean up now
+            self.remove_callback("after_aggregation", grab)
+
+    def _loop_in_this_thread(
+        self, duration_us: int | None, nr_aggregations: int | None
+    ) -> Generator[None, None, None]:
         if self._running:
             raise RuntimeError("this context is already running")
         self._stop.clear()
         self._running = True
         self._loop_thread = threading.current_thread()
-        self._run_loop(duration_us, nr_aggregations)
+        yield from self._loop_steps(duration_us, nr_aggregations)
 
     def _need_stop(self) -> bool:
         if self._stop.is_set():
@@ -366,6 +407,13 @@ class Context:
         return not any_valid
 
     def _run_loop(self, duration_us: int | None, nr_aggregations: int | None) -> None:
+        for _ in self._loop_steps(duration_us, nr_aggregations):
+            pass
+
+    def _loop_steps(
+        self, duration_us: int | None, nr_aggregations: int | None
+    ) -> Generator[None, None, None]:
+        """``kdamond_fn()``: yields after every step (the caller may stop iterating to end it)."""
         cpu_start = time.thread_time()
         self._cpu_start_s = cpu_start
         try:
@@ -384,6 +432,7 @@ class Context:
                     break
                 if self._step():
                     break
+                yield
         finally:
             try:
                 self._run_callbacks("before_terminate")

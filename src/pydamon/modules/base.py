@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from pydamon.core import Attrs, Context
+from pydamon.core import Attrs, Context, Operations, Target
+from pydamon.damos.scheme import Scheme
 from pydamon.units import parse_duration_us, parse_size
 
 #: Scheme fields that are inputs (the rest is run-time state the engine keeps).
@@ -183,14 +184,14 @@ class Module:
         """Rules across parameters (e.g. watermarks order); raise :class:`ParamError`."""
 
     # -- building ----------------------------------------------------------------------------
-    def make_targets(self) -> tuple[Any, list[Any]]:
+    def make_targets(self) -> tuple[Operations[Any], list[Target]]:
         """The operations set and targets to monitor."""
         raise NotImplementedError(f"module {self.name} does not define make_targets()")
 
     def make_attrs(self) -> Attrs:
         return Attrs()
 
-    def make_schemes(self) -> list[Any]:
+    def make_schemes(self) -> list[Scheme]:
         return []
 
     def build(self) -> list[Context]:
@@ -227,10 +228,10 @@ class Module:
             ctx.set_schemes(schemes)
 
     # -- callbacks and stats -------------------------------------------------------------------
-    def after_aggregation(self, ctx: Context) -> object:
+    def after_aggregation(self, ctx: Context) -> None:
         return None
 
-    def after_wmarks_check(self, ctx: Context) -> object:
+    def after_wmarks_check(self, ctx: Context) -> None:
         return None
 
     def stats(self) -> dict[str, Any]:

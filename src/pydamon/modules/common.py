@@ -11,7 +11,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from pydamon.core import Attrs, Context
+from pydamon.core import Attrs, Context, Operations, Target
 from pydamon.damos.scheme import Quota, Watermarks, WmarkMetric
 from pydamon.modules.base import Module, Param, ParamError, Params
 from pydamon.modules.targets import check_target_params, make_ops_targets
@@ -116,7 +116,7 @@ class SchemesModule(Module):
     def check_params(cls, p: Params) -> None:
         check_common(p)
 
-    def make_targets(self) -> tuple[Any, list[Any]]:
+    def make_targets(self) -> tuple[Operations[Any], list[Target]]:
         return make_ops_targets(self.p)
 
     def make_attrs(self) -> Attrs:
@@ -141,11 +141,11 @@ class SchemesModule(Module):
         with self._stats_lock:
             self._stats = stats
 
-    def after_aggregation(self, ctx: Context) -> object:
+    def after_aggregation(self, ctx: Context) -> None:
         self._copy_stats(ctx, True)
         return None
 
-    def after_wmarks_check(self, ctx: Context) -> object:
+    def after_wmarks_check(self, ctx: Context) -> None:
         # Called only while every scheme is deactivated (monitoring paused).
         self._copy_stats(ctx, False)
         return None

@@ -83,7 +83,7 @@ class LruSortModule(SchemesModule):
             return Action.LRU_PRIO, Action.LRU_DEPRIO
         return Action(self.p.hot_action), Action.COLD
 
-    def make_schemes(self) -> list[Any]:
+    def make_schemes(self) -> list[Scheme]:
         p = self.p
         max_nr_accesses = max(p.aggr_interval // max(p.sample_interval, 1), 1)
         hot_action, cold_action = self.actions()

@@ -80,7 +80,7 @@ class ReclaimModule(SchemesModule):
         Param("skip_anon", bool, False, "do not reclaim anonymous pages"),
     )
 
-    def make_schemes(self) -> list[Any]:
+    def make_schemes(self) -> list[Scheme]:
         p = self.p
         goals = []
         if p.quota_mem_pressure_us:

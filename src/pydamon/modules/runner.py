@@ -135,12 +135,13 @@ class ModuleRunner:
         }
 
 
-def _stop_after(ctx: Context, duration_s: float) -> Callable[[Context], bool]:
+def _stop_after(ctx: Context, duration_s: float) -> Callable[[Context], None]:
     start_us = ctx.clock.now_us()
     limit_us = int(duration_s * 1e6)
 
-    def check(c: Context) -> bool:
-        return c.clock.now_us() - start_us >= limit_us
+    def check(c: Context) -> None:
+        if c.clock.now_us() - start_us >= limit_us:
+            c.stop()
 
     return check
 

@@ -23,7 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from pydamon.core import RECOMMENDED_INTERVALS_GOAL, Attrs, Context, IntervalsGoal
+from pydamon.core import (
+    RECOMMENDED_INTERVALS_GOAL,
+    Attrs,
+    Context,
+    IntervalsGoal,
+    Operations,
+    Target,
+)
 from pydamon.modules.base import Module, ModuleError, Param, Params
 from pydamon.modules.targets import TARGET_PARAMS, check_target_params, make_ops_targets
 
@@ -127,7 +134,7 @@ class StatModule(Module):
             max_nr_regions=p.max_nr_regions,
         ).validate()
 
-    def make_targets(self) -> tuple[Any, list[Any]]:
+    def make_targets(self) -> tuple[Operations[Any], list[Target]]:
         return make_ops_targets(self.p)
 
     def make_attrs(self) -> Attrs:
@@ -163,7 +170,7 @@ class StatModule(Module):
             self._start_server()
         return contexts
 
-    def after_aggregation(self, ctx: Context) -> object:
+    def after_aggregation(self, ctx: Context) -> None:
         now = ctx.clock.now_us()
         if self._next_refresh_us is not None and now < self._next_refresh_us:
             return None

@@ -159,7 +159,7 @@ class ThpModule(SchemesModule):
             for start, end in ranges
         ]
 
-    def make_schemes(self) -> list[Any]:
+    def make_schemes(self) -> list[Scheme]:
         p = self.p
         schemes = [
             Scheme(
@@ -195,7 +195,7 @@ class ThpModule(SchemesModule):
         max_nr_accesses = max(attrs.aggr_interval_us // max(attrs.sample_interval_us, 1), 1)
         return max(self.p.hot_thres_access_freq * max_nr_accesses // 1000, 1)
 
-    def after_aggregation(self, ctx: Context) -> object:
+    def after_aggregation(self, ctx: Context) -> None:
         # Runs before this aggregation's schemes apply: record which blocks are hot, then point
         # the collapse schemes at the blocks that stayed hot.
         hot_min = self.hot_min_nr_accesses(ctx)
@@ -205,7 +205,7 @@ class ThpModule(SchemesModule):
         for ti, scheme in enumerate(ctx.schemes[: self._nr_targets]):
             scheme.filters = self.collapse_filters(ti)
             set_filters_default_reject(scheme)
-        return super().after_aggregation(ctx)
+        super().after_aggregation(ctx)
 
     # -- stats ---------------------------------------------------------------------------------
     def scheme_stats(self, ctx: Context) -> dict[str, Any]:

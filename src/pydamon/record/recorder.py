@@ -70,7 +70,7 @@ class Recorder:
         self.last_part: Record | None = None
         ctx.add_callback("after_aggregation", self._after_aggregation)
 
-    def _after_aggregation(self, ctx: Context) -> bool:
+    def _after_aggregation(self, ctx: Context) -> None:
         snaps = ctx.snapshots()
         fps = [read_footprint(t.pid) if self.footprints else Footprint() for t in ctx.targets]
         part = Record.from_snapshots(snaps, footprints=fps)
@@ -79,7 +79,6 @@ class Recorder:
         self.last_part = part
         if self.on_snapshot is not None:
             self.on_snapshot(ctx, part)
-        return False
 
     def close(self, summary: dict[str, Any] | None = None) -> None:
         """Finalize the file (consolidate + footer, atomic rename). Safe to call twice."""

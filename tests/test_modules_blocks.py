@@ -14,7 +14,7 @@ from pydamon.modules.blocks import BlockHistory
 from pydamon.modules.runner import ModuleRunner
 from pydamon.modules.thp import ThpModule
 from pydamon.ops.sim import SimOperations
-from pydamon.ops.sim_workloads import Area, Phase, WorkloadSpec
+from pydamon.ops.sim.workloads import Area, Phase, WorkloadSpec
 
 MiB = 1 << 20
 B = 2 * MiB

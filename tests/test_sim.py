@@ -513,3 +513,14 @@ def test_access_checks_in_huge_pages_see_the_whole_2mib_page():
         assert len(set(space.accessed_in_window(one, t, t + 5000).tolist())) == 1
     ops.apply_scheme(ctx, ctx.targets[0], lo, hi, scheme("nohugepage"))
     assert hits().mean() == pytest.approx(0.002, abs=0.002)
+
+
+def test_the_registry_selects_the_sim_package_by_name():
+    """``--ops sim`` and the modules find the operations set through the registry by name."""
+    import pydamon.ops  # noqa: F401  (registers the operations sets)
+    from pydamon.core.operations import operations_class, select_operations
+
+    assert operations_class("sim") is SimOperations
+    ops = select_operations("sim", workloads=small_spec(), seed=4)
+    Context(ops, [Target()], Attrs(), seed=4).run(nr_aggregations=2)
+    assert isinstance(ops, SimOperations) and ops.space().spec.name == "small"

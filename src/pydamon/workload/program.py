@@ -38,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pydamon import units
-from pydamon.ops.sim_workloads import (
+from pydamon.ops.sim.workloads import (
     PAGE_SIZE,
     WorkloadError,
     WorkloadSpec,

@@ -183,7 +183,7 @@ def spec_from_dict(data: dict[str, Any]) -> WorkloadSpec:
         rest = {k: v for k, v in data.items() if k not in ("areas", "phases")}
         spec = WorkloadSpec(areas=areas, phases=phases, **rest)
     except (KeyError, TypeError) as err:
-        raise WorkloadError(f"bad workload spec: {err}; see pydamon.ops.sim_workloads") from None
+        raise WorkloadError(f"bad workload spec: {err}; see pydamon.ops.sim.workloads") from None
     spec.validate()
     return spec
 

@@ -34,24 +34,66 @@ change), ``space`` (:class:`SimSpace`, the three together), ``metrics`` (:class:
 ``operations`` (:class:`SimOperations`, the operations set).
 """
 
-from pydamon.ops.sim.access import HUGE_PAGE_SIZE
-from pydamon.ops.sim.effects import SimEffects
-from pydamon.ops.sim.intervals import IntervalMap
-from pydamon.ops.sim.metrics import SimMetrics
-from pydamon.ops.sim.operations import SimOperations, vaddr_init_ranges
-from pydamon.ops.sim.space import SimSpace
-from pydamon.ops.sim.truth import Accuracy, RateMap
-from pydamon.ops.sim.workloads import (
-    WORKLOADS,
-    Area,
-    HotSpot,
-    Phase,
-    WorkloadError,
-    WorkloadSpec,
-    get_workload,
-    load_workload,
-    spec_from_dict,
-)
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydamon.ops.sim.access import HUGE_PAGE_SIZE
+    from pydamon.ops.sim.effects import SimEffects
+    from pydamon.ops.sim.intervals import IntervalMap
+    from pydamon.ops.sim.metrics import SimMetrics
+    from pydamon.ops.sim.operations import SimOperations, vaddr_init_ranges
+    from pydamon.ops.sim.space import SimSpace
+    from pydamon.ops.sim.truth import Accuracy, RateMap
+    from pydamon.ops.sim.workloads import (
+        WORKLOADS,
+        Area,
+        HotSpot,
+        Phase,
+        WorkloadError,
+        WorkloadSpec,
+        get_workload,
+        load_workload,
+        spec_from_dict,
+    )
+
+#: Public name -> its module. Imported on first use: the workload program (started many times
+#: by the guest tests, where an import costs ~17x) needs only ``workloads``, not DAMOS.
+_WHERE = {
+    "HUGE_PAGE_SIZE": "access",
+    "SimEffects": "effects",
+    "IntervalMap": "intervals",
+    "SimMetrics": "metrics",
+    "SimOperations": "operations",
+    "vaddr_init_ranges": "operations",
+    "SimSpace": "space",
+    "Accuracy": "truth",
+    "RateMap": "truth",
+    **dict.fromkeys(
+        (
+            "WORKLOADS",
+            "Area",
+            "HotSpot",
+            "Phase",
+            "WorkloadError",
+            "WorkloadSpec",
+            "get_workload",
+            "load_workload",
+            "spec_from_dict",
+        ),
+        "workloads",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module 'pydamon.ops.sim' has no attribute {name!r}")
+    value = getattr(import_module(f"pydamon.ops.sim.{where}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "HUGE_PAGE_SIZE",

@@ -12,30 +12,33 @@ import pydamon.ops  # noqa: F401 - registers the operations sets
 from pydamon.cli.main import EXIT_UNSUPPORTED, EXIT_USAGE, CliError
 from pydamon.core import Attrs, AttrsError, Context, Target
 from pydamon.core.operations import Operations, OperationsUnavailable, select_operations
-from pydamon.record.damo import parse_bytes, parse_us
+from pydamon.units import (
+    explain,
+    format_bytes,
+    format_duration_us,
+    parse_bp,
+    parse_count,
+    parse_duration,
+    parse_size,
+)
 
 OPS_NAMES = ("vaddr", "fvaddr", "paddr", "sim")
 
 
 def time_us(text: str) -> int:
-    """argparse type: microseconds, plain ("5000") or with a unit ("5ms", "1 s")."""
+    """argparse type: microseconds, plain ("5000") or with a unit ("5ms", "1 s", "1d")."""
     try:
-        value = parse_us(text)
-    except ValueError:
-        value = None
-    if value is None or value < 0:
-        raise argparse.ArgumentTypeError(f"not a time: {text!r} (e.g. 5000, 5ms, 1s)")
-    return value
+        return parse_duration(text, "us")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(explain(text, err)) from None
 
 
 def size_bytes(text: str) -> int:
+    """argparse type: bytes ("4096", "0x1000", "4K", "4kb", "2MiB")."""
     try:
-        value = parse_bytes(text)
-    except ValueError:
-        value = None
-    if value is None or value < 0:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 4096, 4K, 2MiB)")
-    return value
+        return parse_size(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(explain(text, err)) from None
 
 
 def address(text: str) -> int:
@@ -147,9 +150,12 @@ def attrs_from_args(args: argparse.Namespace, base: Attrs | None = None) -> Attr
     if getattr(args, "monitoring_intervals_goal", None):
         bp, aggrs, lo, hi = args.monitoring_intervals_goal
         try:
-            kw["intervals_goal"] = IntervalsGoal(int(bp), int(aggrs), time_us(lo), time_us(hi))
-        except (ValueError, argparse.ArgumentTypeError) as err:
-            raise CliError(f"bad --monitoring_intervals_goal: {err}", EXIT_USAGE) from None
+            kw["intervals_goal"] = IntervalsGoal(
+                parse_bp(bp), parse_count(aggrs), parse_duration(lo), parse_duration(hi)
+            )
+        except ValueError as err:
+            given = " ".join(args.monitoring_intervals_goal)
+            raise CliError(f"bad --monitoring_intervals_goal {given}: {err}", EXIT_USAGE) from None
     attrs = replace(attrs, **kw)
     try:
         attrs.with_aggr_samples().validate()
@@ -308,25 +314,6 @@ def is_tty(stream: Any = None) -> bool:
         return False
 
 
-def human_bytes(n: float) -> str:
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if abs(n) < 1024 or unit == "PiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.3f} {unit}"
-        n /= 1024
-    return f"{n:.3f} PiB"
-
-
-def human_time_us(us: float) -> str:
-    us = float(us)
-    if us >= 3_600_000_000:
-        h = int(us // 3_600_000_000)
-        return f"{h} h {human_time_us(us - h * 3_600_000_000)}"
-    if us >= 60_000_000:
-        m = int(us // 60_000_000)
-        return f"{m} m {(us - m * 60_000_000) / 1e6:.3f} s"
-    if us >= 1_000_000:
-        return f"{us / 1e6:.3f} s"
-    if us >= 1000:
-        return f"{us / 1000:.3f} ms"
-    return f"{us:.0f} us"
+# The commands' names for the one byte and duration formatter.
+human_bytes = format_bytes
+human_time_us = format_duration_us

@@ -16,8 +16,6 @@ from pydamon.cli.common import (
     add_monitoring_options,
     add_target_options,
     attrs_from_args,
-    human_bytes,
-    human_time_us,
     is_tty,
     make_context,
     pid_exists,
@@ -25,6 +23,7 @@ from pydamon.cli.common import (
 )
 from pydamon.cli.main import EXIT_USAGE, CliError
 from pydamon.core import Context
+from pydamon.units import format_bytes, format_duration_us
 
 DEFAULT_OUTPUT = "pydamon.data"
 OUTPUT_TYPES = ("pydamon", "json_compressed", "json", "parquet")
@@ -158,7 +157,7 @@ class Progress:
         self.last = now
         elapsed_us = ctx.clock.now_us() - self.monitor_start_us
         line = (
-            f"\rrecording: {human_time_us(elapsed_us)} monitored, {nr_snapshots} snapshots, "
+            f"\rrecording: {format_duration_us(elapsed_us)} monitored, {nr_snapshots} snapshots, "
             f"{ctx.nr_regions} regions, monitor CPU {ctx.monitor_cpu_s:.2f} s"
         )
         sys.stderr.write(line.ljust(90)[:120])
@@ -327,9 +326,9 @@ def record(
     elif not args.quiet and state is None:
         print(
             f"recorded {summary['nr_snapshots']} snapshots "
-            f"({human_time_us(summary['monitored_us'])} monitored, "
+            f"({format_duration_us(summary['monitored_us'])} monitored, "
             f"stopped: {summary['stop_reason']}) to {out} "
-            f"({human_bytes(summary['file_bytes'])}); monitor CPU {summary['monitor_cpu_s']} s",
+            f"({format_bytes(summary['file_bytes'])}); monitor CPU {summary['monitor_cpu_s']} s",
             file=sys.stderr,
         )
     return 0

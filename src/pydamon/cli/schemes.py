@@ -8,20 +8,20 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pydamon.cli.common import (
     add_monitoring_options,
     add_target_options,
     attrs_from_args,
-    human_bytes,
-    human_time_us,
     is_tty,
     make_context,
     pid_exists,
     setup_targets,
 )
 from pydamon.cli.main import EXIT_UNSUPPORTED, EXIT_USAGE, CliError
+from pydamon.units import explain, format_bytes, format_duration_us, parse_duration, parse_size
 
 EPILOG = """\
 examples:
@@ -97,16 +97,22 @@ def schemes_from_args(args: argparse.Namespace) -> list[Any]:
     line = line.replace("%%", "%").replace("max%", "max").replace("min%", "min")
     try:
         scheme = damos.parse_scheme_line(line, "options")
-        if args.damos_quotas:
-            from pydamon.damos.parse import parse_size, parse_time
-
-            t, s, r = args.damos_quotas
-            scheme.quota.ms = parse_time(t, "ms", "ms")
-            scheme.quota.sz = parse_size(s)
-            scheme.quota.reset_interval_ms = parse_time(r, "ms", "ms")
     except ValueError as err:
         raise CliError(f"bad scheme options: {err}", EXIT_USAGE) from None
+    if args.damos_quotas:
+        # as in a scheme line, a quota may be min or max (damo's text_to_ms and text_to_bytes)
+        t, s, r = args.damos_quotas
+        scheme.quota.ms = _quota_arg("TIME", t, parse_duration, "ms")
+        scheme.quota.sz = _quota_arg("SIZE", s, parse_size)
+        scheme.quota.reset_interval_ms = _quota_arg("RESET", r, parse_duration, "ms")
     return [scheme]
+
+
+def _quota_arg(name: str, text: str, parse: Callable[..., int], *args: str) -> int:
+    try:
+        return parse(text, *args, allow_keywords=True)
+    except ValueError as err:
+        raise CliError(f"bad --damos_quotas {name}: {explain(text, err)}", EXIT_USAGE) from None
 
 
 def stats_rows(ctx: Any) -> list[dict[str, Any]]:
@@ -156,11 +162,11 @@ def run(args: argparse.Namespace) -> int:
         if live and now - last[0] >= 0.5:
             last[0] = now
             parts = [
-                f"#{r['scheme']} {r['action']}: applied {human_bytes(r['sz_applied'])} "
-                f"of {human_bytes(r['sz_tried'])} tried"
+                f"#{r['scheme']} {r['action']}: applied {format_bytes(r['sz_applied'])} "
+                f"of {format_bytes(r['sz_tried'])} tried"
                 for r in stats_rows(c)
             ]
-            line = f"\r{human_time_us(c.clock.now_us() - start_us)}: " + "; ".join(parts)
+            line = f"\r{format_duration_us(c.clock.now_us() - start_us)}: " + "; ".join(parts)
             sys.stderr.write(line[:150].ljust(100))
             sys.stderr.flush()
 
@@ -186,14 +192,14 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"monitored_us": ctx.clock.now_us() - start_us, "schemes": rows}))
         return 0
-    print(f"# {human_time_us(ctx.clock.now_us() - start_us)} monitored, "
+    print(f"# {format_duration_us(ctx.clock.now_us() - start_us)} monitored, "
           f"{ctx.nr_aggregations} aggregations")  # fmt: skip
     print(f"{'#':>3} {'action':<12} {'nr_tried':>9} {'sz_tried':>14} {'nr_applied':>10} "
           f"{'sz_applied':>14} {'qt_exceeds':>10}")  # fmt: skip
     for r in rows:
         print(
             f"{r['scheme']:>3} {r['action']:<12} {r['nr_tried']:>9} "
-            f"{human_bytes(r['sz_tried']):>14} {r['nr_applied']:>10} "
-            f"{human_bytes(r['sz_applied']):>14} {r['qt_exceeds']:>10}"
+            f"{format_bytes(r['sz_tried']):>14} {r['nr_applied']:>10} "
+            f"{format_bytes(r['sz_applied']):>14} {r['qt_exceeds']:>10}"
         )
     return 0

@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from pydamon import units
 from pydamon.core import Attrs, Context, Operations, Target
 from pydamon.damos.scheme import Scheme
-from pydamon.units import parse_duration_us, parse_size
 
 #: Scheme fields that are inputs (the rest is run-time state the engine keeps).
 _SCHEME_INPUTS = ("pattern", "apply_interval_us", "quota", "wmarks", "filters", "target_nid")
@@ -28,17 +28,14 @@ class ModuleError(RuntimeError):
     """A module cannot be loaded, built or run (one-line message)."""
 
 
-_TRUE = {"1", "y", "yes", "true", "on"}
-_FALSE = {"0", "n", "no", "false", "off"}
-
-
 @dataclass(frozen=True)
 class Param:
     """A typed module parameter.
 
-    ``unit`` documents the value and lets text values carry suffixes: ``us``/``ms`` accept
-    ``120s``, ``100ms``...; ``bytes`` accepts ``4K``, ``128M``...; ``permil``/``bp`` are plain
-    integers. ``online=False`` parameters (what is monitored) cannot change while running.
+    ``unit`` documents the value and lets text values carry suffixes (:mod:`pydamon.units`):
+    ``us``/``ms`` accept ``120s``, ``100ms``, ``1d``...; ``bytes`` accepts ``4K``, ``128MiB``,
+    ``4kb``...; ``permil``/``bp`` accept plain integers or percentages (``50%``).
+    ``online=False`` parameters (what is monitored) cannot change while running.
     """
 
     name: str
@@ -76,14 +73,10 @@ class Param:
                 return None
             raise ValueError("a value is required")
         if self.type is bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in _TRUE:
-                return True
-            if text in _FALSE:
-                return False
-            raise ValueError(f"{value!r} is not a boolean (use true or false)")
+            try:
+                return units.parse_bool(value)
+            except ValueError as err:
+                raise ValueError(units.explain(value, err)) from None
         if self.type is int:
             if isinstance(value, bool):
                 raise ValueError(f"{value!r} is not an integer")
@@ -91,22 +84,30 @@ class Param:
                 return value
             if isinstance(value, float) and value.is_integer():
                 return int(value)
-            text = str(value)
-            if self.unit in ("us", "ms"):
-                us = parse_duration_us(text, self.unit)
-                return us if self.unit == "us" else us // 1000
-            if self.unit == "bytes":
-                return parse_size(text)
             try:
-                return int(text, 0)
-            except ValueError:
-                raise ValueError(f"{value!r} is not an integer") from None
+                return self._parse_int(value)
+            except ValueError as err:
+                raise ValueError(units.explain(value, err)) from None
         if self.type is float:
             try:
-                return float(value)
-            except ValueError:
-                raise ValueError(f"{value!r} is not a number") from None
+                return units.parse_number(value, signed=True)
+            except ValueError as err:
+                raise ValueError(units.explain(value, err)) from None
         return self.type(value)
+
+    def _parse_int(self, value: object) -> int:
+        """An int in :mod:`pydamon.units`' grammar: ``120s``/``1d`` for ``us``/``ms``, ``4K`` for
+        ``bytes``, ``50%`` for ``permil``/``bp`` (no ``min``/``max``: a parameter has bounds of
+        its own)."""
+        if self.unit in ("us", "ms"):
+            return units.parse_duration(value, self.unit)
+        if self.unit == "bytes":
+            return units.parse_size(value)
+        if self.unit == "permil":
+            return units.parse_permil(value)
+        if self.unit == "bp":
+            return units.parse_bp(value)
+        return units.parse_count(value, "an integer", signed=True)
 
     def describe(self) -> str:
         unit = f" [{self.unit}]" if self.unit else ""

@@ -12,82 +12,52 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from pydamon.core.snapshot import Snapshot
 from pydamon.record.model import UNKNOWN, Footprint, Record, RecordError, TargetInfo
+from pydamon.units import parse_duration, parse_number, parse_percent, parse_size
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
-_SIZE_UNITS = {
-    "B": 1,
-    **{u: 1 << 10 for u in ("K", "KB", "KiB")},
-    **{u: 1 << 20 for u in ("M", "MB", "MiB")},
-    **{u: 1 << 30 for u in ("G", "GB", "GiB")},
-    **{u: 1 << 40 for u in ("T", "TB", "TiB")},
-    **{u: 1 << 50 for u in ("P", "PB", "PiB")},
-}
-_TIME_NS = {"ns": 1, "us": 1000, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
-_NUM_UNIT = re.compile(r"\s*(-?[\d,]*\.?\d+)\s*([A-Za-z]*)\s*")
-ULONG_MAX = 2**64 - 1
 
-
-def _plain_number(txt: Any) -> float | int | None:
-    if txt is None:
-        return None
-    if isinstance(txt, bool):
-        raise ValueError(f"not a number: {txt!r}")
-    if isinstance(txt, int | float):
-        return txt
-    s = str(txt).replace(",", "").strip()
-    if s == "max":
-        return ULONG_MAX
-    if s == "min":
-        return 0
-    try:
-        return int(s)
-    except ValueError:
-        return float(s)
-
-
-def _with_units(txt: Any, units: dict[str, int], default_unit: int) -> int | None:
-    """Parse damo's number forms: 123, "123", "1,024", "4 KiB", "1 s 200 ms"."""
-    try:
-        value = _plain_number(txt)
-        return None if value is None else int(value * default_unit)
-    except ValueError:
-        pass
-    total = 0.0
-    pos = 0
-    s = str(txt)
-    while pos < len(s):
-        m = _NUM_UNIT.match(s, pos)
-        if not m or m.end() == pos:
-            raise ValueError(f"cannot parse {txt!r}")
-        number = float(m.group(1).replace(",", ""))
-        unit = m.group(2)
-        if unit and unit not in units:
-            raise ValueError(f"unknown unit {unit!r} in {txt!r}")
-        total += number * (units[unit] if unit else default_unit)
-        pos = m.end()
-    return int(total)
-
-
+# damo's own reader accepts min and max in every number (``try_common_input``): so do we.
 def parse_bytes(txt: Any) -> int | None:
-    return _with_units(txt, _SIZE_UNITS, 1)
+    """Bytes from damo's forms (``123``, ``"1,024"``, ``"4 KiB"``); None for None."""
+    return None if txt is None else parse_size(txt, allow_keywords=True)
 
 
 def parse_ns(txt: Any) -> int | None:
-    return _with_units(txt, _TIME_NS, 1)
+    """Nanoseconds from damo's forms (``"1500"``, ``"1 s 200 ms"``); None for None."""
+    return None if txt is None else parse_duration(txt, "ns", allow_keywords=True)
 
 
 def parse_us(txt: Any) -> int | None:
-    v = _with_units(txt, {k: v for k, v in _TIME_NS.items()}, 1000)
-    return None if v is None else v // 1000
+    """Microseconds from damo's forms (``"250"``, ``"5 ms"``); None for None."""
+    return None if txt is None else parse_duration(txt, "us", allow_keywords=True)
+
+
+def _signed(txt: Any, parse: Callable[[Any], float]) -> float | None:
+    """``parse(txt)``, and the negative numbers of damo's fake start-time snapshot (``-1``)."""
+    if txt is None:
+        return None
+    if isinstance(txt, str) and txt.strip().startswith("-"):
+        return -parse(txt.strip()[1:])
+    if isinstance(txt, int | float) and not isinstance(txt, bool) and txt < 0:
+        return txt
+    return parse(txt)
+
+
+def _count(txt: Any) -> float | None:
+    return _signed(txt, lambda v: parse_number(v, allow_keywords=True))
+
+
+def _percent(txt: Any) -> float | None:
+    return _signed(txt, lambda v: parse_percent(v, allow_keywords=True))
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -199,11 +169,11 @@ def _region_nr_accesses(kv: Any, max_nr: int) -> int:
     if kv is None:
         return 0
     if not isinstance(kv, dict):
-        return int(_plain_number(kv) or 0)
-    samples = _plain_number(kv.get("samples"))
+        return int(_count(kv) or 0)
+    samples = _count(kv.get("samples"))
     if samples is not None:
         return int(samples)
-    percent = _plain_number(kv.get("percent"))
+    percent = _percent(kv.get("percent"))
     return int((percent or 0) * max_nr / 100)
 
 
@@ -211,8 +181,8 @@ def _region_age(kv: Any, aggr_us: int) -> int:
     if kv is None:
         return 0
     if not isinstance(kv, dict):
-        return int(_plain_number(kv) or 0)
-    aggrs = _plain_number(kv.get("aggr_intervals"))
+        return int(_count(kv) or 0)
+    aggrs = _count(kv.get("aggr_intervals"))
     if aggrs is not None:
         return int(aggrs)
     usec = parse_us(kv.get("usec"))

@@ -32,7 +32,7 @@ from pydamon.damos import (
     parse_scheme_line,
     parse_schemes,
 )
-from pydamon.damos.parse import parse_size, parse_time
+from pydamon.units import parse_duration, parse_size
 
 K, M, G = 1 << 10, 1 << 20, 1 << 30
 
@@ -97,12 +97,13 @@ def test_units():
     assert parse_size("1.5K") == 1536
     assert parse_size("2 MiB") == 2 * M
     assert parse_size("1,024") == 1024
-    assert parse_size("min") == 0 and parse_size("max") == ULONG_MAX
-    assert parse_time("1h 30m") == 5400 * 10**6
-    assert parse_time("2d") == 2 * 86400 * 10**6
-    assert parse_time("250") == 250
-    assert parse_time("3 ms", out_unit="ms") == 3
-    assert parse_time("10", default_unit="ms", out_unit="ms") == 10
+    assert parse_size("min", allow_keywords=True) == 0
+    assert parse_size("max", allow_keywords=True) == ULONG_MAX
+    assert parse_duration("1h 30m") == 5400 * 10**6
+    assert parse_duration("2d") == 2 * 86400 * 10**6
+    assert parse_duration("250") == 250
+    assert parse_duration("3 ms", "ms", default_unit="us") == 3
+    assert parse_duration("10", "ms", default_unit="ms") == 10
 
 
 def test_text_with_comments_and_blank_lines():

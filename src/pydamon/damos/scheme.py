@@ -5,56 +5,64 @@ filters, plus the statistics and run-time state the engine keeps in it. Field na
 kernel (``include/linux/damon.h``); the units of a pattern's access frequency and age can be the
 kernel's (samples, aggregation intervals) or damo's (percent, microseconds), resolved against the
 monitoring attributes whenever the scheme is applied.
+
+Each input part converts itself to and from damo's JSON layout (``to_dict()`` /
+``from_dict(kv, path)``): plain dicts of ints, strings and ``max``; reading takes every number
+form of :mod:`pydamon.units` (``4 KiB``, ``1 m 30 s``, ``50 %``) and names the path of a bad
+field in its :class:`~pydamon.damos.docpath.SchemeFileError`.
 """
 
 from __future__ import annotations
 
-import enum
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pydamon import units
 from pydamon.core.operations import MAX_SCHEME_SCORE
+from pydamon.damos.fields import (
+    DocPath,
+    age_value,
+    child,
+    enum_parser,
+    items,
+    mapping,
+    max_or,
+    nr_accesses_value,
+    plain_number,
+    read_count,
+    read_ms,
+    read_permil,
+    read_size,
+    read_us,
+)
+from pydamon.damos.fields import field as get
+from pydamon.damos.kinds import (
+    ACTIONS,
+    CORE_FILTER_TYPES,
+    Action,
+    AgeUnit,
+    FilterType,
+    GoalMetric,
+    GoalTuner,
+    NrAccessesUnit,
+    WmarkMetric,
+    parse_action,
+    parse_wmark_metric,
+)
+from pydamon.damos.state import QuotaState, Stats, TriedRegion
+from pydamon.units import ULONG_MAX
 
 if TYPE_CHECKING:
     from pydamon.core.attrs import Attrs
 
-#: The kernel's ``ULONG_MAX``: what ``max`` means for sizes, counts and times.
-ULONG_MAX = 2**64 - 1
+
 #: ``DAMOS_MAX_SCORE``: scores range 0..99 (the core's, which scores every region alike).
 DAMOS_MAX_SCORE = MAX_SCHEME_SCORE
 
 
 class SchemeError(ValueError):
     """A scheme whose parameters the kernel would reject (one-line message)."""
-
-
-class Action(enum.StrEnum):
-    """DAMOS actions, named (and ordered) as the kernel's ``enum damos_action``."""
-
-    WILLNEED = "willneed"
-    COLD = "cold"
-    PAGEOUT = "pageout"
-    HUGEPAGE = "hugepage"
-    NOHUGEPAGE = "nohugepage"
-    LRU_PRIO = "lru_prio"
-    LRU_DEPRIO = "lru_deprio"
-    MIGRATE_HOT = "migrate_hot"
-    MIGRATE_COLD = "migrate_cold"
-    STAT = "stat"
-    COLLAPSE = "collapse"
-
-
-ACTIONS = tuple(a.value for a in Action)
-
-
-class NrAccessesUnit(enum.StrEnum):
-    SAMPLES = "samples"  # the kernel's unit: sampling intervals with an access per aggregation
-    PERCENT = "percent"  # damo's unit: percent of the samples of an aggregation interval
-
-
-class AgeUnit(enum.StrEnum):
-    AGGR_INTERVALS = "aggr_intervals"  # the kernel's unit
-    USEC = "usec"  # damo's unit
 
 
 @dataclass
@@ -99,31 +107,83 @@ class AccessPattern:
             int(max_age),
         )
 
+    @classmethod
+    def from_dict(cls, kv: Mapping[str, Any], path: DocPath) -> AccessPattern:
+        """damo's ``access_pattern`` (units default to damo's: percent and usec)."""
+        pattern = cls()
+        if "sz_bytes" in kv:
+            sz, at = child(kv, "sz_bytes", path)
+            pattern.min_sz_bytes = get(sz, "min", at, read_size) if "min" in sz else 0
+            if "max" in sz:
+                pattern.max_sz_bytes = get(sz, "max", at, read_size)
+        nr_unit = kv.get("nr_accesses_unit")
+        if nr_unit not in (None, *NrAccessesUnit):
+            raise (path / "nr_accesses_unit").error(f"{nr_unit!r}: use percent or samples")
+        pattern.nr_accesses_unit = NrAccessesUnit(nr_unit or NrAccessesUnit.PERCENT)
+        if "nr_accesses" in kv:
+            unit = pattern._set_range(kv, "nr_accesses", path, nr_accesses_value, nr_unit)
+            if unit:
+                pattern.nr_accesses_unit = NrAccessesUnit(unit)
+        age_unit = kv.get("age_unit")
+        if age_unit not in (None, *AgeUnit):
+            raise (path / "age_unit").error(f"{age_unit!r}: use usec or aggr_intervals")
+        pattern.age_unit = AgeUnit(age_unit or AgeUnit.USEC)
+        if "age" in kv:
+            unit = pattern._set_range(kv, "age", path, age_value, age_unit)
+            if unit:
+                pattern.age_unit = AgeUnit(unit)
+        return pattern
+
+    def _set_range(
+        self,
+        kv: Mapping[str, Any],
+        name: str,
+        path: DocPath,
+        value_fn: Callable[[object, str | None], tuple[float, str | None]],
+        default_unit: str | None,
+    ) -> str | None:
+        """Set ``min_<name>``/``max_<name>`` from ``kv[name]``; return the unit the values
+        carried (min and max must agree), or None."""
+        bounds, at = child(kv, name, path)
+        found = set()
+        for key in ("min", "max"):
+            if key in bounds:
+                value, unit = get(bounds, key, at, lambda v: value_fn(v, default_unit))
+                if unit is not None:
+                    found.add(unit)
+                setattr(self, f"{key}_{name}", value)
+        if len(found) > 1:
+            raise at.error("min and max must use the same unit")
+        return found.pop() if found else None
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.nr_accesses_unit == NrAccessesUnit.PERCENT:
+            nr_fmt: Callable[[float], Any] = plain_number
+        else:
+            nr_fmt = lambda x: f"{int(x)} samples"  # noqa: E731
+        if self.age_unit == AgeUnit.USEC:
+            age_fmt: Callable[[float], Any] = int
+        else:
+            age_fmt = lambda x: f"{int(x)} aggr_intervals"  # noqa: E731
+        return {
+            "sz_bytes": {
+                "min": max_or(self.min_sz_bytes, int),
+                "max": max_or(self.max_sz_bytes, int),
+            },
+            "nr_accesses_unit": str(self.nr_accesses_unit),
+            "nr_accesses": {
+                "min": max_or(self.min_nr_accesses, nr_fmt),
+                "max": max_or(self.max_nr_accesses, nr_fmt),
+            },
+            "age_unit": str(self.age_unit),
+            "age": {"min": max_or(self.min_age, age_fmt), "max": max_or(self.max_age, age_fmt)},
+        }
+
 
 def _percent_to_samples(percent: float, max_samples: float) -> float:
     if percent >= ULONG_MAX:
         return ULONG_MAX
     return int(percent * max_samples / 100)
-
-
-class GoalMetric(enum.StrEnum):
-    """Quota goal metrics (``enum damos_quota_goal_metric``)."""
-
-    USER_INPUT = "user_input"
-    SOME_MEM_PSI_US = "some_mem_psi_us"
-    NODE_MEM_USED_BP = "node_mem_used_bp"
-    NODE_MEM_FREE_BP = "node_mem_free_bp"
-    NODE_MEMCG_USED_BP = "node_memcg_used_bp"
-    NODE_MEMCG_FREE_BP = "node_memcg_free_bp"
-    ACTIVE_MEM_BP = "active_mem_bp"
-    INACTIVE_MEM_BP = "inactive_mem_bp"
-
-
-class GoalTuner(enum.StrEnum):
-    """How quota goals tune the effective quota (``damos_quota_goal_tuner``, v7.1)."""
-
-    CONSIST = "consist"  # proportional feedback loop (the default)
-    TEMPORAL = "temporal"  # full quota until the goal is met, then none
 
 
 @dataclass
@@ -142,6 +202,35 @@ class QuotaGoal:
     path: str | None = None
     #: ``some_mem_psi_us``: the PSI total at the last measurement (None: not measured yet).
     last_psi_total_us: int | None = field(default=None, compare=False)
+
+    @classmethod
+    def from_dict(cls, kv: Mapping[str, Any], path: DocPath) -> QuotaGoal:
+        goal = cls()
+        if "metric" in kv:
+            goal.metric = get(kv, "metric", path, enum_parser(GoalMetric, "quota goal metric"))
+        target = read_us if goal.metric == GoalMetric.SOME_MEM_PSI_US else read_count("a number")
+        key = "target_value" if "target_value" in kv else "target_value_bp"
+        if key not in kv:
+            raise (path / "target_value").error("missing")
+        goal.target_value = get(kv, key, path, target)
+        for key in ("current_value", "current_value_bp"):
+            if kv.get(key) is not None:
+                goal.current_value = get(kv, key, path, read_count("a number"))
+        if kv.get("nid") is not None:
+            goal.nid = get(kv, "nid", path, read_count("a node id"))
+        for key in ("path", "memcg_path"):
+            if kv.get(key) is not None:
+                goal.path = str(kv[key])
+        return goal
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "metric": str(self.metric),
+            "nid": self.nid,
+            "path": self.path,
+            "target_value": self.target_value,
+            "current_value": self.current_value,
+        }
 
 
 @dataclass
@@ -165,30 +254,47 @@ class Quota:
     def is_set(self) -> bool:
         return bool(self.ms or self.sz or self.goals)
 
+    @classmethod
+    def from_dict(cls, kv: Mapping[str, Any], path: DocPath) -> Quota:
+        q = cls()
+        if "time_ms" in kv:
+            q.ms = get(kv, "time_ms", path, read_ms)
+        if "sz_bytes" in kv:
+            q.sz = get(kv, "sz_bytes", path, read_size)
+        if "reset_interval_ms" in kv:
+            q.reset_interval_ms = get(kv, "reset_interval_ms", path, read_ms)
+        if "weights" in kv:
+            w, at = child(kv, "weights", path)
+            for key, attr in (
+                ("sz_permil", "weight_sz_permil"),
+                ("nr_accesses_permil", "weight_nr_accesses_permil"),
+                ("age_permil", "weight_age_permil"),
+            ):
+                if key in w:
+                    setattr(q, attr, get(w, key, at, read_permil))
+        if kv.get("goals") is not None:
+            at = path / "goals"
+            q.goals = [
+                QuotaGoal.from_dict(mapping(g, at / i), at / i)
+                for i, g in enumerate(items(kv["goals"], at))
+            ]
+        if kv.get("goal_tuner") is not None:
+            q.goal_tuner = get(kv, "goal_tuner", path, enum_parser(GoalTuner, "goal tuner"))
+        return q
 
-@dataclass
-class QuotaState:
-    """The kernel's quota bookkeeping fields that users do not set."""
-
-    #: Effective size quota of the current charge window (bytes).
-    esz: int = 0
-    #: The feedback loop's input (esz in bp) when goals are set.
-    esz_bp: int = 0
-    charged_sz: int = 0
-    #: Start of the current charge window (monitor clock, µs); None before the first window.
-    charged_from_us: int | None = None
-    total_charged_sz: int = 0
-    total_charged_ns: int = 0
-    #: Where the last window stopped: (target index, address) to resume from, or None.
-    charge_target_from: int | None = None
-    charge_addr_from: int = 0
-    #: Lowest priority score a region needs to be applied in this window.
-    min_score: int = 0
-
-
-class WmarkMetric(enum.StrEnum):
-    NONE = "none"
-    FREE_MEM_RATE = "free_mem_rate"  # free memory per mille of total
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "time_ms": self.ms,
+            "sz_bytes": self.sz,
+            "reset_interval_ms": self.reset_interval_ms,
+            "goals": [g.to_dict() for g in self.goals],
+            "goal_tuner": str(self.goal_tuner),
+            "weights": {
+                "sz_permil": self.weight_sz_permil,
+                "nr_accesses_permil": self.weight_nr_accesses_permil,
+                "age_permil": self.weight_age_permil,
+            },
+        }
 
 
 @dataclass
@@ -205,20 +311,27 @@ class Watermarks:
     mid: int = 0
     low: int = 0
 
+    @classmethod
+    def from_dict(cls, kv: Mapping[str, Any], path: DocPath) -> Watermarks:
+        w = cls()
+        if "metric" in kv:
+            w.metric = get(kv, "metric", path, parse_wmark_metric)
+        if "interval_us" in kv:
+            w.interval_us = get(kv, "interval_us", path, read_us)
+        for key in ("high", "mid", "low"):
+            for name in (f"{key}_permil", key):
+                if name in kv:
+                    setattr(w, key, get(kv, name, path, read_permil))
+        return w
 
-class FilterType(enum.StrEnum):
-    ANON = "anon"
-    ACTIVE = "active"
-    MEMCG = "memcg"
-    YOUNG = "young"
-    HUGEPAGE_SIZE = "hugepage_size"
-    UNMAPPED = "unmapped"
-    ADDR = "addr"
-    TARGET = "target"
-
-
-#: Filters the core handles (on regions); all others are evaluated per page by the ops set.
-CORE_FILTER_TYPES = frozenset({FilterType.ADDR, FilterType.TARGET})
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "metric": str(self.metric),
+            "interval_us": self.interval_us,
+            "high_permil": self.high,
+            "mid_permil": self.mid,
+            "low_permil": self.low,
+        }
 
 
 @dataclass
@@ -245,33 +358,59 @@ class Filter:
     def handled_by_core(self) -> bool:
         return self.type in CORE_FILTER_TYPES
 
+    @classmethod
+    def from_dict(cls, kv: Mapping[str, Any], path: DocPath) -> Filter:
+        key = "filter_type" if "filter_type" in kv else "type"
+        if key not in kv:
+            raise (path / "filter_type").error("missing")
+        f = cls(type=get(kv, key, path, enum_parser(FilterType, "filter type")))
+        if "matching" in kv:
+            f.matching = get(kv, "matching", path, units.parse_bool)
+        for key in ("allow", "filter_pass"):
+            if key in kv:
+                f.allow = get(kv, key, path, units.parse_bool)
+        if f.type == FilterType.MEMCG:
+            if not kv.get("memcg_path"):
+                raise (path / "memcg_path").error("a memcg filter needs a memcg_path")
+            f.memcg_path = str(kv["memcg_path"])
+        elif f.type == FilterType.ADDR:
+            if "address_range" not in kv:
+                raise (path / "address_range").error("an addr filter needs an address_range")
+            ar, at = child(kv, "address_range", path)
+            for k in ("start", "end"):
+                if k not in ar:
+                    raise (at / k).error("missing")
+            f.addr_start, f.addr_end = (
+                get(ar, "start", at, read_size),
+                get(ar, "end", at, read_size),
+            )
+        elif f.type == FilterType.TARGET:
+            if kv.get("damon_target_idx") is None:
+                raise (path / "damon_target_idx").error("a target filter needs a damon_target_idx")
+            f.target_idx = get(kv, "damon_target_idx", path, read_count("a target index"))
+        elif f.type == FilterType.HUGEPAGE_SIZE:
+            sizes = items(kv.get("hugepage_size"), path / "hugepage_size")
+            if len(sizes) != 2:
+                raise (path / "hugepage_size").error("expected [min, max]")
+            try:
+                f.min_sz, f.max_sz = read_size(sizes[0]), read_size(sizes[1])
+            except ValueError as err:
+                raise (path / "hugepage_size").error(f"{sizes!r}: {err}") from None
+        return f
 
-@dataclass
-class Stats:
-    """Per-scheme statistics (``struct damos_stat``)."""
-
-    nr_tried: int = 0
-    sz_tried: int = 0
-    nr_applied: int = 0
-    sz_applied: int = 0
-    sz_ops_filter_passed: int = 0
-    qt_exceeds: int = 0
-
-
-@dataclass(frozen=True)
-class TriedRegion:
-    """A region a scheme was tried on (``schemes/<N>/tried_regions/<R>``)."""
-
-    target_index: int
-    start: int
-    end: int
-    nr_accesses: int
-    age: int
-    sz_filter_passed: int
-
-    @property
-    def size(self) -> int:
-        return self.end - self.start
+    def to_dict(self) -> dict[str, Any]:
+        t = self.type
+        return {
+            "filter_type": str(t),
+            "matching": self.matching,
+            "allow": self.allow,
+            "memcg_path": self.memcg_path if t == FilterType.MEMCG else None,
+            "address_range": {"start": self.addr_start, "end": self.addr_end}
+            if t == FilterType.ADDR
+            else None,
+            "damon_target_idx": self.target_idx if t == FilterType.TARGET else None,
+            "hugepage_size": [self.min_sz, self.max_sz] if t == FilterType.HUGEPAGE_SIZE else None,
+        }
 
 
 @dataclass(eq=False)
@@ -373,6 +512,54 @@ class Scheme:
                 )
             if f.type == FilterType.MEMCG and not f.memcg_path:
                 raise SchemeError("memcg filter needs a memcg_path (a cgroup v2 path)")
+
+    @classmethod
+    def from_dict(cls, kv: object, path: DocPath | None = None) -> Scheme:
+        """A scheme from damo's JSON layout (a dict); errors name the path of the bad field."""
+        path = path or DocPath("<schemes>")
+        kv = mapping(kv, path)
+
+        def part(key: str, part_type: Any, default: Any) -> Any:
+            if kv.get(key) is None:
+                return default
+            sub, at = child(kv, key, path)
+            return part_type.from_dict(sub, at)
+
+        filters = []
+        if kv.get("filters") is not None:
+            at = path / "filters"
+            for i, fkv in enumerate(items(kv["filters"], at)):
+                filters.append(Filter.from_dict(mapping(fkv, at / i), at / i))
+        try:
+            return cls(
+                pattern=part("access_pattern", AccessPattern, AccessPattern()),
+                action=get(kv, "action", path, parse_action) if "action" in kv else Action.STAT,
+                apply_interval_us=0
+                if kv.get("apply_interval_us") is None
+                else get(kv, "apply_interval_us", path, read_us),
+                quota=part("quotas", Quota, Quota()),
+                wmarks=part("watermarks", Watermarks, Watermarks()),
+                filters=filters,
+                target_nid=None
+                if kv.get("target_nid") is None
+                else get(kv, "target_nid", path, read_count("a node id")),
+            )
+        except SchemeError as err:
+            raise path.error(str(err)) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """damo's JSON layout (exact values: ints, ``max``, unit-suffixed strings)."""
+        kv: dict[str, Any] = {
+            "action": str(self.action),
+            "access_pattern": self.pattern.to_dict(),
+            "apply_interval_us": self.apply_interval_us,
+            "quotas": self.quota.to_dict(),
+            "watermarks": self.wmarks.to_dict(),
+            "filters": [f.to_dict() for f in self.filters],
+        }
+        if self.target_nid is not None:
+            kv["target_nid"] = self.target_nid
+        return kv
 
     def reset_state(self) -> None:
         """Forget statistics and run-time state (as a newly created kernel scheme)."""

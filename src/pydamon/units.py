@@ -291,6 +291,8 @@ def format_duration_us(us: float, *, exact: bool = False) -> str:
                 return f"{ns // _TIME_UNITS_NS[unit]}{unit}"
         return f"{whole}us"
     us = float(us)
+    if us < 0:
+        return "-" + format_duration_us(-us)
     if us >= 3_600_000_000:
         h = int(us // 3_600_000_000)
         return f"{h} h {format_duration_us(us - h * 3_600_000_000)}"

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pydamon import units
+from pydamon.cli.common import time_us
 from pydamon.cli.main import EXIT_USAGE, CliError
 from pydamon.core import Attrs, AttrsError, Context, Snapshot, Target
 from pydamon.ops.sim import (
@@ -29,8 +30,9 @@ from pydamon.ops.sim import (
     get_workload,
     load_workload,
 )
-from pydamon.report.heatmap import Heatmap, format_bytes, heatmap, heatmap_lines
+from pydamon.report.heatmap import Heatmap, heatmap, heatmap_lines
 from pydamon.report.wss import percentiles_of, wss_series
+from pydamon.units import format_bytes
 
 #: Default simulated duration per named workload (one full cycle of its pattern), seconds.
 DEFAULT_DURATION_S = {"hotcold": 10.0, "stairs": 16.0, "zigzag": 16.0, "phases": 20.0}
@@ -65,8 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="real: the workload program on real memory through vaddr (needs page_idle and "
         "root); sim: the simulated address space; auto (default): real where possible",
     )
-    p.add_argument("--sample-us", type=int, default=5000, help="sampling interval (us)")
-    p.add_argument("--aggr-us", type=int, default=100_000, help="aggregation interval (us)")
+    p.add_argument("--sample-us", type=time_us, default=5000, help="sampling interval (us)")
+    p.add_argument("--aggr-us", type=time_us, default=100_000, help="aggregation interval (us)")
     p.add_argument("--min-nr-regions", type=int, default=10)
     p.add_argument("--max-nr-regions", type=int, default=1000)
     p.add_argument("--rows", type=int, default=16, help="heatmap time rows (default: 16)")
@@ -98,10 +100,8 @@ class DemoRun:
 def parse_size(text: str) -> int:
     try:
         return units.parse_size(text)
-    except ValueError:
-        raise CliError(
-            f"bad size {text!r}; give bytes or a number with K/M/G/T", EXIT_USAGE
-        ) from None
+    except ValueError as err:
+        raise CliError(f"bad size: {units.explain(text, err)}", EXIT_USAGE) from None
 
 
 def attrs_from_args(args: argparse.Namespace) -> Attrs:
@@ -168,13 +168,6 @@ def monitor_sim(args: argparse.Namespace) -> DemoRun:
     )
 
 
-def _short_bytes(n: float) -> str:
-    for unit, div in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
-        if n >= div:
-            return f"{n / div:.1f}{unit}"
-    return f"{int(n)}B"
-
-
 def _row_means(values: np.ndarray, snaps: list[Snapshot], hm: Heatmap) -> list[float | None]:
     """Mean of a per-snapshot value over the snapshots ending in each heatmap row."""
     edges = hm.time_edges_us
@@ -232,10 +225,12 @@ def show(run: DemoRun, *, rows: int, cols: int, color: bool, simulated: bool) ->
     for i in range(rows):
         line = measured[i]
         w = wss_rows[i]
-        ws = "" if w is None else _short_bytes(w)
+        ws = "" if w is None else format_bytes(w, precision=1)
         if run.truth is not None:
             tw = true_rows[i]
-            line += f" | {truth_lines[i]} | {ws}/{'' if tw is None else _short_bytes(tw)}"
+            line += (
+                f" | {truth_lines[i]} | {ws}/{'' if tw is None else format_bytes(tw, precision=1)}"
+            )
         else:
             line += f" | {ws}"
         secs = (hm.time_edges_us[i + 1] - t0) / 1e6

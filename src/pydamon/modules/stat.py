@@ -33,6 +33,7 @@ from pydamon.core import (
 )
 from pydamon.modules.base import Module, ModuleError, Param, Params
 from pydamon.modules.targets import TARGET_PARAMS, check_target_params, make_ops_targets
+from pydamon.units import format_bytes
 
 PERCENTILES = tuple(range(101))
 
@@ -192,8 +193,9 @@ class StatModule(Module):
             return "no aggregation finished yet"
         pct = stats["memory_idle_ms_percentiles"]
         shown = " ".join(f"p{p}={pct[p]}" for p in (0, 1, 5, 25, 50, 75, 95, 99, 100))
+        bandwidth = format_bytes(stats["estimated_memory_bandwidth"], precision=1)
         lines = [
-            f"estimated_memory_bandwidth: {_human_rate(stats['estimated_memory_bandwidth'])}",
+            f"estimated_memory_bandwidth: {bandwidth}/s",
             f"memory_idle_ms_percentiles: {shown}",
             f"monitored: {stats['monitored_bytes'] / 2**20:.1f} MiB in {stats['nr_regions']} "
             f"regions; intervals sample {stats['sample_interval_us']} us, "
@@ -288,12 +290,3 @@ class StatModule(Module):
             self._server.shutdown()
             self._server.server_close()
             self._server = None
-
-
-def _human_rate(bytes_per_s: int) -> str:
-    value = float(bytes_per_s)
-    for unit in ("B/s", "KiB/s", "MiB/s", "GiB/s"):
-        if value < 1024 or unit == "GiB/s":
-            return f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB/s"

@@ -17,6 +17,8 @@ import numpy as np
 import numpy.typing as npt
 
 from pydamon.core.snapshot import Snapshot
+from pydamon.units import format_bytes
+from pydamon.units import format_duration_us as format_time_us
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -230,26 +232,6 @@ def heatmap_lines(
         else:
             lines.append("".join(" " if d < 0 else str(d) for d in row))
     return lines
-
-
-def format_bytes(nbytes: float) -> str:
-    """damo-style sizes: ``512 B``, ``4.000 KiB``, ``1.500 GiB``."""
-    value = float(nbytes)
-    if abs(value) < 1024:
-        return f"{int(value)} B"
-    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
-        value /= 1024
-        if abs(value) < 1024 or unit == "PiB":
-            return f"{value:.3f} {unit}"
-    return f"{value:.3f} PiB"
-
-
-def format_time_us(us: float) -> str:
-    if abs(us) >= 1_000_000:
-        return f"{us / 1e6:.3f} s"
-    if abs(us) >= 1000:
-        return f"{us / 1e3:.3f} ms"
-    return f"{us:.0f} us"
 
 
 def heatmap_footer(hm: Heatmap, scale: str = "absolute") -> list[str]:

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from pydamon.record.model import Record
+from pydamon.units import format_duration_us as _time
 
 
 def heatmap_raw(grid: np.ndarray, time_edges: np.ndarray, addr_edges: np.ndarray) -> str:
@@ -108,20 +109,3 @@ def raw_form(rec: Record, *, max_snapshots: int | None = None) -> str:
             lines.append(f"{rs:x}-{re_:x}({re_ - rs:>10}):\t{nr}")
         lines.append("")
     return "\n".join(lines)
-
-
-def _time(us: int) -> str:
-    if us >= 1_000_000:
-        return f"{us / 1e6:.3f} s"
-    if us >= 1000:
-        return f"{us / 1000:.3f} ms"
-    return f"{us} us"
-
-
-def _sz(n: int) -> str:
-    x = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if x < 1024 or unit == "TiB":
-            return f"{x:.0f} {unit}" if unit == "B" else f"{x:.3f} {unit}"
-        x /= 1024
-    return f"{x:.3f} TiB"

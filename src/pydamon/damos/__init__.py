@@ -9,13 +9,11 @@ from collections.abc import Sequence
 
 from pydamon.core.context import Context, register_schemes_runner
 from pydamon.damos.engine import SchemesEngine
+from pydamon.damos.fields import SchemeFileError
 from pydamon.damos.metrics import ManualMetrics, MetricsSource, SystemMetrics
 from pydamon.damos.parse import (
-    SchemeFileError,
     dump_schemes,
-    format_scheme_line,
     load_schemes,
-    parse_scheme_line,
     parse_schemes,
     scheme_from_kv,
     scheme_to_kv,
@@ -42,6 +40,7 @@ from pydamon.damos.scheme import (
     Watermarks,
     WmarkMetric,
 )
+from pydamon.damos.scheme_text import format_scheme_line, parse_scheme_line
 from pydamon.damos.score import cold_score, hot_score, scheme_score
 
 # DAMOS attaches itself to the core: contexts given schemes run them with this engine.

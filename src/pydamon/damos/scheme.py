@@ -116,22 +116,10 @@ class AccessPattern:
             pattern.min_sz_bytes = get(sz, "min", at, read_size) if "min" in sz else 0
             if "max" in sz:
                 pattern.max_sz_bytes = get(sz, "max", at, read_size)
-        nr_unit = kv.get("nr_accesses_unit")
-        if nr_unit not in (None, *NrAccessesUnit):
-            raise (path / "nr_accesses_unit").error(f"{nr_unit!r}: use percent or samples")
-        pattern.nr_accesses_unit = NrAccessesUnit(nr_unit or NrAccessesUnit.PERCENT)
-        if "nr_accesses" in kv:
-            unit = pattern._set_range(kv, "nr_accesses", path, nr_accesses_value, nr_unit)
-            if unit:
-                pattern.nr_accesses_unit = NrAccessesUnit(unit)
-        age_unit = kv.get("age_unit")
-        if age_unit not in (None, *AgeUnit):
-            raise (path / "age_unit").error(f"{age_unit!r}: use usec or aggr_intervals")
-        pattern.age_unit = AgeUnit(age_unit or AgeUnit.USEC)
-        if "age" in kv:
-            unit = pattern._set_range(kv, "age", path, age_value, age_unit)
-            if unit:
-                pattern.age_unit = AgeUnit(unit)
+        pattern.nr_accesses_unit = NrAccessesUnit(
+            pattern._set_range(kv, "nr_accesses", path, NrAccessesUnit.PERCENT, nr_accesses_value)
+        )
+        pattern.age_unit = AgeUnit(pattern._set_range(kv, "age", path, AgeUnit.USEC, age_value))
         return pattern
 
     def _set_range(
@@ -139,22 +127,28 @@ class AccessPattern:
         kv: Mapping[str, Any],
         name: str,
         path: DocPath,
+        default_unit: NrAccessesUnit | AgeUnit,
         value_fn: Callable[[object, str | None], tuple[float, str | None]],
-        default_unit: str | None,
-    ) -> str | None:
-        """Set ``min_<name>``/``max_<name>`` from ``kv[name]``; return the unit the values
-        carried (min and max must agree), or None."""
+    ) -> str:
+        """Set ``min_<name>``/``max_<name>`` from ``kv[name]``; return their unit: the one the
+        values carried (min and max must agree), else ``kv[<name>_unit]``, else the default."""
+        given = kv.get(f"{name}_unit")
+        if given not in (None, *type(default_unit)):
+            choices = " or ".join(type(default_unit))
+            raise (path / f"{name}_unit").error(f"{given!r}: use {choices}")
+        if name not in kv:
+            return str(given or default_unit)
         bounds, at = child(kv, name, path)
         found = set()
         for key in ("min", "max"):
             if key in bounds:
-                value, unit = get(bounds, key, at, lambda v: value_fn(v, default_unit))
+                value, unit = get(bounds, key, at, lambda v: value_fn(v, given))
                 if unit is not None:
                     found.add(unit)
                 setattr(self, f"{key}_{name}", value)
         if len(found) > 1:
             raise at.error("min and max must use the same unit")
-        return found.pop() if found else None
+        return found.pop() if found else str(given or default_unit)
 
     def to_dict(self) -> dict[str, Any]:
         if self.nr_accesses_unit == NrAccessesUnit.PERCENT:

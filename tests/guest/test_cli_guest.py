@@ -32,21 +32,28 @@ def mean_rate(rec, lo: int, hi: int, first: int) -> float:
 def test_record_a_running_process_and_report(workload, tmp_path, capsys):
     wl = workload("hotcold", size="32M")
     path = str(tmp_path / "real.data")
-    rc = main(["record", "-p", str(wl.pid), "-s", "50ms", "-a", "500ms", "--timeout", "6",
+    # 15 s: the adaptive regions need ~8-10 aggregations (one region covers all areas and
+    # the libraries around them at first) before a region holds only hot or only cold pages
+    rc = main(["record", "-p", str(wl.pid), "-s", "50ms", "-a", "500ms", "--timeout", "15",
                "-o", path, "-q", "--json"])  # fmt: skip
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["stop_reason"] == "timeout" and summary["monitor_cpu_s"] > 0
     rec = read_record(path)
     # the monitor clock is real time; under emulation an aggregation may take longer
-    assert rec.complete and rec.nr_snapshots >= 4 and rec.meta["ops"] == "vaddr"
+    assert rec.complete and rec.nr_snapshots >= 8 and rec.meta["ops"] == "vaddr"
     assert rec.targets[0].pid == wl.pid
     # the footprint of the real process was recorded with every snapshot
     assert (rec.rss_bytes > 16 << 20).all() and (rec.vsz_bytes >= rec.rss_bytes).all()
     assert (rec.sys_free_bytes > 0).all()
     hot, cold = wl.areas["hot"], wl.areas["cold"]
-    # real sampling under emulation is noisy: ask only that the hot area reads clearly hotter
-    hot_rate, cold_rate = mean_rate(rec, *hot, first=2), mean_rate(rec, *cold, first=2)
+    # Judged once the regions settled (the last three aggregations): before that, regions
+    # straddling the areas' edges give the never-accessed cold area its neighbours' rates and
+    # the hot area that of the untouched libraries beside it (6 s runs read hot 0.06 vs cold
+    # 0.14 in CI). Real sampling under emulation is noisy: ask that hot reads clearly hotter.
+    settled = rec.nr_snapshots - 3
+    hot_rate = mean_rate(rec, *hot, first=settled)
+    cold_rate = mean_rate(rec, *cold, first=settled)
     assert hot_rate > cold_rate + 0.05 and hot_rate > 1.5 * cold_rate, (hot_rate, cold_rate)
     for rtype in ("wss", "access", "heatmap"):
         assert main(["report", rtype, "-i", path]) == 0, rtype

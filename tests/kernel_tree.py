@@ -192,8 +192,9 @@ class FakeKernel(SysfsIO):
 
     root: Path
     layout: Layout
-    #: Raise EACCES on every write (an unprivileged process).
+    #: Raise EACCES on every write, or every read (an unprivileged process).
     deny_writes: bool = False
+    deny_reads: bool = False
     #: What the kernel would report on the state commands, by (kdamond, context, scheme).
     kernel_stats: dict[tuple[int, int, int], dict[str, int]] = field(default_factory=dict)
     kernel_tried: dict[tuple[int, int, int], list[dict[str, int]]] = field(default_factory=dict)
@@ -275,7 +276,12 @@ class FakeKernel(SysfsIO):
         for i in range(count):
             self._make(kind, f"{parent}/{i}")
 
-    # -- the kernel's side of writes ----------------------------------------------------------
+    # -- the kernel's side of reads and writes ------------------------------------------------
+    def read(self, path: str) -> str:
+        if self.deny_reads:
+            raise _oserror(errno.EACCES, path)
+        return super().read(path)
+
     def write(self, path: str, value: str) -> None:
         if self.deny_writes:
             raise _oserror(errno.EACCES, path)

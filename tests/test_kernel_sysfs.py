@@ -210,8 +210,8 @@ def test_6_12_gets_all_filters_in_the_one_filters_directory(tmp_path: Path) -> N
         ],
         quota=Quota(sz=1 << 20, goals=[QuotaGoal(GoalMetric.USER_INPUT, 100, current_value=7)]),
     )
-    damon.write(k, [ContextConfig("paddr", ATTRS, [Target(ranges=[(0, 1 << 30)])], [scheme])],
-                probe(str(kernel.root), io=kernel, owned={k}))  # fmt: skip
+    caps = probe(str(kernel.root), io=kernel, owned={k})
+    damon.write(k, [ContextConfig("paddr", ATTRS, [Target(ranges=[(0, 1 << 30)])], [scheme])], caps)
     s = kernel.root / f"kdamonds/{k}/contexts/0/schemes/0"
     assert (s / "filters/nr_filters").read_text().strip() == "2"
     assert (s / "filters/0/type").read_text().strip() == "young"
@@ -421,6 +421,10 @@ def test_missing_privileges_give_one_line_run_as_root(tmp_path: Path) -> None:
     message = str(err.value)
     assert "\n" not in message and message.endswith("run as root")
     assert "nr_kdamonds" in message and "Permission denied" in message
+    # the kernel's files are root's only: reading them unprivileged says the same
+    kernel.deny_reads = True
+    with pytest.raises(KernelPrivilegeMissing, match=r"cannot read .*nr_kdamonds: .*run as root$"):
+        damon.kdamonds()
 
 
 def test_plain_io_never_creates_a_file_the_kernel_lacks(tmp_path: Path) -> None:
@@ -444,6 +448,7 @@ def test_invalid_targets_are_refused_before_writing(tmp_path: Path) -> None:
         (ContextConfig("vaddr", ATTRS, [Target()], []), "vaddr operations set needs a pid"),
         (ContextConfig("paddr", ATTRS, [Target()], []), "paddr needs the physical address"),
         (ContextConfig("paddr", ATTRS, [Target(ranges=[(10, 10)])], []), "is empty"),
+        (ContextConfig("sim", ATTRS, [], []), "no operations set 'sim'; use one of vaddr"),
     ):
         with pytest.raises(KernelConfigError, match=match):
             damon.write(k, [ctx])

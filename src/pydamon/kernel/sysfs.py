@@ -17,7 +17,7 @@ from pydamon.core.context import Target
 from pydamon.damos.scheme import Stats, TriedRegion
 from pydamon.kernel import sysfs_schemes
 from pydamon.kernel.capabilities import KernelCapabilities, require
-from pydamon.kernel.config import ContextConfig
+from pydamon.kernel.config import KERNEL_OPERATIONS, ContextConfig
 from pydamon.kernel.sysfs_common import (
     DEFAULT_ROOT,
     KdamondNotOwned,
@@ -275,6 +275,11 @@ class DamonSysfs:
 
 
 def _check_context(ctx: ContextConfig) -> None:
+    if ctx.ops not in KERNEL_OPERATIONS:
+        raise KernelConfigError(
+            f"the kernel's DAMON has no operations set {ctx.ops!r}; "
+            f"use one of {', '.join(KERNEL_OPERATIONS)}"
+        )
     ctx.attrs.validate()
     for i, target in enumerate(ctx.targets):
         if ctx.ops in ("vaddr", "fvaddr") and target.pid is None:

@@ -103,13 +103,13 @@ class Sysfs:
         try:
             return self.io.listdir(self.path(rel))
         except OSError as err:
-            raise KernelSysfsError(f"cannot list {self.path(rel)}: {os_error_text(err)}") from None
+            raise _read_error("list", self.path(rel), err) from None
 
     def read(self, rel: str) -> str:
         try:
             return self.io.read(self.path(rel)).strip()
         except OSError as err:
-            raise KernelSysfsError(f"cannot read {self.path(rel)}: {os_error_text(err)}") from None
+            raise _read_error("read", self.path(rel), err) from None
 
     def read_int(self, rel: str) -> int:
         text = self.read(rel)
@@ -151,6 +151,12 @@ class Sysfs:
         nr_file = join(rel_dir, f"nr_{name}")
         if self.read_int(nr_file) != count:
             self.write(nr_file, count)
+
+
+def _read_error(verb: str, path: str, err: OSError) -> RealMemoryError:
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return KernelPrivilegeMissing(f"cannot {verb} {path}: {os_error_text(err)}; run as root")
+    return KernelSysfsError(f"cannot {verb} {path}: {os_error_text(err)}")
 
 
 def join(*parts: str | int) -> str:

@@ -1,1 +1,38 @@
-"""pydamon.kernel"""
+"""The kernel backend: drive the in-kernel DAMON through its sysfs interface.
+
+Mirrors the kernel's split: :mod:`.sysfs` (kdamonds, contexts, targets), :mod:`.sysfs_schemes`
+(DAMOS schemes), :mod:`.sysfs_common` (file access and errors); :mod:`.capabilities` probes what
+the running kernel's DAMON offers from the files it exposes.
+"""
+
+from pydamon.kernel.capabilities import KernelCapabilities, missing_features, probe, require
+from pydamon.kernel.config import ContextConfig
+from pydamon.kernel.sysfs import DamonSysfs, KdamondStatus, KernelConfigError, TunedIntervals
+from pydamon.kernel.sysfs_common import (
+    DEFAULT_ROOT,
+    KdamondNotOwned,
+    KernelFeatureMissing,
+    KernelPrivilegeMissing,
+    KernelSysfsError,
+    Sysfs,
+    SysfsIO,
+)
+
+__all__ = [
+    "DEFAULT_ROOT",
+    "ContextConfig",
+    "DamonSysfs",
+    "KdamondNotOwned",
+    "KdamondStatus",
+    "KernelCapabilities",
+    "KernelConfigError",
+    "KernelFeatureMissing",
+    "KernelPrivilegeMissing",
+    "KernelSysfsError",
+    "Sysfs",
+    "SysfsIO",
+    "TunedIntervals",
+    "missing_features",
+    "probe",
+    "require",
+]

@@ -47,10 +47,10 @@ from pydamon.record.binfmt import (
     TAG_BLOCK,
     TAG_END,
     chunk_bytes,
-    encode_block,
     finalize_file,
     header_bytes,
 )
+from pydamon.record.blocks import encode_block
 from pydamon.record.damo import write_damo_record
 from pydamon.report import stats
 

@@ -126,17 +126,10 @@ def attrs_from_args(args: argparse.Namespace) -> Attrs:
 
 
 def monitor_for(ctx: Context, duration_us: int) -> tuple[list[Snapshot], list[int]]:
-    """Run ``ctx`` for ``duration_us``; its snapshot and number of regions at each aggregation."""
-    snaps: list[Snapshot] = []
-    nr_regions: list[int] = []
-
-    def collect(c: Context) -> None:
-        snaps.append(c.snapshot())
-        nr_regions.append(c.nr_regions)
-
-    ctx.add_callback("after_aggregation", collect)
-    ctx.run(duration_us=duration_us)
-    return snaps, nr_regions
+    """Run ``ctx`` (one target) for ``duration_us``; its snapshot and number of regions at
+    each aggregation."""
+    snaps = [got[0] for got in ctx.aggregations(duration_us=duration_us)]
+    return snaps, [s.nr_regions for s in snaps]
 
 
 def monitor_sim(args: argparse.Namespace) -> DemoRun:

@@ -47,12 +47,14 @@ from pydamon.record.binfmt import (
     TAG_BLOCK,
     TAG_END,
     chunk_bytes,
-    encode_block,
     finalize_file,
     header_bytes,
 )
+from pydamon.record.blocks import encode_block
 from pydamon.record.damo import write_damo_record
-from pydamon.report import stats
+from pydamon.report.heatmap import HeatGrid, heatmap
+from pydamon.report.percentiles import percentiles_of
+from pydamon.report.wss import wss_bytes
 
 AGGR_US = 100_000
 SAMPLE_US = 5_000
@@ -139,22 +141,19 @@ def bench_whole(path: str, png: bool) -> dict[str, float]:
     t_wall = time.perf_counter()
     rec, t_load = timed(read_record, path)
     wall_load = time.perf_counter() - t_wall
-    _, t_grid = timed(stats.heat_grid, rec, time_bins=30, address_bins=80)
+    _, t_grid = timed(heatmap, rec, time_bins=30, address_bins=80)
     rss = peak_rss_mib()
     t_png = float("nan")
     if png:
-        from pydamon.report.heatmap import Heatmap
         from pydamon.report.render import heatmap_image
 
         def render_png() -> None:
-            grid, edges, spans = stats.heat_grid(rec, time_bins=300, address_bins=500)
-            hm = Heatmap(grid, edges, spans, sum(b - a for a, b in spans) / 500)
-            heatmap_image(hm, path + ".png")
+            heatmap_image(heatmap(rec, time_bins=300, address_bins=500), path + ".png")
 
         _, t_png = timed(render_png)
 
     def wss() -> list[tuple[int, int]]:
-        return stats.percentile_table(stats.wss_bytes(rec))
+        return percentiles_of(wss_bytes(rec))
 
     _, t_wss = timed(wss)
     return {"load": t_load, "wall_load": wall_load, "heatmap": t_grid, "png": t_png,
@@ -163,7 +162,7 @@ def bench_whole(path: str, png: bool) -> dict[str, float]:
 
 def bench_streamed(path: str, nr_snapshots: int) -> dict[str, float]:
     """Block by block: load+heatmap+wss in one pass (time range and spans known up front)."""
-    grid = stats.HeatGrid((0, nr_snapshots * AGGR_US), [HEAP, MMAP, STACK], 30, 80)
+    grid = HeatGrid((0, nr_snapshots * AGGR_US), [HEAP, MMAP, STACK], 30, 80)
     wss_parts = []
     t_decode = t_grid = t_wss = 0.0
     t_wall = time.perf_counter()
@@ -175,11 +174,11 @@ def bench_streamed(path: str, nr_snapshots: int) -> dict[str, float]:
             break
         _, dt = timed(grid.add, part)
         t_grid += dt
-        w, dt = timed(stats.wss_bytes, part)
+        w, dt = timed(wss_bytes, part)
         t_wss += dt
         wss_parts.append(w)
     grid.result()
-    stats.percentile_table(np.concatenate(wss_parts))
+    percentiles_of(np.concatenate(wss_parts))
     return {"load": t_decode, "wall_load": time.perf_counter() - t_wall, "heatmap": t_grid,
             "png": float("nan"), "wss": t_wss, "rss": peak_rss_mib(), "mode": 1}  # fmt: skip
 

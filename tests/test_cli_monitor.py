@@ -44,6 +44,8 @@ def test_start_status_tune_live_access_stop(tmp_path, env):
         status = json.loads(pydamon(env, "status", "--json").stdout)
         assert len(status) == 1 and status[0]["running"] and status[0]["nr_snapshots"] > 0
         assert status[0]["attrs"]["aggr_interval_us"] == 100_000
+        # the working set of the latest snapshot, from pydamon.report.wss
+        assert 0 < status[0]["wss_bytes"] < status[0]["total_bytes"]
         # status is read from a file: the monitor refreshed it within the last aggregations
         assert time.time() - status[0]["updated_unix"] < 5
         live = json.loads(pydamon(env, "report", "access", "--live", "--json").stdout)

@@ -10,8 +10,8 @@ import zlib
 import numpy as np
 import pytest
 
-from pydamon.record import export_record, read_record
-from pydamon.report import stats
+from pydamon import report
+from pydamon.record import Record, export_record, read_record
 
 PYDAMON = [sys.executable, "-m", "pydamon.cli.main"]
 REPORTS = ("heatmap", "wss", "access", "footprints", "times", "nr_regions", "raw", "info")
@@ -72,7 +72,7 @@ def test_default_input_is_pydamon_data(recorded):
 
 def test_wss_numbers_match_the_api(recorded):
     rec = read_record(recorded / "pydamon.data")
-    api = stats.wss_bytes(rec)
+    api = report.wss_bytes(rec)
     # damo's wss: regions with nr_accesses >= 1 sample, percentiles 'lower'
     expected = np.sort(api)
     for name in ("pydamon.data", "damon.data"):
@@ -89,10 +89,8 @@ def test_wss_numbers_match_the_api(recorded):
             pydamon("report", "wss", "-i", name, "--json", "--all_wss", cwd=recorded).stdout
         )[0]["all_bytes"]
         assert all_wss == api.tolist()
-    # the report API's own series (pydamon.report.wss) agrees
-    from pydamon.report.wss import wss_series
-
-    assert wss_series(list(rec.snapshots())).tolist() == api.tolist()
+    # the same from the record's snapshots made into a record again (what the demo does)
+    assert report.wss_bytes(Record.from_snapshots(list(rec.snapshots()))).tolist() == api.tolist()
     # and by hand from the snapshots, as damo computes it
     by_hand = [int(s.sizes[s.nr_accesses >= 1].sum()) for s in rec.snapshots()]
     assert by_hand == api.tolist()
@@ -129,7 +127,7 @@ def test_heatmap_terminal_and_png(recorded):
 
 def test_heatmap_ranges_and_raw(recorded):
     rec = read_record(recorded / "pydamon.data")
-    lo, hi = stats.hottest_span(rec)
+    lo, hi = report.hottest_span(rec)
     mid = (lo + hi) // 2
     out = pydamon("report", "heatmap", "--time_range", "2s", "4s", "--address_range",
                   hex(lo), hex(mid), "--resol", "4", "8", "--output", "raw",
@@ -202,15 +200,19 @@ def test_bad_records_and_options(recorded, tmp_path, capsys, monkeypatch):
     assert "pydamon record" in capsys.readouterr().err
 
 
-def test_fast_heat_grid_matches_the_terminal_heatmap_api(recorded):
-    """The vectorized grid the CLI draws equals pydamon.report.heatmap's per-snapshot one
-    when time rows align with aggregations."""
-    from pydamon.report.heatmap import heatmap
-
+def test_report_heatmap_is_the_api_heatmap(recorded):
+    """``report heatmap --json`` is pydamon.report.heatmap of the record; where time rows align
+    with aggregations, the demo's rows (each snapshot weighted by its overlap) are the same."""
     rec = read_record(recorded / "pydamon.data")
     n = rec.nr_snapshots
     for rows in (n, n // 4):
-        grid, _, spans = stats.heat_grid(rec, time_bins=rows, address_bins=64)
-        ref = heatmap(list(rec.snapshots()), time_bins=rows, address_bins=64)
-        assert spans == ref.spans
-        assert np.allclose(grid, ref.grid, atol=1e-9, equal_nan=True)
+        argv = ("report", "heatmap", "--json", "--resol", str(rows), "64")
+        data = json.loads(pydamon(*argv, cwd=recorded).stdout)
+        hm = report.heatmap(rec, time_bins=rows, address_bins=64)
+        assert data["spans"] == [list(sp) for sp in hm.spans]
+        assert data["access_rate"] == [
+            [None if np.isnan(v) else round(float(v), 6) for v in row] for row in hm.grid
+        ]
+        overlap = report.heatmap(rec, time_bins=rows, address_bins=64, time_weight="overlap")
+        assert overlap.spans == hm.spans
+        assert np.allclose(overlap.grid, hm.grid, atol=1e-9, equal_nan=True)

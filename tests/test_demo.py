@@ -65,3 +65,51 @@ def test_demo_bad_input_gets_one_line_errors():
         assert what in out.stderr
         assert len(out.stderr.strip().splitlines()) == 1, out.stderr
         assert "Traceback" not in out.stderr
+
+
+def test_demo_draws_the_record_reports_of_its_snapshots(tmp_path):
+    """The demo's heatmap and wss are pydamon.report's, on a record of the demo's snapshots;
+    with time rows aligned to aggregations its heatmap is what ``pydamon report heatmap`` draws
+    of the same snapshots written to a file."""
+    import numpy as np
+
+    from pydamon.cli import demo as demo_cli
+    from pydamon.cli.main import build_parser
+    from pydamon.record import Record, write_record
+    from pydamon.report import format_bytes, heatmap, percentiles_of, wss_bytes
+    from pydamon.report.render import heatmap_lines
+
+    rows, cols = 8, 24
+    args = build_parser().parse_args(
+        ["demo", "--mode", "sim", "--workload", "zigzag", "--duration", "4", "--seed", "3"]
+    )
+    run = demo_cli.monitor_sim(args)
+    text = demo_cli.show(run, rows=rows, cols=cols, color=False, simulated=True).splitlines()
+    table = [line.split(" | ") for line in text if line.count(" | ") == 2][1:]
+    rec = Record.from_snapshots(run.snapshots)
+    time_range = (run.snapshots[0].start_us, run.snapshots[-1].end_us)
+    hm = heatmap(rec, time_bins=rows, address_bins=cols, time_range=time_range,
+                 time_weight="overlap")  # fmt: skip
+    assert [r[0] for r in table] == heatmap_lines(hm)
+    span = (hm.spans[0][0], hm.spans[-1][1])
+    truth = heatmap(Record.from_snapshots(run.truth), time_bins=rows, address_bins=cols,
+                    time_range=time_range, address_range=span, time_weight="overlap")  # fmt: skip
+    assert [r[1] for r in table] == heatmap_lines(truth)
+    start = text.index("working set size (bytes accessed in an aggregation interval), percentiles:")
+    measured = [line.split()[1:3] for line in text[start + 2 : start + 7]]
+    wss = percentiles_of(wss_bytes(rec))
+    assert measured == [format_bytes(v).split() for _, v in wss]
+    assert len(set(v for _, v in wss)) > 1  # the zigzag's working set moves: not a flat line
+
+    # 40 aggregations of 100 ms in 8 rows: five whole snapshots a row, by either rule
+    write_record(tmp_path / "demo.data", rec)
+    out = subprocess.run(
+        [sys.executable, "-m", "pydamon.cli.main", "report", "heatmap", "-i", "demo.data",
+         "--json", "--resol", str(rows), str(cols)],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    reported = json.loads(out.stdout)
+    assert reported["spans"] == [list(sp) for sp in hm.spans]
+    grid = np.array([[np.nan if v is None else v for v in row] for row in reported["access_rate"]])
+    assert np.allclose(grid, hm.grid, atol=1e-6, equal_nan=True)

@@ -10,11 +10,11 @@ import struct
 import numpy as np
 import pytest
 
+from pydamon import report
 from pydamon.cli.main import main
 from pydamon.core.snapshot import Snapshot
 from pydamon.record import Footprint, Record, RecordError, RecordWriter, read_record, write_record
 from pydamon.record.binfmt import MAGIC, RecordReader
-from pydamon.report import stats
 from test_record_format import COLUMNS, make_record, make_snapshots, stream
 
 K = 4096
@@ -117,19 +117,19 @@ def test_same_report_numbers(pair):
     rec, v1, v2 = pair
     old, new = read_record(v1), read_record(v2)
     for rate in (0.0, 0.3):
-        assert np.array_equal(stats.wss_bytes(new, rate), stats.wss_bytes(old, rate))
-    assert np.array_equal(stats.total_bytes(new), stats.total_bytes(old))
-    assert np.array_equal(stats.record_spans(new), stats.record_spans(old))
-    assert stats.hottest_span(new) == stats.hottest_span(old)
+        assert np.array_equal(report.wss_bytes(new, rate), report.wss_bytes(old, rate))
+    assert np.array_equal(report.total_bytes(new), report.total_bytes(old))
+    assert np.array_equal(report.record_spans(new), report.record_spans(old))
+    assert report.hottest_span(new) == report.hottest_span(old)
     for kw in ({}, {"time_bins": 7, "address_bins": 13}, {"address_range": (0, 2**46)}):
-        a, b = stats.heat_grid(new, **kw), stats.heat_grid(old, **kw)
-        assert np.array_equal(a[0], b[0], equal_nan=True) and a[2] == b[2]
-    ta = stats.pattern_times(new, min_access_rate=0.5)
-    assert ta == stats.pattern_times(old, min_access_rate=0.5)
+        a, b = report.heatmap(new, **kw), report.heatmap(old, **kw)
+        assert np.array_equal(a.grid, b.grid, equal_nan=True) and a.spans == b.spans
+    ta = report.pattern_times(new, min_access_rate=0.5)
+    assert ta == report.pattern_times(old, min_access_rate=0.5)
     # the numbers the whole-record formulas (before chunking) give
     sizes, offs = rec.ends - rec.starts, rec.region_offsets
     expect = [sizes[a:b][rec.nr_accesses[a:b] > 0].sum() for a, b in zip(offs[:-1], offs[1:])]
-    assert np.array_equal(stats.wss_bytes(new), expect)
+    assert np.array_equal(report.wss_bytes(new), expect)
 
 
 @pytest.mark.parametrize(
@@ -178,7 +178,7 @@ def test_being_written_then_finalized(tmp_path):
     reader.read()
     assert reader.footer["nr_snapshots"] == 80 and reader.footer["stop_reason"] == "test"
     assert sum(p.nr_snapshots for p in RecordReader(path).blocks()) == 80
-    assert np.array_equal(stats.wss_bytes(done), stats.wss_bytes(rec))
+    assert np.array_equal(report.wss_bytes(done), report.wss_bytes(rec))
 
 
 def test_compressed_and_events_stay_blocks(tmp_path):
@@ -239,7 +239,7 @@ def test_damaged_column_data_is_found_when_used(tmp_path, capsys):
     rec2 = read_record(str(path))  # mapped: nothing checked yet
     assert np.array_equal(rec2.snap_start_us, rec.snap_start_us)
     with pytest.raises(RecordError) as err:
-        stats.wss_bytes(rec2)
+        report.wss_bytes(rec2)
     msg = str(err.value)
     assert "corrupted size column" in msg and "\n" not in msg, msg
     # the CLI says it in one line, no traceback

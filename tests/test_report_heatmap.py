@@ -1,4 +1,4 @@
-"""Heatmaps from hand-made snapshots, checked against hand-computed grids."""
+"""Heatmaps of records of hand-made snapshots, checked against hand-computed grids."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 from pydamon.core import Snapshot
-from pydamon.report import format_bytes, heat_digits, heatmap, monitored_spans, render_heatmap
+from pydamon.record import Record
+from pydamon.report import format_bytes, heat_digits, record_spans, render_heatmap
+from pydamon.report import heatmap as record_heatmap
+from pydamon.report.heatmap import Heatmap
 
 K = 4096
 
@@ -25,6 +28,14 @@ def snap(t0: int, t1: int, regions: list[tuple[int, int, int]], max_nr: int = 20
         nr_accesses=np.array([r[2] for r in regions], np.int64),
         age=np.zeros(len(regions), np.int64),
     )
+
+
+def heatmap(snaps: list[Snapshot], **kw) -> Heatmap:
+    return record_heatmap(Record.from_snapshots(snaps), **kw)
+
+
+def spans(snaps: list[Snapshot], gap_ratio: float) -> list[tuple[int, int]]:
+    return [(int(a), int(b)) for a, b in record_spans(Record.from_snapshots(snaps), gap_ratio)]
 
 
 def test_grid_is_byte_and_time_weighted_mean_rate():
@@ -55,8 +66,8 @@ def test_big_gaps_are_collapsed_small_holes_are_not():
     far = 1 << 40
     s = snap(0, 100, [(0, 4 * K, 20), (5 * K, 8 * K, 0), (far, far + 8 * K, 10)])
     # the one-page hole is 1/15 of the monitored bytes: below a 10% ratio, above a 5% one
-    assert monitored_spans([s], gap_ratio=0.1) == [(0, 8 * K), (far, far + 8 * K)]
-    assert len(monitored_spans([s], gap_ratio=0.05)) == 3
+    assert spans([s], gap_ratio=0.1) == [(0, 8 * K), (far, far + 8 * K)]
+    assert len(spans([s], gap_ratio=0.05)) == 3
     hm = heatmap([s], time_bins=1, address_bins=4, gap_ratio=0.1)
     # 16 KiB of columns: the first span (with its one-page hole counting as idle), then the far one
     assert hm.span_bytes == 16 * K and hm.bytes_per_column == 4 * K
@@ -100,6 +111,7 @@ def test_render_has_damo_footer_and_optional_colour():
 
 def test_empty_and_bad_input():
     hm = heatmap([], time_bins=2, address_bins=3)
+    assert hm.spans == [] and hm.bytes_per_column == 0.0
     assert np.isnan(hm.grid).all()
     assert "nothing monitored" in render_heatmap(hm)
     with pytest.raises(ValueError):
@@ -110,3 +122,20 @@ def test_format_bytes():
     assert format_bytes(512) == "512 B"
     assert format_bytes(1536) == "1.500 KiB"
     assert format_bytes(3 << 30) == "3.000 GiB"
+
+
+def test_rows_average_snapshots_by_middle_or_by_overlap():
+    # 0..150 us at 100%, 150..300 us idle; two rows of 150 us; then a snapshot over both rows
+    snaps = [snap(0, 100, [(0, K, 20)]), snap(100, 200, [(0, K, 20)]), snap(200, 300, [(0, K, 0)])]
+    by_middle = heatmap(snaps, time_bins=2, address_bins=1)
+    assert by_middle.grid.tolist() == [[1.0], [0.5]]  # middles at 50, 150 and 250 us
+    by_overlap = heatmap(snaps, time_bins=2, address_bins=1, time_weight="overlap")
+    # row 1: 50 us of the second snapshot at 100%, 100 us of the third idle
+    assert by_overlap.grid[:, 0] == pytest.approx([1.0, 50 / 150])
+    # a snapshot of no duration counts fully in its row, by either rule
+    instant = [snap(0, 0, [(0, K, 10)]), snap(300, 300, [(0, K, 20)])]
+    for rule in ("middle", "overlap"):
+        hm = heatmap(instant, time_bins=3, address_bins=1, time_weight=rule)
+        assert hm.grid[0, 0] == 0.5 and hm.grid[2, 0] == 1.0 and np.isnan(hm.grid[1, 0])
+    with pytest.raises(ValueError, match="middle or overlap"):
+        heatmap(snaps, time_weight="mean")

@@ -1,4 +1,4 @@
-"""Working set size from hand-made snapshots."""
+"""Working set size of records of hand-made snapshots, and damo's percentiles."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from pydamon.core import Snapshot
-from pydamon.report import percentiles_of, render_wss, snapshot_wss, wss_series, wss_stats
+from pydamon.record import Record
+from pydamon.report import distribution, percentiles_of, render_wss, wss_bytes, wss_stats
+from pydamon.report.percentiles import percentile_range
 
 K = 4096
 
@@ -20,10 +22,11 @@ def snap(nr: list[int], sizes: list[int]) -> Snapshot:
 
 
 def test_wss_is_bytes_of_accessed_regions():
-    s = snap([0, 3, 1, 0], [K, 2 * K, 4 * K, 8 * K])
-    assert snapshot_wss(s) == 6 * K
-    assert snapshot_wss(s, min_nr_accesses=2) == 2 * K
-    assert snapshot_wss(s, min_nr_accesses=0) == 6 * K  # "accessed at all" is the floor
+    rec = Record.from_snapshots([snap([0, 3, 1, 0], [K, 2 * K, 4 * K, 8 * K])])
+    assert wss_bytes(rec).tolist() == [6 * K]
+    # 20 samples an aggregation: 10% needs 2 of them
+    assert wss_bytes(rec, min_access_rate=0.1).tolist() == [2 * K]
+    assert wss_bytes(rec, min_access_rate=0.0).tolist() == [6 * K]  # "accessed at all"
 
 
 def test_percentiles_use_damos_rule():
@@ -48,8 +51,9 @@ def test_stats_and_table():
         snap([0, 0], [K, K]),
         snap([2, 0], [K, 3 * K]),
     ]
-    assert wss_series(snaps).tolist() == [K, 2 * K, 0, K]
-    st = wss_stats(snaps)
+    rec = Record.from_snapshots(snaps)
+    assert wss_bytes(rec).tolist() == [K, 2 * K, 0, K]
+    st = wss_stats(rec)
     assert st.avg == pytest.approx(K)
     assert st.nr_snapshots == 4
     assert st.percentiles == [(0, 0), (25, K), (50, K), (75, 2 * K), (100, 2 * K)]
@@ -59,3 +63,22 @@ def test_stats_and_table():
     assert table[2].startswith("  0\t") and table[2].endswith("|          |")
     assert table[-1].endswith("|**********|")
     assert table[3].endswith("|*****     |")
+
+
+def test_distribution_by_size_or_by_time():
+    values = np.array([50, 10, 40, 20, 30])
+    by_size = distribution(values, [0, 50, 100])
+    assert by_size is not None and by_size.average == 30.0
+    assert by_size.rows == [(0, 10), (50, 30), (100, 50)]
+    by_time = distribution(values, [0, 50, 100], sortby="time")  # the values in run order
+    assert by_time is not None and by_time.rows == [(0, 50), (50, 40), (100, 30)]
+    assert distribution(np.zeros(0, np.int64)) is None
+    with pytest.raises(ValueError, match="size or time"):
+        distribution(values, sortby="address")
+
+
+def test_percentile_range():
+    assert percentile_range(0, 101, 25) == [0, 25, 50, 75, 100]
+    for bad in ((50, 10, 5), (0, 102, 1), (0, 101, 0), (-1, 50, 10)):
+        with pytest.raises(ValueError, match="START < STOP <= 101"):
+            percentile_range(*bad)

@@ -20,7 +20,7 @@ import pytest
 
 from pydamon.cli.main import main
 from pydamon.record import read_record
-from pydamon.report import stats
+from pydamon.report import percentiles_of, wss_bytes
 
 # damo writes the kernel's DAMON sysfs: never on a host, whose kdamond is not ours
 pytestmark = [pytest.mark.guest, pytest.mark.changes_system]
@@ -77,7 +77,7 @@ def test_damo_report_wss_matches_pydamon(damo, exported):
             rows[int(fields[0])] = int(fields[1])
     assert set(rows) == {0, 25, 50, 75, 100}, text
     rec = read_record(exported)
-    ours = dict(stats.percentile_table(stats.wss_bytes(rec), [0, 25, 50, 75, 100]))
+    ours = dict(percentiles_of(wss_bytes(rec), [0, 25, 50, 75, 100]))
     assert rows == ours, (text, ours)
 
 

@@ -12,6 +12,7 @@ output is the measured access heatmap next to the true one, the working set size
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from dataclasses import dataclass, field
@@ -30,8 +31,11 @@ from pydamon.ops.sim import (
     get_workload,
     load_workload,
 )
-from pydamon.report.heatmap import Heatmap, heatmap, heatmap_lines
-from pydamon.report.wss import percentiles_of, wss_series
+from pydamon.record import Record
+from pydamon.report.heatmap import Heatmap, heatmap
+from pydamon.report.percentiles import percentiles_of
+from pydamon.report.render import heatmap_lines
+from pydamon.report.wss import wss_bytes
 from pydamon.units import format_bytes
 
 #: Default simulated duration per named workload (one full cycle of its pattern), seconds.
@@ -121,6 +125,13 @@ def attrs_from_args(args: argparse.Namespace) -> Attrs:
     return attrs
 
 
+def monitor_for(ctx: Context, duration_us: int) -> tuple[list[Snapshot], list[int]]:
+    """Run ``ctx`` (one target) for ``duration_us``; its snapshot and number of regions at
+    each aggregation."""
+    snaps = [got[0] for got in ctx.aggregations(duration_us=duration_us)]
+    return snaps, [s.nr_regions for s in snaps]
+
+
 def monitor_sim(args: argparse.Namespace) -> DemoRun:
     """Run the workload in the simulated address space; collect snapshots and ground truth."""
     try:
@@ -141,16 +152,8 @@ def monitor_sim(args: argparse.Namespace) -> DemoRun:
 
     ops = SimOperations(spec, seed=args.seed)
     ctx = Context(ops, [Target()], attrs, seed=args.seed)
-    snaps: list[Snapshot] = []
-    nr_regions: list[int] = []
-
-    def collect(c: Context) -> None:
-        snaps.append(c.snapshot())
-        nr_regions.append(c.nr_regions)
-
-    ctx.add_callback("after_aggregation", collect)
     duration_us = int(duration_s * 1e6)
-    ctx.run(duration_us=duration_us)
+    snaps, nr_regions = monitor_for(ctx, duration_us)
     space = ops.space(0)
     return DemoRun(
         source=(
@@ -168,11 +171,10 @@ def monitor_sim(args: argparse.Namespace) -> DemoRun:
     )
 
 
-def _row_means(values: np.ndarray, snaps: list[Snapshot], hm: Heatmap) -> list[float | None]:
+def _row_means(values: np.ndarray, rec: Record, hm: Heatmap) -> list[float | None]:
     """Mean of a per-snapshot value over the snapshots ending in each heatmap row."""
     edges = hm.time_edges_us
-    ends = np.array([s.end_us for s in snaps])
-    row = np.clip(np.searchsorted(edges, ends, side="left") - 1, 0, hm.time_bins - 1)
+    row = np.clip(np.searchsorted(edges, rec.snap_end_us, side="left") - 1, 0, hm.time_bins - 1)
     out: list[float | None] = []
     for r in range(hm.time_bins):
         m = row == r
@@ -197,23 +199,28 @@ def show(run: DemoRun, *, rows: int, cols: int, color: bool, simulated: bool) ->
     if not run.snapshots:
         out.append("no aggregation finished; run longer (--duration)")
         return "\n".join(out)
-    time_range = (run.snapshots[0].start_us, run.snapshots[-1].end_us)
-    hm = heatmap(run.snapshots, time_bins=rows, address_bins=cols, time_range=time_range)
+    rec = Record.from_snapshots(run.snapshots)
+    # each snapshot counts in the rows it overlaps (rows need not align with aggregations)
+    grid = functools.partial(
+        heatmap,
+        time_bins=rows,
+        address_bins=cols,
+        time_range=(int(rec.snap_start_us[0]), int(rec.snap_end_us[-1])),
+        time_weight="overlap",
+    )
+    hm = grid(rec)
     measured = heatmap_lines(hm, color=color)
-    wss = wss_series(run.snapshots)
-    wss_rows = _row_means(wss.astype(float), run.snapshots, hm)
+    wss = wss_bytes(rec)
+    wss_rows = _row_means(wss.astype(float), rec, hm)
     if run.truth is not None:
         # the truth on the same columns as the measurement
-        ht = heatmap(
-            run.truth,
-            time_bins=rows,
-            address_bins=cols,
-            time_range=time_range,
+        ht = grid(
+            Record.from_snapshots(run.truth),
             address_range=(hm.spans[0][0], hm.spans[-1][1]) if hm.spans else None,
         )
         truth_lines = heatmap_lines(ht, color=color)
         true_wss = np.array([x.true_wss_bytes for x in run.accuracy])
-        true_rows = _row_means(true_wss, run.snapshots, hm)
+        true_rows = _row_means(true_wss, rec, hm)
     out.append("")
     head = f"{'measured (DAMON)':<{cols}}"
     if run.truth is not None:
@@ -265,7 +272,7 @@ def show(run: DemoRun, *, rows: int, cols: int, color: bool, simulated: bool) ->
         acc = run.accuracy
         err = float(np.mean([x.rate_error for x in acc]))
         prec = float(np.mean([x.hot_precision for x in acc]))
-        rec = float(np.mean([x.hot_recall for x in acc]))
+        recall = float(np.mean([x.hot_recall for x in acc]))
         wss_err = float(
             np.mean([abs(x.measured_wss_bytes - x.true_wss_bytes) for x in acc])
             / max(float(true_wss.mean()), 1.0)
@@ -275,7 +282,7 @@ def show(run: DemoRun, *, rows: int, cols: int, color: bool, simulated: bool) ->
         out.append(f"  access-rate error per byte: {err * 100:.1f} percentage points")
         out.append(
             f"  hot memory (>= {HOT_THRESHOLD:.0%} access rate): precision {prec:.1%}, "
-            f"recall {rec:.1%}"
+            f"recall {recall:.1%}"
         )
         out.append(f"  working set size error: {wss_err:.1%} of the true mean")
     if run.nr_regions:
@@ -324,16 +331,8 @@ def monitor_real(args: argparse.Namespace) -> DemoRun:
             raise CliError(f"the workload program failed to start (exit {proc.wait()})")
         info = json.loads(line)
         ctx = Context(VaddrOperations(), [Target(pid=info["pid"])], attrs, seed=args.seed)
-        snaps: list[Snapshot] = []
-        nr_regions: list[int] = []
-
-        def collect(c: Context) -> None:
-            snaps.append(c.snapshot())
-            nr_regions.append(c.nr_regions)
-
-        ctx.add_callback("after_aggregation", collect)
         duration_us = int(duration_s * 1e6)
-        ctx.run(duration_us=duration_us)
+        snaps, nr_regions = monitor_for(ctx, duration_us)
     finally:
         proc.kill()
         proc.wait()

@@ -192,9 +192,10 @@ class InstanceState:
             },
         }
         if part is not None:
-            sizes = part.ends - part.starts
-            status["total_bytes"] = int(sizes.sum())
-            status["wss_bytes"] = int(sizes[part.nr_accesses > 0].sum())
+            from pydamon.report.wss import total_bytes, wss_bytes
+
+            status["total_bytes"] = int(total_bytes(part).sum())
+            status["wss_bytes"] = int(wss_bytes(part).sum())
         rundir.write_json_atomic(os.path.join(self.path, "status.json"), status)
 
     def _first_us(self, part: Any) -> int:

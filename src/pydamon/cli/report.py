@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,9 @@ import numpy as np
 from pydamon.cli.common import address, human_bytes, human_time_us, is_tty, size_bytes, time_us
 from pydamon.cli.main import EXIT_USAGE, CliError
 from pydamon.record import Record, RecordError, read_record
-from pydamon.report import render, stats
+from pydamon.report import access, footprints, percentiles, render, spans, times, wss
+from pydamon.report.heatmap import Heatmap, heatmap
+from pydamon.report.info import record_info
 
 REPORT_TYPES = ("heatmap", "wss", "access", "footprints", "times", "nr_regions", "raw", "info")
 
@@ -58,6 +61,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         if targets:
             sp.add_argument("--target", type=int, metavar="INDEX", help="only this target")
         sp.add_argument("--json", action="store_true", help="machine-readable JSON output")
+
+    def distribution_options(sp: argparse.ArgumentParser, range_help: str | None = None) -> None:
+        sp.add_argument("--range", nargs=3, type=int, metavar=("START", "STOP", "STEP"),
+                        default=[0, 101, 25], help=range_help)  # fmt: skip
+        sp.add_argument("--sortby", choices=("size", "time"), default="size")
 
     hm = rsub.add_parser(
         "heatmap",
@@ -107,9 +115,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     common(ws)
-    ws.add_argument("--range", nargs=3, type=int, metavar=("START", "STOP", "STEP"),
-                    default=[0, 101, 25], help="percentiles (default 0 101 25)")  # fmt: skip
-    ws.add_argument("--sortby", choices=("size", "time"), default="size")
+    distribution_options(ws, "percentiles (default 0 101 25)")
     ws.add_argument(
         "--min_access_rate",
         type=float,
@@ -146,7 +152,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     ac.add_argument(
         "--sort_regions_by",
-        choices=("address", "access_rate", "age", "size", "temperature"),
+        choices=tuple(access.REGION_ORDERS),
         default="address",
     )
     ac.add_argument("--top", type=int, metavar="N", help="only the first N regions after sorting")
@@ -155,9 +161,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     fp = rsub.add_parser("footprints", help="memory footprint (RSS, VSZ, system used) over time")
     common(fp)
-    fp.add_argument("--range", nargs=3, type=int, metavar=("START", "STOP", "STEP"),
-                    default=[0, 101, 25])  # fmt: skip
-    fp.add_argument("--sortby", choices=("size", "time"), default="size")
+    distribution_options(fp)
     fp.add_argument("--plot", metavar="FILE", help="plot RSS over time to an image")
     fp.set_defaults(func=report_footprints)
 
@@ -177,9 +181,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     nr = rsub.add_parser("nr_regions", help="distribution of the number of regions")
     common(nr)
-    nr.add_argument("--range", nargs=3, type=int, metavar=("START", "STOP", "STEP"),
-                    default=[0, 101, 25])  # fmt: skip
-    nr.add_argument("--sortby", choices=("size", "time"), default="size")
+    distribution_options(nr)
     nr.set_defaults(func=report_nr_regions)
 
     raw = rsub.add_parser("raw", help="every snapshot in damo's raw text form")
@@ -241,17 +243,14 @@ def _emit_json(data: Any) -> None:
 
 
 # -- heatmap ---------------------------------------------------------------------------------------
-def heatmap_of(args: argparse.Namespace, rec: Record) -> Any:
-    """A :class:`pydamon.report.heatmap.Heatmap` of the record's first (or chosen) target.
+def heatmap_of(args: argparse.Namespace, rec: Record) -> Heatmap:
+    """The heatmap of the record's first (or chosen) target that the options ask for.
 
     By default every monitored span is drawn with the holes between them collapsed (as the
     terminal heatmap of ``pydamon demo``); ``--draw_range hottest`` draws only the contiguous
-    span with the most accesses. The grid is vectorized, so records of hours render quickly.
+    span with the most accesses.
     """
-    from pydamon.report.heatmap import Heatmap
-
-    tidx = _targets(rec)[0]
-    rec = rec.for_target(tidx)
+    rec = rec.for_target(_targets(rec)[0])
     origin = int(rec.snap_start_us.min())
     time_range = None
     if args.time_range:
@@ -264,24 +263,17 @@ def heatmap_of(args: argparse.Namespace, rec: Record) -> Any:
     if addr_range is not None and addr_range[1] <= addr_range[0]:
         raise CliError("--address_range END must be above START", EXIT_USAGE)
     if addr_range is None and args.draw_range == "hottest":
-        addr_range = stats.hottest_span(rec)
+        addr_range = spans.hottest_span(rec)
     image = args.output not in (None, "raw")
     rows, cols = args.resol if args.resol else ((300, 500) if image else (30, 80))
     if rows <= 0 or cols <= 0:
         raise CliError("--resol needs positive numbers", EXIT_USAGE)
-    grid, t_edges, spans = stats.heat_grid(
-        rec,
-        time_range=time_range,
-        address_range=addr_range,
-        time_bins=rows,
-        address_bins=cols,
+    return heatmap(
+        rec, time_range=time_range, address_range=addr_range, time_bins=rows, address_bins=cols
     )
-    return Heatmap(grid, t_edges, spans, sum(b - a for a, b in spans) / cols)
 
 
 def report_heatmap(args: argparse.Namespace) -> int:
-    from pydamon.report.heatmap import render_heatmap
-
     rec = load(args)
     hm = heatmap_of(args, rec)
     origin = int(rec.snap_start_us.min())
@@ -310,41 +302,35 @@ def report_heatmap(args: argparse.Namespace) -> int:
         print(f"heatmap written to {args.output}", file=sys.stderr)
     else:
         color = args.color == "always" or (args.color == "auto" and is_tty(sys.stdout))
-        print(render_heatmap(hm, color=color, scale=args.scale))
+        print(render.render_heatmap(hm, color=color, scale=args.scale))
     return 0
 
 
 # -- distributions ---------------------------------------------------------------------------------
 def _percentiles(rng: list[int]) -> list[int]:
-    start, stop, step = rng
-    if step <= 0 or start < 0 or stop > 101 or start >= stop:
-        raise CliError("--range needs START < STOP <= 101 and STEP > 0", EXIT_USAGE)
-    return list(range(start, stop, step))
+    try:
+        return percentiles.percentile_range(*rng)
+    except ValueError as err:
+        raise CliError(str(err), EXIT_USAGE) from None
 
 
 def _dist_lines(
-    title: str, values: np.ndarray, percentiles: list[int], sortby: str, fmt: Any
+    title: str, values: np.ndarray, pcts: list[int], sortby: str, fmt: Callable[[float], str]
 ) -> list[str]:
     lines = [f"# <percentile> <{title}>"]
-    if not len(values):
+    dist = percentiles.distribution(values, pcts, sortby)
+    if dist is None:
         return lines + ["# no data"]
-    lines.append(f"# avr:\t{fmt(float(values.mean()))}")
-    if sortby == "time":
-        idx = [min(int(len(values) * p / 100), len(values) - 1) for p in percentiles]
-        rows = [(p, int(values[i])) for p, i in zip(percentiles, idx)]
-    else:
-        rows = stats.percentile_table(values, percentiles)
-    top = max(max(v for _, v in rows), 1)
-    for p, v in rows:
+    lines.append(f"# avr:\t{fmt(dist.average)}")
+    top = max(max(v for _, v in dist.rows), 1)
+    for p, v in dist.rows:
         bar = "*" * max(int(v / top * 40), 1 if v else 0)
         lines.append(f"{p:3d}\t{fmt(v):>14}\t|{bar:<40}|")
     return lines
 
 
-def wss_values(rec: Record, tidx: int, min_access_rate: float, exclude: int) -> np.ndarray:
-    sub = rec.for_target(tidx)
-    values = stats.wss_bytes(sub, min_access_rate / 100)
-    return values[exclude:]
+def _percentiles_json(values: np.ndarray, pcts: list[int]) -> dict[str, int]:
+    return {str(p): v for p, v in percentiles.percentiles_of(values, pcts)}
 
 
 def report_wss(args: argparse.Namespace) -> int:
@@ -353,15 +339,14 @@ def report_wss(args: argparse.Namespace) -> int:
     out_json = []
     lines: list[str] = []
     for tidx in _targets(rec):
-        values = wss_values(rec, tidx, args.min_access_rate, args.exclude_samples)
-        rows = stats.percentile_table(values, pcts)
+        values = wss.target_wss(rec, tidx, args.min_access_rate / 100, args.exclude_samples)
         out_json.append(
             {
                 "target_index": tidx,
                 "target_id": _tid(rec, tidx),
                 "nr_snapshots": int(len(values)),
                 "average_bytes": float(values.mean()) if len(values) else 0.0,
-                "percentiles": {str(p): v for p, v in rows},
+                "percentiles": _percentiles_json(values, pcts),
                 **({"all_bytes": values.tolist()} if args.all_wss else {}),
             }
         )
@@ -399,14 +384,15 @@ def report_footprints(args: argparse.Namespace) -> int:
     out_json = []
     lines = []
     for tidx in _targets(rec):
-        cols = stats.footprint_columns(rec.for_target(tidx))
+        sub = rec.for_target(tidx)
+        cols = footprints.footprint_columns(sub)
         entry: dict[str, Any] = {"target_index": tidx, "target_id": _tid(rec, tidx)}
         lines.append(f"# target_id\t{_tid(rec, tidx)}")
-        for name in ("rss_bytes", "vsz_bytes", "sys_used_bytes"):
+        for name in footprints.FOOTPRINTS:
             values = cols[name]
             entry[name] = {
                 "average": float(values.mean()) if len(values) else None,
-                "percentiles": {str(p): v for p, v in stats.percentile_table(values, pcts)},
+                "percentiles": _percentiles_json(values, pcts),
             }
             label = name.removesuffix("_bytes")
             if len(values):
@@ -415,10 +401,7 @@ def report_footprints(args: argparse.Namespace) -> int:
                 lines.append(f"# {label}: not recorded (simulated or kernel-only target)")
         out_json.append(entry)
         if args.plot:
-            sub = rec.for_target(tidx)
-            keep = sub.rss_bytes >= 0
-            xs = (sub.snap_end_us[keep] - sub.snap_start_us.min()) / 1e6
-            _plot(xs, sub.rss_bytes[keep], args.plot, "time (s)", "RSS (bytes)")
+            _plot(*footprints.rss_over_time(sub), args.plot, "time (s)", "RSS (bytes)")
     if args.json:
         _emit_json(out_json)
     else:
@@ -438,7 +421,7 @@ def report_nr_regions(args: argparse.Namespace) -> int:
                 "target_index": tidx,
                 "target_id": _tid(rec, tidx),
                 "average": float(values.mean()),
-                "percentiles": {str(p): v for p, v in stats.percentile_table(values, pcts)},
+                "percentiles": _percentiles_json(values, pcts),
             }
         )
         lines.append(f"# target_id\t{_tid(rec, tidx)}")
@@ -472,7 +455,7 @@ def report_times(args: argparse.Namespace) -> int:
     out_json = []
     lines = []
     for tidx in _targets(rec):
-        ranges = stats.pattern_times(
+        ranges = times.pattern_times(
             rec.for_target(tidx),
             min_size=min_sz or 0,
             max_size=max_sz,
@@ -528,37 +511,6 @@ def _load_live(name: str) -> Record:
         raise CliError(str(err)) from None
 
 
-def access_rows(rec: Record, i: int) -> dict[str, Any]:
-    snap = rec.snapshot(i)
-    max_nr = snap.max_nr_accesses
-    sub = rec.select(np.arange(rec.nr_snapshots) == i)
-    temps = stats.temperature(sub)
-    regions = [
-        {
-            "start": int(s),
-            "end": int(e),
-            "size": int(e - s),
-            "nr_accesses": int(n),
-            "access_rate_percent": round(int(n) * 100 / max_nr, 2),
-            "age_aggrs": int(a),
-            "age_us": int(a) * snap.aggr_interval_us,
-            "temperature": float(t),
-        }
-        for s, e, n, a, t in zip(snap.starts, snap.ends, snap.nr_accesses, snap.age, temps)
-    ]
-    return {
-        "snapshot": i,
-        "target_index": snap.target_index,
-        "target_id": snap.target_id,
-        "start_us": snap.start_us,
-        "end_us": snap.end_us,
-        "sample_interval_us": snap.sample_interval_us,
-        "aggr_interval_us": snap.aggr_interval_us,
-        "total_bytes": snap.total_bytes,
-        "regions": regions,
-    }
-
-
 def report_access(args: argparse.Namespace) -> int:
     if args.live is not None:
         rec = _load_live(args.live)
@@ -573,26 +525,17 @@ def report_access(args: argparse.Namespace) -> int:
     if args.raw_form:
         print(render.raw_form(rec.select(np.arange(n) == i)))
         return 0
-    data = access_rows(rec, i)
+    data = access.snapshot_access(rec, i)
     regions = data["regions"]
-    key = {
-        "address": lambda r: r["start"],
-        "access_rate": lambda r: -r["nr_accesses"],
-        "age": lambda r: -r["age_aggrs"],
-        "size": lambda r: -r["size"],
-        "temperature": lambda r: -r["temperature"],
-    }[args.sort_regions_by]
-    shown = sorted(regions, key=key)[: args.top] if args.top else sorted(regions, key=key)
-    temps = np.asarray([r["temperature"] for r in regions])
-    sizes = np.asarray([r["size"] for r in regions])
-    summary = _temperature_summary(temps, sizes)
+    shown = access.sort_regions(regions, args.sort_regions_by, args.top)
+    summary = access.temperature_summary(regions)
     if args.json:
         data["regions"] = shown
         data["temperature_percentiles"] = summary
         _emit_json(data)
         return 0
     origin = int(rec.snap_start_us.min())
-    print(_heat_string(regions))
+    print(access.heat_string(regions))
     print(
         f"# snapshot {i} of {n}, target {data['target_id'] if data['target_id'] is not None else 0}"
         f", {human_time_us(data['start_us'] - origin)}..{human_time_us(data['end_us'] - origin)}"
@@ -607,41 +550,12 @@ def report_access(args: argparse.Namespace) -> int:
         )
     print("# temperature percentiles (by bytes): " + ", ".join(
         f"p{p}: {v:.0f}" for p, v in summary.items()))  # fmt: skip
-    hot = sizes[temps > 0].sum()
+    hot, total = access.hot_bytes(regions)
     print(
-        f"# hot (accessed) {human_bytes(hot)} ({hot * 100 / max(sizes.sum(), 1):.1f}%), "
-        f"cold {human_bytes(sizes.sum() - hot)}"
+        f"# hot (accessed) {human_bytes(hot)} ({hot * 100 / max(total, 1):.1f}%), "
+        f"cold {human_bytes(total - hot)}"
     )
     return 0
-
-
-def _temperature_summary(temps: np.ndarray, sizes: np.ndarray) -> dict[str, float]:
-    """Temperature at each byte-weighted percentile (0, 25, 50, 75, 100)."""
-    if not len(temps):
-        return {}
-    order = np.argsort(temps)
-    cum = np.cumsum(sizes[order]) / max(sizes.sum(), 1)
-    out = {}
-    for p in (0, 25, 50, 75, 100):
-        k = min(int(np.searchsorted(cum, p / 100)), len(order) - 1)
-        out[str(p)] = float(temps[order[k]])
-    return out
-
-
-def _heat_string(regions: list[dict[str, Any]], width: int = 80) -> str:
-    """A 1-D heatmap line of the snapshot (damo's first line of ``report access``)."""
-    if not regions:
-        return ""
-    lo, hi = regions[0]["start"], max(r["end"] for r in regions)
-    if hi <= lo:
-        return ""
-    cells = np.zeros(width)
-    for r in regions:
-        c0 = int((r["start"] - lo) * width // (hi - lo))
-        c1 = max(int((r["end"] - lo) * width // (hi - lo)), c0 + 1)
-        cells[c0:c1] = np.maximum(cells[c0:c1], r["access_rate_percent"])
-    top = cells.max() or 1
-    return "".join(str(min(int(c / top * 10), 9)) for c in cells)
 
 
 # -- raw / info ------------------------------------------------------------------------------------
@@ -659,23 +573,7 @@ def report_raw(args: argparse.Namespace) -> int:
 def report_info(args: argparse.Namespace) -> int:
     rec = load(args)
     path = args.input or ("pydamon.data" if os.path.exists("pydamon.data") else "damon.data")
-    info: dict[str, Any] = {
-        "file": path,
-        "file_bytes": os.path.getsize(path),
-        "format": rec.source_format,
-        "complete": rec.complete,
-        "nr_snapshots": rec.nr_snapshots,
-        "nr_regions_total": rec.nr_regions_total,
-        "duration_us": rec.duration_us,
-        "ops": rec.meta.get("ops"),
-        "targets": [
-            {"index": t.index, "target_id": t.target_id, "pid": t.pid, "name": t.name}
-            for t in rec.targets
-        ],
-        "sample_interval_us": sorted({int(x) for x in np.unique(rec.snap_sample_us)}),
-        "aggr_interval_us": sorted({int(x) for x in np.unique(rec.snap_aggr_us)}),
-        "warnings": rec.warnings,
-    }
+    info = record_info(rec, path)
     if args.json:
         _emit_json(info)
         return 0

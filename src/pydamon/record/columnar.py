@@ -13,6 +13,7 @@ needs two of the columns only checksums those two. See ``docs/record-format.md``
 from __future__ import annotations
 
 import os
+import struct
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -21,23 +22,34 @@ from typing import Any
 import numpy as np
 
 from pydamon.record import binfmt as bf
+from pydamon.record import blocks as blk
 from pydamon.record.model import Record, RecordError, TargetInfo
+
+COLUMN_DESC = struct.Struct("<BBBBQII")  # id, dtype, shift, reserved, count, seg bytes, data off
+#: Version 2 columns carry one CRC-32 per this many bytes of data, checked on first use.
+SEGMENT_BYTES = 1 << 22
+#: Column data starts at file offsets that are a multiple of this (aligned numpy views).
+COLUMN_ALIGN = 64
+#: A column chunk's payload length is a u32: bigger records are finalized as blocks (version 1).
+MAX_COLUMN_PAYLOAD = 0xFFFF_0000
 
 #: Per-snapshot columns, in file order, with the Record attribute they fill.
 SNAP_COLUMNS = (
-    (bf.COL_TARGET, "snap_target"),
-    (bf.COL_START, "snap_start_us"),
-    (bf.COL_DURATION, ""),
-    (bf.COL_SAMPLE, "snap_sample_us"),
-    (bf.COL_AGGR, "snap_aggr_us"),
-    (bf.COL_RSS, "rss_bytes"),
-    (bf.COL_VSZ, "vsz_bytes"),
-    (bf.COL_SYS_FREE, "sys_free_bytes"),
-    (bf.COL_SYS_TOTAL, "sys_total_bytes"),
-    (bf.COL_NR_REGIONS, ""),
-    (bf.COL_FIRST_START, ""),
+    (blk.COL_TARGET, "snap_target"),
+    (blk.COL_START, "snap_start_us"),
+    (blk.COL_DURATION, ""),
+    (blk.COL_SAMPLE, "snap_sample_us"),
+    (blk.COL_AGGR, "snap_aggr_us"),
+    (blk.COL_RSS, "rss_bytes"),
+    (blk.COL_VSZ, "vsz_bytes"),
+    (blk.COL_SYS_FREE, "sys_free_bytes"),
+    (blk.COL_SYS_TOTAL, "sys_total_bytes"),
+    (blk.COL_NR_REGIONS, ""),
+    (blk.COL_FIRST_START, ""),
 )
-REGION_COLUMNS = (bf.COL_GAP_INDEX, bf.COL_GAP_VALUE, bf.COL_SIZE, bf.COL_NR_ACCESSES, bf.COL_AGE)
+REGION_COLUMNS = (
+    blk.COL_GAP_INDEX, blk.COL_GAP_VALUE, blk.COL_SIZE, blk.COL_NR_ACCESSES, blk.COL_AGE
+)  # fmt: skip
 ALL_COLUMNS = tuple(c for c, _ in SNAP_COLUMNS) + REGION_COLUMNS
 
 
@@ -45,11 +57,11 @@ ALL_COLUMNS = tuple(c for c, _ in SNAP_COLUMNS) + REGION_COLUMNS
 def descriptor_length(payload: memoryview) -> int:
     """Bytes of a ``COL2`` payload covered by the chunk's CRC (descriptor and padding)."""
     try:
-        fields = bf._COLUMN_DESC.unpack_from(payload, 0)
+        fields = COLUMN_DESC.unpack_from(payload, 0)
     except Exception:
         return len(payload)  # too short: the chunk CRC then covers it all (and fails)
     data_offset = int(fields[6])
-    return min(max(data_offset, bf._COLUMN_DESC.size), len(payload))
+    return min(max(data_offset, COLUMN_DESC.size), len(payload))
 
 
 class MappedColumn:
@@ -57,26 +69,24 @@ class MappedColumn:
 
     def __init__(self, path: str, payload: memoryview, payload_pos: int) -> None:
         self.path = path
-        col_id, dtype_code, shift, _res, count, seg, data_off = bf._COLUMN_DESC.unpack_from(
-            payload, 0
-        )
-        if dtype_code >= len(bf._DTYPES) or col_id >= len(bf.COLUMN_NAMES) or seg <= 0:
-            raise RecordError(f"{path}: bad column chunk at byte {payload_pos - bf._CHUNK.size}")
+        col_id, dtype_code, shift, _res, count, seg, data_off = COLUMN_DESC.unpack_from(payload, 0)
+        if dtype_code >= len(blk.DTYPES) or col_id >= len(blk.COLUMN_NAMES) or seg <= 0:
+            raise RecordError(f"{path}: bad column chunk at byte {payload_pos - bf.CHUNK.size}")
         self.col_id = int(col_id)
-        self.name = bf.COLUMN_NAMES[col_id]
+        self.name = blk.COLUMN_NAMES[col_id]
         self.shift = int(shift)
-        self.dtype = np.dtype(bf._DTYPES[dtype_code])
+        self.dtype = np.dtype(blk.DTYPES[dtype_code])
         self.count = int(count)
         self.segment_bytes = int(seg)
         nbytes = self.count * self.dtype.itemsize
         nsegs = -(-nbytes // self.segment_bytes)
-        crc_end = bf._COLUMN_DESC.size + 4 * nsegs
+        crc_end = COLUMN_DESC.size + 4 * nsegs
         if crc_end > data_off or data_off + nbytes > len(payload):
             raise RecordError(
                 f"{path}: column {self.name} runs past its chunk at byte "
-                f"{payload_pos - bf._CHUNK.size}; the record is damaged"
+                f"{payload_pos - bf.CHUNK.size}; the record is damaged"
             )
-        self.crcs = np.frombuffer(payload, "<u4", nsegs, bf._COLUMN_DESC.size)
+        self.crcs = np.frombuffer(payload, "<u4", nsegs, COLUMN_DESC.size)
         self.raw = payload[data_off : data_off + nbytes]
         self.data_pos = payload_pos + data_off
         self.array: np.ndarray = np.frombuffer(self.raw, self.dtype, self.count)
@@ -121,11 +131,11 @@ class ColumnStore:
         nxt = np.where(nonempty, np.arange(n), n)
         nxt = np.minimum.accumulate(nxt[::-1])[::-1] if n else nxt
         self.first_start = np.where(nxt < n, first[np.minimum(nxt, max(n - 1, 0))], 0)
-        self.size = cols[bf.COL_SIZE]
+        self.size = cols[blk.COL_SIZE]
         self.shift = self.size.shift
-        self.nr_accesses = cols[bf.COL_NR_ACCESSES]
-        self.age = cols[bf.COL_AGE]
-        self._gap_cols = (cols[bf.COL_GAP_INDEX], cols[bf.COL_GAP_VALUE])
+        self.nr_accesses = cols[blk.COL_NR_ACCESSES]
+        self.age = cols[blk.COL_AGE]
+        self._gap_cols = (cols[blk.COL_GAP_INDEX], cols[blk.COL_GAP_VALUE])
         self._gaps: tuple[np.ndarray, np.ndarray] | None = None
         m = int(offsets[-1])
         for c in (self.size, self.nr_accesses, self.age):
@@ -222,31 +232,31 @@ def read_columns(
     for pos, payload in chunks:
         col = MappedColumn(path, payload, pos)
         cols[col.col_id] = col
-    missing = [bf.COLUMN_NAMES[c] for c in ALL_COLUMNS if c not in cols]
+    missing = [blk.COLUMN_NAMES[c] for c in ALL_COLUMNS if c not in cols]
     if missing:
         raise RecordError(
             f"{path}: record is truncated (column {missing[0]} missing): the finalized file was "
             "cut short after it was written; recover it from a copy"
         )
-    n = cols[bf.COL_START].count
+    n = cols[blk.COL_START].count
     if any(cols[c].count != n for c, _ in SNAP_COLUMNS):
         raise RecordError(f"{path}: per-snapshot columns disagree in length")
 
     def snap(col_id: int) -> np.ndarray:
         return cols[col_id].get().astype(np.int64)
 
-    counts = snap(bf.COL_NR_REGIONS)
+    counts = snap(blk.COL_NR_REGIONS)
     offsets = np.zeros(n + 1, np.int64)
     np.cumsum(counts, out=offsets[1:])
-    start = snap(bf.COL_START)
-    store = ColumnStore(path, cols, offsets, snap(bf.COL_FIRST_START))
+    start = snap(blk.COL_START)
+    store = ColumnStore(path, cols, offsets, snap(blk.COL_FIRST_START))
     return Record(
         meta=meta, targets=targets,
-        snap_target=cols[bf.COL_TARGET].get().astype(np.int32),
-        snap_start_us=start, snap_end_us=start + snap(bf.COL_DURATION),
-        snap_sample_us=snap(bf.COL_SAMPLE), snap_aggr_us=snap(bf.COL_AGGR),
-        rss_bytes=snap(bf.COL_RSS), vsz_bytes=snap(bf.COL_VSZ),
-        sys_free_bytes=snap(bf.COL_SYS_FREE), sys_total_bytes=snap(bf.COL_SYS_TOTAL),
+        snap_target=cols[blk.COL_TARGET].get().astype(np.int32),
+        snap_start_us=start, snap_end_us=start + snap(blk.COL_DURATION),
+        snap_sample_us=snap(blk.COL_SAMPLE), snap_aggr_us=snap(blk.COL_AGGR),
+        rss_bytes=snap(blk.COL_RSS), vsz_bytes=snap(blk.COL_VSZ),
+        sys_free_bytes=snap(blk.COL_SYS_FREE), sys_total_bytes=snap(blk.COL_SYS_TOTAL),
         region_offsets=offsets, store=store,
     )  # fmt: skip
 
@@ -275,7 +285,7 @@ class _Range:
             self.hi = hi if self.hi is None else max(self.hi, hi)
 
     def code(self) -> str:
-        return bf._narrow_code(self.lo or 0, self.hi or 0)
+        return blk.narrow_code(self.lo or 0, self.hi or 0)
 
 
 def _gaps_of(part: Record, prev_end: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -293,7 +303,8 @@ def _gaps_of(part: Record, prev_end: int | None) -> tuple[np.ndarray, np.ndarray
 
 def _plan(parts: Iterator[Record]) -> _Plan:
     snap_lists: dict[int, list[np.ndarray]] = {c: [] for c, _ in SNAP_COLUMNS}
-    ranges = {c: _Range() for c in (bf.COL_SIZE, bf.COL_NR_ACCESSES, bf.COL_AGE, bf.COL_GAP_VALUE)}
+    counted = (blk.COL_SIZE, blk.COL_NR_ACCESSES, blk.COL_AGE, blk.COL_GAP_VALUE)
+    ranges = {c: _Range() for c in counted}
     m = nr_gaps = 0
     aligned = True
     prev_end: int | None = None
@@ -304,26 +315,26 @@ def _plan(parts: Iterator[Record]) -> _Plan:
             continue
         sizes = part.ends - part.starts
         aligned = aligned and not np.any(sizes & 4095)
-        ranges[bf.COL_SIZE].add(sizes)
-        ranges[bf.COL_NR_ACCESSES].add(part.nr_accesses)
-        ranges[bf.COL_AGE].add(part.age)
+        ranges[blk.COL_SIZE].add(sizes)
+        ranges[blk.COL_NR_ACCESSES].add(part.nr_accesses)
+        ranges[blk.COL_AGE].add(part.age)
         _idx, val = _gaps_of(part, prev_end)
-        ranges[bf.COL_GAP_VALUE].add(val)
+        ranges[blk.COL_GAP_VALUE].add(val)
         nr_gaps += len(val)
         m += part.nr_regions_total
         prev_end = int(part.ends[-1])
     snap = {c: np.concatenate(v) if v else np.zeros(0, np.int64) for c, v in snap_lists.items()}
     shift = 12 if m and aligned else 0
-    sr = ranges[bf.COL_SIZE]
+    sr = ranges[blk.COL_SIZE]
     codes = {
-        bf.COL_SIZE: bf._narrow_code((sr.lo or 0) >> shift, (sr.hi or 0) >> shift),
-        bf.COL_NR_ACCESSES: ranges[bf.COL_NR_ACCESSES].code(),
-        bf.COL_AGE: ranges[bf.COL_AGE].code(),
-        bf.COL_GAP_VALUE: ranges[bf.COL_GAP_VALUE].code(),
-        bf.COL_GAP_INDEX: bf._narrow_code(0, max(m - 1, 0)),
+        blk.COL_SIZE: blk.narrow_code((sr.lo or 0) >> shift, (sr.hi or 0) >> shift),
+        blk.COL_NR_ACCESSES: ranges[blk.COL_NR_ACCESSES].code(),
+        blk.COL_AGE: ranges[blk.COL_AGE].code(),
+        blk.COL_GAP_VALUE: ranges[blk.COL_GAP_VALUE].code(),
+        blk.COL_GAP_INDEX: blk.narrow_code(0, max(m - 1, 0)),
     }
     for col_id, arr in snap.items():
-        codes[col_id] = bf._narrow_code(int(arr.min()), int(arr.max())) if len(arr) else "|u1"
+        codes[col_id] = blk.narrow_code(int(arr.min()), int(arr.max())) if len(arr) else "|u1"
     return _Plan(snap, m, nr_gaps, shift, codes)
 
 
@@ -334,9 +345,9 @@ def _snapshot_values(part: Record) -> dict[int, np.ndarray]:
         has = part.nr_regions > 0
         first[has] = part.starts[part.region_offsets[:-1][has]]
     out = {
-        bf.COL_DURATION: (part.snap_end_us - part.snap_start_us).astype(np.int64),
-        bf.COL_NR_REGIONS: part.nr_regions.astype(np.int64),
-        bf.COL_FIRST_START: first,
+        blk.COL_DURATION: (part.snap_end_us - part.snap_start_us).astype(np.int64),
+        blk.COL_NR_REGIONS: part.nr_regions.astype(np.int64),
+        blk.COL_FIRST_START: first,
     }
     for col_id, name in SNAP_COLUMNS:
         if name:
@@ -361,11 +372,11 @@ class _ColumnOut:
         self.pos += len(mv)
         i = 0
         while i < len(mv):
-            take = min(SEGMENT - self._in_seg, len(mv) - i)
+            take = min(SEGMENT_BYTES - self._in_seg, len(mv) - i)
             self._crc = zlib.crc32(mv[i : i + take], self._crc)
             self._in_seg += take
             i += take
-            if self._in_seg == SEGMENT:
+            if self._in_seg == SEGMENT_BYTES:
                 self.crcs.append(self._crc)
                 self._crc, self._in_seg = 0, 0
 
@@ -374,9 +385,6 @@ class _ColumnOut:
             self.crcs.append(self._crc)
             self._crc, self._in_seg = 0, 0
         return self.crcs
-
-
-SEGMENT = bf.SEGMENT_BYTES
 
 
 def write_columns(
@@ -391,24 +399,24 @@ def write_columns(
     or None (nothing written) if a column would exceed a chunk's 4 GiB limit: write blocks
     instead."""
     plan = _plan(parts())
-    n, m = len(plan.snap[bf.COL_START]), plan.nr_regions_total
+    n, m = len(plan.snap[blk.COL_START]), plan.nr_regions_total
     counts = {c: n for c, _ in SNAP_COLUMNS}
-    counts.update({bf.COL_GAP_INDEX: plan.nr_gaps, bf.COL_GAP_VALUE: plan.nr_gaps})
-    counts.update({bf.COL_SIZE: m, bf.COL_NR_ACCESSES: m, bf.COL_AGE: m})
+    counts.update({blk.COL_GAP_INDEX: plan.nr_gaps, blk.COL_GAP_VALUE: plan.nr_gaps})
+    counts.update({blk.COL_SIZE: m, blk.COL_NR_ACCESSES: m, blk.COL_AGE: m})
     header = bf.header_bytes(meta, bf.VERSION_COLUMNS)
     layout: dict[int, tuple[int, int, int]] = {}  # column -> chunk pos, data offset, nbytes
     pos = len(header)
     for col_id in ALL_COLUMNS:
         nbytes = counts[col_id] * np.dtype(plan.codes[col_id]).itemsize
-        desc = bf._COLUMN_DESC.size + 4 * (-(-nbytes // SEGMENT))
-        payload_pos = pos + bf._CHUNK.size
-        data_pos = -(-(payload_pos + desc) // bf.COLUMN_ALIGN) * bf.COLUMN_ALIGN
-        if data_pos - payload_pos + nbytes > bf._MAX_COLUMN_PAYLOAD:
+        desc = COLUMN_DESC.size + 4 * (-(-nbytes // SEGMENT_BYTES))
+        payload_pos = pos + bf.CHUNK.size
+        data_pos = -(-(payload_pos + desc) // COLUMN_ALIGN) * COLUMN_ALIGN
+        if data_pos - payload_pos + nbytes > MAX_COLUMN_PAYLOAD:
             return None
         layout[col_id] = (pos, data_pos - payload_pos, nbytes)
         pos = data_pos + nbytes
     os.pwrite(fd, header, 0)
-    outs = {c: _ColumnOut(fd, layout[c][0] + bf._CHUNK.size + layout[c][1]) for c in ALL_COLUMNS}
+    outs = {c: _ColumnOut(fd, layout[c][0] + bf.CHUNK.size + layout[c][1]) for c in ALL_COLUMNS}
     for col_id, arr in plan.snap.items():
         outs[col_id].write(arr.astype(plan.codes[col_id]))
     m0 = 0
@@ -418,12 +426,12 @@ def write_columns(
         if not part.nr_regions_total:
             continue
         idx, val = _gaps_of(part, prev_end)
-        outs[bf.COL_GAP_INDEX].write((idx + m0).astype(plan.codes[bf.COL_GAP_INDEX]))
-        outs[bf.COL_GAP_VALUE].write(val.astype(plan.codes[bf.COL_GAP_VALUE]))
+        outs[blk.COL_GAP_INDEX].write((idx + m0).astype(plan.codes[blk.COL_GAP_INDEX]))
+        outs[blk.COL_GAP_VALUE].write(val.astype(plan.codes[blk.COL_GAP_VALUE]))
         sizes = part.ends - part.starts
-        outs[bf.COL_SIZE].write((sizes >> shift).astype(plan.codes[bf.COL_SIZE]))
-        outs[bf.COL_NR_ACCESSES].write(part.nr_accesses.astype(plan.codes[bf.COL_NR_ACCESSES]))
-        outs[bf.COL_AGE].write(part.age.astype(plan.codes[bf.COL_AGE]))
+        outs[blk.COL_SIZE].write((sizes >> shift).astype(plan.codes[blk.COL_SIZE]))
+        outs[blk.COL_NR_ACCESSES].write(part.nr_accesses.astype(plan.codes[blk.COL_NR_ACCESSES]))
+        outs[blk.COL_AGE].write(part.age.astype(plan.codes[blk.COL_AGE]))
         m0 += part.nr_regions_total
         prev_end = int(part.ends[-1])
     if m0 != m:
@@ -432,19 +440,19 @@ def write_columns(
         chunk_pos, data_off, nbytes = layout[col_id]
         crcs = outs[col_id].finish()
         descriptor = (
-            bf._COLUMN_DESC.pack(
+            COLUMN_DESC.pack(
                 col_id,
-                bf._DTYPES.index(np.dtype(plan.codes[col_id]).str),
-                shift if col_id == bf.COL_SIZE else 0,
+                blk.DTYPES.index(np.dtype(plan.codes[col_id]).str),
+                shift if col_id == blk.COL_SIZE else 0,
                 0,
                 counts[col_id],
-                SEGMENT,
+                SEGMENT_BYTES,
                 data_off,
             )
             + np.asarray(crcs, "<u4").tobytes()
         )
         covered = descriptor + bytes(data_off - len(descriptor))
-        head = bf._CHUNK.pack(bf.TAG_COLUMN, data_off + nbytes, zlib.crc32(covered))
+        head = bf.CHUNK.pack(bf.TAG_COLUMN, data_off + nbytes, zlib.crc32(covered))
         os.pwrite(fd, head + covered, chunk_pos)
     for chunk in trailer(n):
         os.pwrite(fd, chunk, pos)

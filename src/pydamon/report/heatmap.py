@@ -1,31 +1,30 @@
-"""Access heatmaps from snapshots: a time x address grid of access rates, and its terminal form.
+"""Access heatmaps of a record: a time x address grid of access rates.
 
-:func:`heatmap` turns a list of :class:`~pydamon.core.snapshot.Snapshot` (one target) into a
-:class:`Heatmap`: rows are time bins, columns address bins, cells the byte- and time-weighted
-mean access rate (``nr_accesses / max_nr_accesses``, 0..1) of the regions covering them. Big
-unmonitored holes of the address space (between heap, mmap areas and stack) are collapsed so the
-columns cover only monitored memory. :func:`render_heatmap` prints it as damo's ``report
-heatmap`` does: one digit 0-9 per cell (optionally ANSI-coloured) and a ``#`` footer.
+:func:`heatmap` turns a :class:`~pydamon.record.Record` (one target) into a :class:`Heatmap`:
+rows are time bins, columns address bins, cells the byte-weighted mean access rate
+(``nr_accesses / max_nr_accesses``, 0..1) of the regions covering them. Big unmonitored holes of
+the address space (between heap, mmap areas and stack) are collapsed so the columns cover only
+monitored memory (:mod:`pydamon.report.spans`). A row averages its snapshots: each counts in the
+row holding the middle of its aggregation (``time_weight="middle"``, what ``pydamon report
+heatmap`` draws) or in every row it overlaps, weighted by the overlap (``"overlap"``, what
+``pydamon demo`` draws). :class:`HeatGrid` accumulates the grid a range of snapshots at a time,
+vectorized with bincount and a difference array (no per-snapshot Python loop), so records of
+hours render quickly. The text and image forms are in :mod:`pydamon.report.render`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from pydamon.core.snapshot import Snapshot
-from pydamon.units import format_bytes
-from pydamon.units import format_duration_us as format_time_us
+from pydamon.record.model import Record
+from pydamon.report.passes import keep_freed_memory
+from pydamon.report.spans import record_spans
 
 FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
-
-#: 256-colour background codes per digit, dark to bright ("flame").
-FLAME_COLORS = (16, 52, 88, 124, 160, 196, 202, 208, 214, 226)
-GRAY_COLORS = (232, 234, 236, 238, 241, 244, 247, 250, 253, 255)
+TIME_WEIGHTS = ("middle", "overlap")
 
 
 @dataclass
@@ -70,35 +69,8 @@ class Heatmap:
         return out
 
 
-def monitored_spans(
-    snapshots: Sequence[Snapshot], gap_ratio: float = 0.05
-) -> list[tuple[int, int]]:
-    """The union of all regions, split at holes bigger than ``gap_ratio`` of its total size."""
-    if not snapshots:
-        return []
-    starts = np.concatenate([s.starts for s in snapshots])
-    ends = np.concatenate([s.ends for s in snapshots])
-    if not len(starts):
-        return []
-    order = np.argsort(starts, kind="stable")
-    s, e = starts[order], ends[order]
-    run_end = np.maximum.accumulate(e)
-    holes = s[1:] - run_end[:-1]
-    covered = int(np.maximum(e - s, 0).sum())
-    # the union's size, for the threshold (regions of many snapshots overlap)
-    union = int(run_end[-1] - s[0]) - int(np.maximum(holes, 0).sum())
-    cut = np.flatnonzero(holes > max(min(covered, union) * gap_ratio, 0))
-    lo = np.concatenate([[s[0]], s[cut + 1]])
-    hi = np.concatenate([run_end[cut], [run_end[-1]]])
-    return [(int(a), int(b)) for a, b in zip(lo, hi)]
-
-
-def _clip_spans(spans: list[tuple[int, int]], lo: int, hi: int) -> list[tuple[int, int]]:
-    return [(max(s, lo), min(e, hi)) for s, e in spans if s < hi and e > lo]
-
-
 def heatmap(
-    snapshots: Sequence[Snapshot],
+    rec: Record,
     *,
     time_bins: int = 20,
     address_bins: int = 80,
@@ -106,164 +78,214 @@ def heatmap(
     address_range: tuple[int, int] | None = None,
     collapse_gaps: bool = True,
     gap_ratio: float = 0.05,
+    time_weight: str = "middle",
 ) -> Heatmap:
-    """Build the time x address grid of access rates of one target's snapshots.
+    """The time x address grid of access rates of a record's snapshots (of one target).
 
-    ``time_range``/``address_range`` default to everything the snapshots cover. With
-    ``collapse_gaps`` holes bigger than ``gap_ratio`` of the monitored size take no columns.
+    ``time_range`` defaults to the record's; the address axis is the record's spans (with
+    ``collapse_gaps``, split at holes bigger than ``gap_ratio`` of the monitored size; else one
+    span from the lowest to the highest address), clipped to ``address_range`` if given.
     """
     if time_bins < 1 or address_bins < 1:
         raise ValueError("a heatmap needs at least one time bin and one address bin")
-    snaps = [s for s in snapshots if s.nr_regions]
     if time_range is None:
-        if snaps:
-            time_range = (min(s.start_us for s in snaps), max(s.end_us for s in snaps))
-        else:
-            time_range = (0, 1)
-    t0, t1 = time_range
-    t1 = max(t1, t0 + 1)
+        has = rec.nr_snapshots > 0
+        time_range = (int(rec.snap_start_us.min()), int(rec.snap_end_us.max())) if has else (0, 1)
     if collapse_gaps:
-        spans = monitored_spans(snaps, gap_ratio)
-    elif snaps:
-        spans = [(min(int(s.starts[0]) for s in snaps), max(int(s.ends[-1]) for s in snaps))]
+        spans = [(int(a), int(b)) for a, b in record_spans(rec, gap_ratio)]
     else:
-        spans = []
-    if address_range is not None:
-        spans = _clip_spans(spans, *address_range) if spans else [address_range]
-    total = sum(e - s for s, e in spans)
-    time_edges = np.linspace(t0, t1, time_bins + 1)
-    grid = np.zeros((time_bins, address_bins))
-    weight = np.zeros(time_bins)
-    if not total:
-        return Heatmap(np.full((time_bins, address_bins), np.nan), time_edges, spans, 0.0)
-
-    span_lo = np.array([s for s, _ in spans], np.int64)
-    span_hi = np.array([e for _, e in spans], np.int64)
-    span_v0 = np.concatenate([[0], np.cumsum(span_hi - span_lo)[:-1]])
-    col_edges = np.linspace(0.0, float(total), address_bins + 1)
-
-    for snap in snaps:
-        # time weight of this snapshot in each row
-        overlap = np.clip(
-            np.minimum(time_edges[1:], snap.end_us) - np.maximum(time_edges[:-1], snap.start_us),
-            0,
-            None,
-        )
-        if snap.end_us <= snap.start_us:
-            # an instantaneous snapshot counts fully in its row
-            row = int(
-                np.clip(np.searchsorted(time_edges, snap.end_us, "right") - 1, 0, time_bins - 1)
-            )
-            overlap = np.zeros(time_bins)
-            if t0 <= snap.end_us <= t1:
-                overlap[row] = 1.0
-        if not overlap.any():
-            continue
-        cols = _column_rates(snap, span_lo, span_hi, span_v0, col_edges)
-        grid += overlap[:, None] * cols[None, :]
-        weight += overlap
-    with np.errstate(invalid="ignore", divide="ignore"):
-        grid = np.where(weight[:, None] > 0, grid / weight[:, None], np.nan)
-    return Heatmap(grid, time_edges, spans, total / address_bins)
+        starts, ends = rec.runs()
+        spans = [(int(starts.min()), int(ends.max()))] if len(starts) else []
+    grid = HeatGrid(time_range, spans, time_bins, address_bins, address_range, time_weight)
+    grid.add(rec)
+    return Heatmap(grid.result(), grid.time_edges, grid.spans, grid.total / address_bins)
 
 
-def _column_rates(
-    snap: Snapshot,
-    span_lo: IntArray,
-    span_hi: IntArray,
-    span_v0: IntArray,
-    col_edges: FloatArray,
-) -> FloatArray:
-    """Mean access rate of a snapshot's regions over each column of the collapsed axis."""
-    rate = snap.access_rate
-    # clip regions to the spans and move them onto the collapsed axis
-    si = np.searchsorted(span_lo, snap.starts, side="right") - 1
-    si = np.clip(si, 0, len(span_lo) - 1)
-    s = np.maximum(snap.starts, span_lo[si])
-    e = np.minimum(snap.ends, span_hi[si])
-    keep = e > s
-    vs = (s[keep] - span_lo[si[keep]] + span_v0[si[keep]]).astype(np.float64)
-    ve = (e[keep] - span_lo[si[keep]] + span_v0[si[keep]]).astype(np.float64)
-    r = rate[keep]
-    if not len(vs):
-        return np.zeros(len(col_edges) - 1)
-    order = np.argsort(vs, kind="stable")
-    vs, ve, r = vs[order], ve[order], r[order]
-    cum = np.concatenate([[0.0], np.cumsum((ve - vs) * r)])
-    # integral of the rate from 0 to each column edge (holes between regions count as 0)
-    i = np.searchsorted(vs, col_edges, side="right") - 1
-    ic = np.clip(i, 0, len(vs) - 1)
-    partial = (np.minimum(col_edges, ve[ic]) - vs[ic]) * r[ic]
-    integral = np.where(i >= 0, cum[ic] + np.maximum(partial, 0.0), 0.0)
-    widths = np.diff(col_edges)
-    return np.diff(integral) / widths
+class HeatGrid:
+    """Accumulates a :func:`heatmap` grid block by block (records too big to load at once)."""
 
+    def __init__(
+        self,
+        time_range: tuple[int, int],
+        spans: list[tuple[int, int]],
+        time_bins: int,
+        address_bins: int,
+        address_range: tuple[int, int] | None = None,
+        time_weight: str = "middle",
+    ) -> None:
+        keep_freed_memory()
+        if time_weight not in TIME_WEIGHTS:
+            raise ValueError(f"unknown time weight {time_weight!r}; use middle or overlap")
+        self.time_weight = time_weight
+        if address_range is not None:
+            lo, hi = address_range
+            spans = [(max(a, lo), min(b, hi)) for a, b in spans if a < hi and b > lo] or [(lo, hi)]
+        self.spans = spans
+        self.t0, t1 = time_range
+        self.t1 = max(t1, self.t0 + 1)
+        self.nt, self.na = int(time_bins), int(address_bins)
+        self.time_edges = np.linspace(self.t0, self.t1, self.nt + 1)
+        self.total = sum(b - a for a, b in spans)
+        self.acc = np.zeros(self.nt * self.na)
+        self.diff = np.zeros(self.nt * (self.na + 1))
+        #: Snapshots (or overlap weights) each row averages.
+        self.rows_count = np.zeros(self.nt)
+        self.span_lo = np.array([a for a, _ in spans], np.int64)
+        self.span_hi = np.array([b for _, b in spans], np.int64)
+        self.span_v0 = np.concatenate([[0], np.cumsum(self.span_hi - self.span_lo)[:-1]])
+        self.span_shift = (self.span_v0 - self.span_lo).astype(np.int64)
 
-def heat_digits(grid: FloatArray, scale: str = "absolute") -> npt.NDArray[np.int64]:
-    """0-9 per cell (-1 where NaN). ``absolute``: rate 0 -> 0, rate 1 -> 9; ``relative``: the
-    grid's minimum -> 0 and maximum -> 9 (damo's)."""
-    g = np.asarray(grid, dtype=np.float64)
-    valid = ~np.isnan(g)
-    if scale == "relative" and valid.any():
-        lo, hi = float(g[valid].min()), float(g[valid].max())
-        norm = (g - lo) / (hi - lo) if hi > lo else np.zeros_like(g)
-    elif scale in ("absolute", "relative"):
-        norm = g
-    else:
-        raise ValueError(f"unknown heat scale {scale!r}; use absolute or relative")
-    digits = np.floor(np.clip(np.nan_to_num(norm), 0.0, 1.0) * 9 + 0.5).astype(np.int64)
-    return np.where(valid, digits, -1)
+    def add(self, rec: Record) -> None:
+        """Add a record's snapshots (in pieces of ~256k regions, to stay in the CPU caches)."""
+        if not rec.nr_snapshots or not self.total:
+            return
+        for lo, hi in rec.chunk_bounds():
+            part = rec.slice(lo, hi)
+            if self.time_weight == "middle":
+                regions = self._by_middle(part)
+            else:
+                regions = self._by_overlap(part)
+            if regions is not None:
+                self._accumulate(*regions)
 
-
-def heatmap_lines(
-    hm: Heatmap, *, color: bool = False, colorset: str = "flame", scale: str = "absolute"
-) -> list[str]:
-    """The grid as text rows (time goes down), one character per cell, without the footer."""
-    digits = heat_digits(hm.grid, scale)
-    palette = GRAY_COLORS if colorset == "gray" else FLAME_COLORS
-    lines = []
-    for row in digits.tolist():
-        if color:
-            cells = [
-                " " if d < 0 else f"\x1b[48;5;{palette[d]}m\x1b[38;5;{15 if d < 6 else 16}m{d}"
-                for d in row
-            ]
-            lines.append("".join(cells) + "\x1b[0m")
+    def _by_middle(self, rec: Record) -> _Regions | None:
+        """The accessed regions, each in the row holding its snapshot's middle."""
+        nt, t0, t1 = self.nt, self.t0, self.t1
+        counts = rec.nr_regions
+        mid_us = (rec.snap_start_us + rec.snap_end_us) // 2
+        snap_row = ((mid_us - t0) * nt // (t1 - t0)).astype(np.int64)
+        snap_row = np.where(mid_us == t1, nt - 1, snap_row)
+        snap_in = (snap_row >= 0) & (snap_row < nt)
+        self.rows_count += np.bincount(snap_row[snap_in], minlength=nt)
+        # Regions never accessed add 0 to every cell: leave them out (the sums stay the same,
+        # bit for bit); most regions of real records are idle.
+        nr = rec.narrow_counts("nr_accesses")
+        inv_max = 1.0 / rec.max_nr_accesses
+        starts, ends = rec.starts, rec.ends
+        accessed = nr != 0
+        nr_hot = int(np.count_nonzero(accessed))
+        if not nr_hot:
+            return None
+        if nr_hot > len(nr) * 0.6:
+            # gathering would cost more than it saves; spread per-snapshot values with repeat
+            row = np.repeat(snap_row, counts)
+            rate = nr * np.repeat(inv_max, counts)
+            region_in = np.repeat(snap_in, counts) if not snap_in.all() else None
         else:
-            lines.append("".join(" " if d < 0 else str(d) for d in row))
-    return lines
+            hot = np.flatnonzero(accessed)
+            snap_of = np.repeat(np.arange(len(counts), dtype=np.int32), counts)[hot]
+            row = snap_row[snap_of]
+            rate = nr[hot] * inv_max[snap_of]
+            region_in = snap_in[snap_of] if not snap_in.all() else None
+            starts, ends = starts[hot], ends[hot]
+        return starts, ends, rate, row, region_in
+
+    def _by_overlap(self, rec: Record) -> _Regions | None:
+        """The accessed regions once for each row their snapshot overlaps, their rates weighted
+        by the overlap; a snapshot of no duration counts fully in its row."""
+        nt, edges = self.nt, self.time_edges
+        begin, end = rec.snap_start_us, rec.snap_end_us
+        weight = np.minimum(edges[1:], end[:, None]) - np.maximum(edges[:-1], begin[:, None])
+        weight = np.clip(weight, 0, None)
+        instant = np.flatnonzero(end <= begin)
+        if len(instant):
+            at = end[instant]
+            row_of = np.clip(np.searchsorted(edges, at, "right") - 1, 0, nt - 1)
+            weight[instant] = 0.0
+            inside = (at >= self.t0) & (at <= self.t1)
+            weight[instant[inside], row_of[inside]] = 1.0
+        pair_snap, pair_row = np.nonzero(weight)  # snapshot by snapshot, rows in order
+        pair_weight = weight[pair_snap, pair_row]
+        self.rows_count += np.bincount(pair_row, weights=pair_weight, minlength=nt)
+        counts = rec.nr_regions[pair_snap]
+        firsts = np.zeros(len(counts) + 1, np.int64)
+        np.cumsum(counts, out=firsts[1:])
+        take = np.repeat(rec.region_offsets[pair_snap] - firsts[:-1], counts)
+        take += np.arange(int(firsts[-1]))
+        pair_of = np.repeat(np.arange(len(counts)), counts)
+        nr = rec.narrow_counts("nr_accesses")[take]
+        hot = np.flatnonzero(nr != 0)
+        if not len(hot):
+            return None
+        take, pair_of = take[hot], pair_of[hot]
+        snap_of = pair_snap[pair_of]
+        rate = nr[hot] / rec.max_nr_accesses[snap_of] * pair_weight[pair_of]
+        return rec.starts[take], rec.ends[take], rate, pair_row[pair_of], None
+
+    def _accumulate(
+        self,
+        starts: np.ndarray,
+        ends: np.ndarray,
+        rate: np.ndarray,
+        row: np.ndarray,
+        region_in: np.ndarray | None,
+    ) -> None:
+        """Add each region's rate, weighted by the bytes of each cell of its row it covers."""
+        nt, na = self.nt, self.na
+        # regions on the collapsed address axis (a region lies within one span)
+        if len(self.spans) == 1:
+            lo, hi = int(self.span_lo[0]), int(self.span_hi[0])
+            s = np.maximum(starts, lo) - lo
+            e = np.minimum(ends, hi) - lo
+            keep = e > s
+        else:
+            k = np.searchsorted(self.span_lo, starts, side="right") - 1
+            # a region starts at or above its span's start (k >= 0), so no clip at the bottom;
+            # those below every span (k = -1) are dropped by ``keep``
+            shift = np.take(self.span_shift, k, mode="clip")
+            s = starts + shift
+            e = np.minimum(ends, np.take(self.span_hi, k, mode="clip"))
+            e += shift
+            keep = k >= 0
+            keep &= e > s
+        if region_in is not None:
+            keep &= region_in
+        if not keep.all():
+            s, e, rate, row = s[keep], e[keep], rate[keep], row[keep]
+        width = self.total / na
+        sf = s / width
+        ef = e / width
+        c0 = sf.astype(np.int64)
+        np.minimum(c0, na - 1, out=c0)
+        c1 = ef.astype(np.int64)
+        np.minimum(c1, na - 1, out=c1)
+        # bytes-weighted sums (in units of cells): partial first cell, partial last, full middle
+        same = c1 == c0
+        # (the same IEEE operations as where(same, ef - sf, (c0 + 1) - sf), one pass less)
+        first_cov = np.where(same, ef, c0 + 1.0)
+        first_cov -= sf
+        first_cov *= rate
+        base = row * na
+        cell = base + c0
+        self.acc += np.bincount(cell, weights=first_cov, minlength=nt * na) * width
+        last = np.flatnonzero(~same)
+        if len(last):
+            # regions over more than one cell (a few): gathered once by index
+            c0_l, c1_l, rate_l, row_l = c0[last], c1[last], rate[last], row[last]
+            last_cov = ef[last] - c1_l
+            self.acc += (
+                np.bincount(base[last] + c1_l, weights=rate_l * last_cov, minlength=nt * na) * width
+            )
+            full = np.flatnonzero(c1_l > c0_l + 1)
+            if len(full):
+                w_full = rate_l[full] * width
+                size = nt * (na + 1)
+                rbase = row_l[full] * (na + 1)
+                self.diff += np.bincount(rbase + c0_l[full] + 1, w_full, minlength=size)
+                self.diff -= np.bincount(rbase + c1_l[full], w_full, minlength=size)
+
+    def result(self) -> FloatArray:
+        nt, na = self.nt, self.na
+        if not self.total:
+            return np.full((nt, na), np.nan)
+        middle = np.cumsum(self.diff.reshape(nt, na + 1), axis=1)[:, :na]
+        grid = (self.acc.reshape(nt, na) + middle) / (self.total / na)
+        counts = self.rows_count[:, None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out: FloatArray = np.where(counts > 0, grid / counts, np.nan)
+        return out
 
 
-def heatmap_footer(hm: Heatmap, scale: str = "absolute") -> list[str]:
-    t0, t1 = float(hm.time_edges_us[0]), float(hm.time_edges_us[-1])
-    if hm.spans:
-        lo, hi = hm.spans[0][0], hm.spans[-1][1]
-        space = f"{lo:#x}-{hi:#x}: {format_bytes(hm.span_bytes)}"
-        if len(hm.spans) > 1:
-            space += f" in {len(hm.spans)} spans, gaps between them collapsed"
-    else:
-        space = "nothing monitored"
-    heat = "access rate 0%..100%" if scale == "absolute" else "relative to this map's min..max"
-    return [
-        f"# access_frequency: 0123456789 ({heat})",
-        f"# x-axis: space ({space})",
-        f"# y-axis: time ({t0:.0f}-{t1:.0f} us: {format_time_us(t1 - t0)})",
-        f"# resolution: {hm.address_bins}x{hm.time_bins} "
-        f"({format_bytes(hm.bytes_per_column)} and "
-        f"{format_time_us((t1 - t0) / max(hm.time_bins, 1))} for each character)",
-    ]
-
-
-def render_heatmap(
-    hm: Heatmap,
-    *,
-    color: bool = False,
-    colorset: str = "flame",
-    scale: str = "absolute",
-    footer: bool = True,
-) -> str:
-    """damo's terminal heatmap: digit rows, then the ``#`` footer."""
-    lines = heatmap_lines(hm, color=color, colorset=colorset, scale=scale)
-    if footer:
-        lines += heatmap_footer(hm, scale)
-    return "\n".join(lines)
+#: What the row rules hand to the accumulation: starts, ends, rates and rows of the regions,
+#: and which of them count (None: all).
+_Regions = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]

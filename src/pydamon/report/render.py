@@ -5,9 +5,87 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from pydamon.record.model import Record
-from pydamon.units import format_duration_us as _time
+from pydamon.report.heatmap import FloatArray, Heatmap
+from pydamon.report.wss import WssStats
+from pydamon.units import format_bytes
+from pydamon.units import format_duration_us as format_time_us
+
+#: 256-colour background codes per digit, dark to bright ("flame").
+FLAME_COLORS = (16, 52, 88, 124, 160, 196, 202, 208, 214, 226)
+GRAY_COLORS = (232, 234, 236, 238, 241, 244, 247, 250, 253, 255)
+
+
+def heat_digits(grid: FloatArray, scale: str = "absolute") -> npt.NDArray[np.int64]:
+    """0-9 per cell (-1 where NaN). ``absolute``: rate 0 -> 0, rate 1 -> 9; ``relative``: the
+    grid's minimum -> 0 and maximum -> 9 (damo's)."""
+    g = np.asarray(grid, dtype=np.float64)
+    valid = ~np.isnan(g)
+    if scale == "relative" and valid.any():
+        lo, hi = float(g[valid].min()), float(g[valid].max())
+        norm = (g - lo) / (hi - lo) if hi > lo else np.zeros_like(g)
+    elif scale in ("absolute", "relative"):
+        norm = g
+    else:
+        raise ValueError(f"unknown heat scale {scale!r}; use absolute or relative")
+    digits = np.floor(np.clip(np.nan_to_num(norm), 0.0, 1.0) * 9 + 0.5).astype(np.int64)
+    return np.where(valid, digits, -1)
+
+
+def heatmap_lines(
+    hm: Heatmap, *, color: bool = False, colorset: str = "flame", scale: str = "absolute"
+) -> list[str]:
+    """The grid as text rows (time goes down), one character per cell, without the footer."""
+    digits = heat_digits(hm.grid, scale)
+    palette = GRAY_COLORS if colorset == "gray" else FLAME_COLORS
+    lines = []
+    for row in digits.tolist():
+        if color:
+            cells = [
+                " " if d < 0 else f"\x1b[48;5;{palette[d]}m\x1b[38;5;{15 if d < 6 else 16}m{d}"
+                for d in row
+            ]
+            lines.append("".join(cells) + "\x1b[0m")
+        else:
+            lines.append("".join(" " if d < 0 else str(d) for d in row))
+    return lines
+
+
+def heatmap_footer(hm: Heatmap, scale: str = "absolute") -> list[str]:
+    t0, t1 = float(hm.time_edges_us[0]), float(hm.time_edges_us[-1])
+    if hm.spans:
+        lo, hi = hm.spans[0][0], hm.spans[-1][1]
+        space = f"{lo:#x}-{hi:#x}: {format_bytes(hm.span_bytes)}"
+        if len(hm.spans) > 1:
+            space += f" in {len(hm.spans)} spans, gaps between them collapsed"
+    else:
+        space = "nothing monitored"
+    heat = "access rate 0%..100%" if scale == "absolute" else "relative to this map's min..max"
+    return [
+        f"# access_frequency: 0123456789 ({heat})",
+        f"# x-axis: space ({space})",
+        f"# y-axis: time ({t0:.0f}-{t1:.0f} us: {format_time_us(t1 - t0)})",
+        f"# resolution: {hm.address_bins}x{hm.time_bins} "
+        f"({format_bytes(hm.bytes_per_column)} and "
+        f"{format_time_us((t1 - t0) / max(hm.time_bins, 1))} for each character)",
+    ]
+
+
+def render_heatmap(
+    hm: Heatmap,
+    *,
+    color: bool = False,
+    colorset: str = "flame",
+    scale: str = "absolute",
+    footer: bool = True,
+) -> str:
+    """damo's terminal heatmap: digit rows, then the ``#`` footer."""
+    lines = heatmap_lines(hm, color=color, colorset=colorset, scale=scale)
+    if footer:
+        lines += heatmap_footer(hm, scale)
+    return "\n".join(lines)
 
 
 def heatmap_raw(grid: np.ndarray, time_edges: np.ndarray, addr_edges: np.ndarray) -> str:
@@ -21,14 +99,14 @@ def heatmap_raw(grid: np.ndarray, time_edges: np.ndarray, addr_edges: np.ndarray
 
 
 def heatmap_image(
-    hm: Any,
+    hm: Heatmap,
     path: str,
     *,
     title: str = "",
     time_origin_us: int = 0,
     size_px: tuple[int, int] = (1024, 768),
 ) -> None:
-    """Write a :class:`pydamon.report.heatmap.Heatmap` to ``path`` (png, svg, pdf, jpg)."""
+    """Write a :class:`~pydamon.report.heatmap.Heatmap` to ``path`` (png, svg, pdf, jpg)."""
     plt = _pyplot()
     dpi = 100
     fig, ax = plt.subplots(figsize=(size_px[0] / dpi, size_px[1] / dpi), dpi=dpi)
@@ -90,16 +168,16 @@ def raw_form(rec: Record, *, max_snapshots: int | None = None) -> str:
     if not rec.nr_snapshots:
         return ""
     base = int(rec.snap_start_us.min())
-    lines.append(f"base_time_absolute: {_time(base)}")
+    lines.append(f"base_time_absolute: {format_time_us(base)}")
     lines.append("")
     n = rec.nr_snapshots if max_snapshots is None else min(rec.nr_snapshots, max_snapshots)
     rec = rec.slice(0, n)  # decode only the snapshots shown
     for i in range(n):
         lo, hi = int(rec.region_offsets[i]), int(rec.region_offsets[i + 1])
         s, e = int(rec.snap_start_us[i]), int(rec.snap_end_us[i])
-        lines.append(f"monitoring_start:    {_time(s - base):>16}")
-        lines.append(f"monitoring_end:      {_time(e - base):>16}")
-        lines.append(f"monitoring_duration: {_time(e - s):>16}")
+        lines.append(f"monitoring_start:    {format_time_us(s - base):>16}")
+        lines.append(f"monitoring_end:      {format_time_us(e - base):>16}")
+        lines.append(f"monitoring_duration: {format_time_us(e - s):>16}")
         tid = rec.target_id_of(int(rec.snap_target[i]))
         lines.append(f"target_id: {tid if tid is not None else int(rec.snap_target[i])}")
         lines.append(f"nr_regions: {hi - lo}")
@@ -108,4 +186,18 @@ def raw_form(rec: Record, *, max_snapshots: int | None = None) -> str:
         ):
             lines.append(f"{rs:x}-{re_:x}({re_ - rs:>10}):\t{nr}")
         lines.append("")
+    return "\n".join(lines)
+
+
+def render_wss(stats: WssStats, *, bar_width: int = 50, title: str | None = None) -> str:
+    """damo-style table: ``# <percentile> <wss>``, the average, one row per percentile with a
+    bar relative to the largest value."""
+    lines = ["# <percentile> <wss>"]
+    if title:
+        lines.append(f"# {title}")
+    lines.append(f"# avg\t{format_bytes(stats.avg)}")
+    top = max((v for _, v in stats.percentiles), default=0)
+    for p, v in stats.percentiles:
+        n = int(round(bar_width * v / top)) if top else 0
+        lines.append(f"{p:3d}\t{format_bytes(v):>14}  |{'*' * n}{' ' * (bar_width - n)}|")
     return "\n".join(lines)

@@ -1,8 +1,7 @@
-"""Working set size from snapshots (damo's ``report wss``).
+"""Working set size of a record's snapshots (damo's ``report wss``).
 
 The working set of a snapshot is the bytes of its regions accessed at all in the aggregation
-(``nr_accesses > 0``, or at least ``min_nr_accesses``). :func:`wss_stats` gives the percentiles
-and average over snapshots, :func:`render_wss` damo's table.
+(``nr_accesses > 0``) or, with ``min_access_rate`` > 0, at least at that access rate (0..1).
 """
 
 from __future__ import annotations
@@ -11,22 +10,46 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 
-from pydamon.core.snapshot import Snapshot
-from pydamon.report.heatmap import format_bytes
-
-DEFAULT_PERCENTILES = (0, 25, 50, 75, 100)
+from pydamon.record.model import Record
+from pydamon.report.passes import keep_freed_memory, sum_per_snapshot
+from pydamon.report.percentiles import DEFAULT_PERCENTILES, percentiles_of
 
 
-def snapshot_wss(snap: Snapshot, min_nr_accesses: int = 1) -> int:
-    """Bytes of the regions with at least ``min_nr_accesses`` (>= 1) accesses."""
-    return int(snap.sizes[snap.nr_accesses >= max(min_nr_accesses, 1)].sum())
+def wss_bytes(rec: Record, min_access_rate: float = 0.0) -> np.ndarray:
+    """Working set size of each snapshot, in the record's order.
+
+    Works a cache-sized range of snapshots at a time on the stored (narrow) sizes and counts,
+    so a record of hours needs no int64 copy of its regions."""
+    keep_freed_memory()
+    out = np.zeros(rec.nr_snapshots, np.int64)
+    for lo, hi in rec.chunk_bounds():
+        part = rec.slice(lo, hi)
+        nr = part.narrow_counts("nr_accesses")
+        accessed = nr > 0
+        if min_access_rate > 0:
+            need = np.ceil(min_access_rate * part.max_nr_accesses)
+            accessed &= nr >= np.repeat(need, part.nr_regions)
+        units, shift = part.size_units()
+        out[lo:hi] = sum_per_snapshot(part, np.where(accessed, units, 0)) << shift
+    return out
 
 
-def wss_series(snapshots: Sequence[Snapshot], min_nr_accesses: int = 1) -> npt.NDArray[np.int64]:
-    """Working set size of each snapshot, in the given order."""
-    return np.array([snapshot_wss(s, min_nr_accesses) for s in snapshots], dtype=np.int64)
+def total_bytes(rec: Record) -> np.ndarray:
+    """Bytes of all regions of each snapshot."""
+    out = np.zeros(rec.nr_snapshots, np.int64)
+    for lo, hi in rec.chunk_bounds():
+        part = rec.slice(lo, hi)
+        units, shift = part.size_units()
+        out[lo:hi] = sum_per_snapshot(part, units) << shift
+    return out
+
+
+def target_wss(
+    rec: Record, target_index: int, min_access_rate: float = 0.0, exclude_samples: int = 0
+) -> np.ndarray:
+    """:func:`wss_bytes` of one target's snapshots, without its first ``exclude_samples``."""
+    return wss_bytes(rec.for_target(target_index), min_access_rate)[exclude_samples:]
 
 
 @dataclass
@@ -38,43 +61,11 @@ class WssStats:
     nr_snapshots: int
 
 
-def percentiles_of(
-    values: Sequence[int] | npt.NDArray[np.int64],
-    percentiles: Sequence[int] = DEFAULT_PERCENTILES,
-) -> list[tuple[int, int]]:
-    """(p, value) rows using damo's rule: the value at index ``len * p / 100`` of the sorted
-    values (an observed value, never an interpolation)."""
-    ordered = np.sort(np.asarray(values, dtype=np.int64))
-    if not len(ordered):
-        return []
-    out = []
-    for p in percentiles:
-        if not 0 <= p <= 100:
-            raise ValueError(f"percentile {p} is not within 0..100")
-        idx = min(int(len(ordered) * p / 100), len(ordered) - 1)
-        out.append((int(p), int(ordered[idx])))
-    return out
-
-
 def wss_stats(
-    snapshots: Sequence[Snapshot],
+    rec: Record,
     percentiles: Sequence[int] = DEFAULT_PERCENTILES,
-    min_nr_accesses: int = 1,
+    min_access_rate: float = 0.0,
 ) -> WssStats:
-    series = wss_series(snapshots, min_nr_accesses)
+    series = wss_bytes(rec, min_access_rate)
     avg = float(series.mean()) if len(series) else 0.0
     return WssStats(percentiles_of(series, percentiles), avg, len(series))
-
-
-def render_wss(stats: WssStats, *, bar_width: int = 50, title: str | None = None) -> str:
-    """damo-style table: ``# <percentile> <wss>``, the average, one row per percentile with a
-    bar relative to the largest value."""
-    lines = ["# <percentile> <wss>"]
-    if title:
-        lines.append(f"# {title}")
-    lines.append(f"# avg\t{format_bytes(stats.avg)}")
-    top = max((v for _, v in stats.percentiles), default=0)
-    for p, v in stats.percentiles:
-        n = int(round(bar_width * v / top)) if top else 0
-        lines.append(f"{p:3d}\t{format_bytes(v):>14}  |{'*' * n}{' ' * (bar_width - n)}|")
-    return "\n".join(lines)

@@ -12,13 +12,7 @@ from pydamon.core.attrs import (
     IntervalsGoal,
 )
 from pydamon.core.clock import Clock, RealClock, VirtualClock
-from pydamon.core.context import (
-    CallCanceled,
-    Context,
-    SchemesRunner,
-    Target,
-    register_schemes_runner,
-)
+from pydamon.core.context import CallCanceled, Context, Target
 from pydamon.core.errors import FeatureMissing, RealMemoryError, TargetGone
 from pydamon.core.feedback import feed_loop_next_input
 from pydamon.core.operations import (
@@ -34,6 +28,7 @@ from pydamon.core.operations import (
     update_regions_access,
 )
 from pydamon.core.regions import PAGE_SIZE, Region, Regions
+from pydamon.core.schemes import SchemesRunner, register_schemes_runner
 from pydamon.core.snapshot import Snapshot
 
 __all__ = [

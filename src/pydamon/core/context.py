@@ -12,15 +12,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from pydamon.core.attrs import BP, Attrs
+from pydamon.core import tuning
+from pydamon.core.attrs import Attrs
 from pydamon.core.clock import Clock, RealClock
-from pydamon.core.feedback import feed_loop_next_input
 from pydamon.core.regions import PAGE_SIZE, Regions
+from pydamon.core.schemes import SchemesRunner, new_schemes_runner
 from pydamon.core.snapshot import Snapshot
 
 if TYPE_CHECKING:
@@ -30,37 +31,6 @@ if TYPE_CHECKING:
 #: called from a callback, ends the loop at once, as a non-zero return does in the kernel).
 Callback = Callable[["Context"], object]
 CallbackKind = Literal["after_aggregation", "after_wmarks_check", "before_terminate"]
-
-
-class SchemesRunner(Protocol):
-    """What the core needs from DAMOS (implemented by :mod:`pydamon.damos`).
-
-    The core only drives the timing; all scheme policy lives behind this interface.
-    """
-
-    def init(self, ctx: Context) -> None:
-        """At loop start: set each scheme's next apply time, default filter behaviour."""
-
-    def wmark_wait_us(self, ctx: Context) -> int:
-        """Check watermarks; 0 if any scheme is active, else how long to wait (µs)."""
-        ...
-
-    def apply(self, ctx: Context) -> None:
-        """``kdamond_apply_schemes()``: apply every due scheme to every region."""
-
-    def attrs_changed(self, ctx: Context) -> None:
-        """Monitoring attributes changed: recompute the schemes' next apply times."""
-
-
-#: Builds a context's schemes runner; :mod:`pydamon.damos` registers its engine on import, so
-#: the core names no DAMOS type (``register_schemes_runner``).
-_schemes_runner_factory: Callable[[], SchemesRunner] | None = None
-
-
-def register_schemes_runner(factory: Callable[[], SchemesRunner]) -> None:
-    """Make ``factory`` build the runner of contexts given schemes (DAMOS attaches itself)."""
-    global _schemes_runner_factory
-    _schemes_runner_factory = factory
 
 
 @dataclass(eq=False)
@@ -209,9 +179,7 @@ class Context:
         """
         self.schemes = list(schemes)
         if self.schemes and self.schemes_runner is None:
-            if _schemes_runner_factory is None:
-                raise RuntimeError("no schemes runner registered: import pydamon.damos first")
-            self.schemes_runner = _schemes_runner_factory()
+            self.schemes_runner = new_schemes_runner()
         if self.schemes_runner is not None and self._running:
             self.schemes_runner.init(self)
 
@@ -583,34 +551,18 @@ class Context:
             t.regions.split_regions(nr_subs, self.rng, self.min_region_sz)
         self._last_nr_regions_at_split = nr_regions
 
-    # -- monitoring intervals auto-tuning ----------------------------------------------------
+    # -- monitoring intervals auto-tuning (pydamon.core.tuning) ------------------------------
+    def _regions_accesses(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [(t.regions.sizes, t.regions.nr_accesses) for t in self.targets]
+
     def intervals_score_bp(self) -> int:
         """``damon_get_intervals_score()``: observed access events per goal, in bp."""
-        attrs = self._attrs
-        max_events = 0
-        events = 0
-        for t in self.targets:
-            sizes = t.regions.sizes
-            max_events += int(sizes.sum()) * attrs.aggr_samples
-            events += int((sizes * t.regions.nr_accesses).sum())
-        target_events = max_events * attrs.intervals_goal.access_bp // BP
-        return events * BP // (target_events or 1)
+        return tuning.intervals_score_bp(self._attrs, self._regions_accesses())
 
     def intervals_adaptation_bp(self) -> int:
-        adaptation_bp = feed_loop_next_input(100_000_000, self.intervals_score_bp()) // BP
-        # The loop's output ranges 1..20000; shrink no faster than to half per step.
-        if adaptation_bp <= BP:
-            adaptation_bp = 5000 + adaptation_bp // 2
-        return adaptation_bp
+        return tuning.intervals_adaptation_bp(self.intervals_score_bp())
 
     def _tune_intervals(self) -> None:
-        adaptation_bp = self.intervals_adaptation_bp()
-        if adaptation_bp == BP:
-            return
-        attrs = self._attrs
-        goal = attrs.intervals_goal
-        sample = attrs.sample_interval_us * adaptation_bp // BP
-        sample = max(goal.min_sample_us, min(goal.max_sample_us, sample))
-        self._set_attrs(
-            replace(attrs, sample_interval_us=sample, aggr_interval_us=sample * attrs.aggr_samples)
-        )
+        attrs = tuning.tuned_attrs(self._attrs, self._regions_accesses())
+        if attrs is not None:
+            self._set_attrs(attrs)

@@ -7,7 +7,8 @@ context runs them with :class:`SchemesEngine`.
 
 from collections.abc import Sequence
 
-from pydamon.core.context import Context, register_schemes_runner
+from pydamon.core.context import Context
+from pydamon.core.schemes import register_schemes_runner
 from pydamon.damos.engine import SchemesEngine
 from pydamon.damos.fields import SchemeFileError
 from pydamon.damos.metrics import ManualMetrics, MetricsSource, SystemMetrics

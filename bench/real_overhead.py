@@ -8,12 +8,9 @@ the pydamon process are pinned on vCPU 0. It prints pydamon's CPU time per regio
 share of one CPU, kdamond's (utime+stime from /proc/PID/stat) and the ratio pydamon/kernel per
 region-sample.
 
-pydamon's CPU time is its whole process's (utime+stime of every thread, io_uring's io-wq
-workers included: they are threads of the monitoring process), measured around the monitoring
-run in a process of its own per path. Paths (see pydamon.ops._native): ``io_uring`` (batched,
-one bounded io-wq worker on the monitor's CPUs), ``io_uring:wN`` (N workers; ``w0``: the
-kernel's default), ``io_uring:nopin`` (workers on any CPU), ``c`` (one syscall per entry),
-``python``.
+pydamon's CPU time is its whole process's (utime+stime of every thread), measured around the
+monitoring run in a process of its own per path. Paths (see pydamon.ops._native): ``c`` (the
+helper that ``pip install`` compiled; one syscall per entry), ``python``.
 
 Host part (``--host``): what does not need page_idle (region bookkeeping of the core, the
 pagemap and kpageflags reads of the sampling addresses) per region-sample, measured natively, so
@@ -21,7 +18,7 @@ that the emulation's distortion can be judged. The idle-bitmap reads and writes 
 there (the host has no page_idle); the guest part has them.
 
     .venv/bin/python bench/real_overhead.py                 # guest: 256M, 1G, 4G
-    .venv/bin/python bench/real_overhead.py --sizes 256M --paths io_uring,c   # quicker
+    .venv/bin/python bench/real_overhead.py --sizes 256M --paths c   # quicker
     .venv/bin/python bench/real_overhead.py -n              # guest booted without pti
     .venv/bin/python bench/real_overhead.py --host
 """
@@ -52,8 +49,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--max-regions", type=int, default=1000)
     p.add_argument(
         "--paths",
-        default="io_uring,c",
-        help="pydamon access-check paths to measure: io_uring, io_uring:wN, c, python",
+        default="c",
+        help="pydamon access-check paths to measure: c, python",
     )
     p.add_argument(
         "--monitor-cpu",
@@ -73,6 +70,7 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--in-guest", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--one-run", type=int, metavar="PID", help=argparse.SUPPRESS)
+    p.add_argument("--one-path", default="c", help=argparse.SUPPRESS)
     p.add_argument("--no-bitmap", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args()
 
@@ -104,34 +102,19 @@ def attrs(args: argparse.Namespace):
     )
 
 
-def path_env(path: str) -> dict[str, str]:
-    """Environment that makes pydamon use access-check ``path``."""
-    env = dict(os.environ)
-    name, *options = path.split(":")
-    env["PYDAMON_NATIVE"] = "0" if name == "python" else "1"
-    env["PYDAMON_IO_URING"] = "1" if name == "io_uring" else "0"
-    env["PYDAMON_IO_URING_WORKERS"] = "1"
-    env["PYDAMON_IO_URING_PIN"] = "1"
-    for option in options:
-        if option.startswith("w"):
-            env["PYDAMON_IO_URING_WORKERS"] = option[1:]
-        elif option == "nopin":
-            env["PYDAMON_IO_URING_PIN"] = "0"
-    return env
-
-
 def run_pydamon_in_process(args: argparse.Namespace, pid: int, path: str) -> dict:
     """run_pydamon in a process of its own (pinned on CPU 0), so that its CPU time is whole."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--one-run", str(pid), *sys.argv[1:]]
+    cmd = [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]]
+    cmd += ["--one-run", str(pid), "--one-path", path]
     if args.host:
         cmd.append("--no-bitmap")
     if os.path.exists("/usr/bin/taskset"):
         cmd = ["taskset", "-c", args.monitor_cpu, *cmd]
-    out = subprocess.run(cmd, env=path_env(path), capture_output=True, text=True, check=False)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode:
         sys.exit(f"real_overhead.py: the pydamon run failed: {out.stderr.strip()[-2000:]}")
     m = json.loads(out.stdout.strip().splitlines()[-1])
-    if m["path"] != path.split(":")[0]:
+    if m["path"] != path:
         print(f"note: asked for {path}, got {m['path']} ({m['why']})", file=sys.stderr)
     m["path"] = path
     return m
@@ -140,8 +123,11 @@ def run_pydamon_in_process(args: argparse.Namespace, pid: int, path: str) -> dic
 def run_pydamon(args: argparse.Namespace, pid: int, phys_factory=None) -> dict:
     from pydamon.core import Context, Target
     from pydamon.ops import _native, vaddr
+    from pydamon.ops.probe import access_check_path
 
-    ops = vaddr.VaddrOperations()
+    if args.one_path not in ("c", "python"):
+        sys.exit(f"real_overhead.py: unknown access-check path {args.one_path!r}: c or python")
+    ops = vaddr.VaddrOperations(native=args.one_path == "c")
     ctx = Context(ops, [Target(pid=pid)], attrs(args), seed=1)
     # Steady state only, as for kdamond (measured once it runs): CPU time and region-samples
     # from the end of the first aggregation on. Before it come one-time costs (imports, the
@@ -184,15 +170,14 @@ def run_pydamon(args: argparse.Namespace, pid: int, phys_factory=None) -> dict:
     if phys_factory is not None:
         vaddr.require = lambda name: None  # host part: page_idle is left out on purpose
         vaddr._proc.PhysPages = phys_factory
-    # the whole process: every thread, io_uring's io-wq workers included
+    # the whole process: every thread
     ctx.run(duration_us=int(args.seconds * 1e6))
     end = os.times()
     if not measured["aggregations"]:
         sys.exit("real_overhead.py: pydamon made fewer than two aggregations; use --seconds")
     return {
-        "path": _native.path(),
-        "why": _native.io_uring_error() or "",
-        "workers": os.environ.get("PYDAMON_IO_URING_WORKERS", "1"),
+        "path": access_check_path().name if ops.native else "python",
+        "why": access_check_path().why,
         "cpu_s": (end.user + end.system) - start["cpu_s"],
         "loop_thread_cpu_s": measured["loop_s"],
         "checks_cpu_s": checks[0],
@@ -378,7 +363,7 @@ def no_bitmap_phys():
         def idle(self, pfns) -> list[bool]:
             return [True] * len(pfns)
 
-    # the C paths: the batched/per-entry pagemap and kpageflags reads as usual, no bitmap I/O
+    # the C path: the pagemap and kpageflags reads as usual, no bitmap I/O
     lib = _native.load()
     if lib is not None:
 
@@ -387,12 +372,12 @@ def no_bitmap_phys():
                 return getattr(lib, name)
 
             @staticmethod
-            def pydamon_check(ring, fd, pfns, n, accessed) -> int:
+            def pydamon_check(fd, pfns, n, accessed) -> int:
                 ctypes.memset(accessed, 0, n)
                 return 0
 
             @staticmethod
-            def pydamon_check_update(ring, fd, pfns, n, accessed, nr, bp, last, window, max_nr):
+            def pydamon_check_update(fd, pfns, n, accessed, nr, bp, last, window, max_nr):
                 ctypes.memset(accessed, 0, n)
                 top = lib.pydamon_update_rate(n, accessed, nr, bp, last, window)
                 ctypes.c_int64.from_address(max_nr).value = top

@@ -38,6 +38,7 @@ def main() -> int:
     from pydamon.core import Attrs, Context, Target
     from pydamon.core import context as core_context
     from pydamon.ops import _native, vaddr
+    from pydamon.ops.probe import access_check_path
 
     cmd = [sys.executable, "-m", "pydamon.workload", "hotcold", "--size", args.size]
     cmd += ["--tick-ms", "50"]
@@ -103,7 +104,7 @@ def main() -> int:
         sys.exit("sample_parts.py: no sample after the first aggregation; use --seconds")
     print(
         f"{args.size}, sample {args.sample_ms:g} ms, aggr {args.aggr_ms:g} ms, {samples} samples, "
-        f"{ctx.nr_regions} regions at the end, path {_native.path()}"
+        f"{ctx.nr_regions} regions at the end, path {access_check_path().name}"
     )
     print(f"{'part':>28} {'CPU ms/sample':>14} {'calls':>6}")
     for label, seconds in sorted(cpu_s.items(), key=lambda kv: -kv[1]):

@@ -16,7 +16,7 @@ from pydamon.core.regions import Regions
 from pydamon.ops import _native, _proc
 
 pytestmark = pytest.mark.skipif(
-    _native.load() is None, reason="no C compiler: only the Python path exists here"
+    _native.load() is None, reason=f"only the Python path here: {_native.status().why}"
 )
 
 NR_PFNS = 8192
@@ -33,7 +33,6 @@ def _phys(tmp_path: Path) -> _proc.PhysPages:
     phys = _proc.PhysPages.__new__(_proc.PhysPages)
     phys.kpageflags_fd = os.open(tmp_path / "kpf", os.O_RDONLY)
     phys.bitmap_fd = os.open(tmp_path / "bitmap", os.O_RDWR)
-    phys.ring, phys.ring_tried = None, True
     return phys
 
 

@@ -13,14 +13,23 @@ from dataclasses import asdict
 from functools import cache
 
 from pydamon.core.errors import FeatureMissing, RealMemoryError, TargetGone
-from pydamon.ops.probe import NEEDS, Feature, page_features, require
+from pydamon.ops.probe import (
+    NEEDS,
+    AccessCheckPath,
+    Feature,
+    access_check_path,
+    page_features,
+    require,
+)
 
 __all__ = [
     "NEEDS",
+    "AccessCheckPath",
     "Feature",
     "FeatureMissing",
     "RealMemoryError",
     "TargetGone",
+    "access_check_path",
     "as_dict",
     "detect",
     "require",
@@ -78,6 +87,13 @@ def _check_damon_sysfs() -> Feature:
     )
 
 
+def _check_c_helper() -> Feature:
+    path = access_check_path()
+    if path.name == "c":
+        return Feature("c_helper", True, f"access checks in C: {path.why}")
+    return Feature("c_helper", False, f"access checks in pure Python: {path.why}", path.fix)
+
+
 def _check_root() -> Feature:
     if os.geteuid() == 0:
         return Feature("root", True, "running as root")
@@ -90,6 +106,7 @@ def detect() -> dict[str, Feature]:
     checks = [
         _check_root(),
         *page_features().values(),
+        _check_c_helper(),
         _check_swap(),
         _check_thp(),
         _check_psi(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 
 from pydamon import features
 from pydamon.cli.main import EXIT_UNSUPPORTED
@@ -15,8 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="show what the running kernel offers real-memory monitoring",
         description=(
             "Detect page_idle, pagemap PFNs, process_madvise, MADV_PAGEOUT/COLLAPSE, swap, THP, "
-            "PSI, cgroup v2 and kernel DAMON sysfs (read-only). Exit 3 if vaddr/paddr "
-            "monitoring is not possible here."
+            "PSI, cgroup v2 and kernel DAMON sysfs (read-only), and whether the access checks "
+            "run in the C helper built at install time or in pure Python. Exit 3 if "
+            "vaddr/paddr monitoring is not possible here."
         ),
     )
     p.add_argument("--json", action="store_true", help="print the features as JSON")
@@ -35,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         out = {
             "features": features.as_dict(),
+            "access_check": asdict(features.access_check_path()),
             "ops": {name: {"usable": not why, "reason": why} for name, why in usable.items()},
         }
         print(json.dumps(out, indent=2))

@@ -1,31 +1,17 @@
 /* pydamon's per-sample access-check loop in C (optional; pure-Python fallback in _native.py).
  *
  * The same steps as the Python path of pydamon.ops.vaddr/paddr: pagemap -> PFN, kpageflags ->
- * THP head / LRU check, idle bitmap write at prepare time; idle bitmap read at check time.
+ * THP head / LRU check, idle bitmap write at prepare time; idle bitmap read at check time; one
+ * pread/pwrite per 8-byte entry.
  *
- * Two I/O back ends behind one batch primitive (batch_io), so both give the same results:
- * - a ring (io_uring, raw syscalls, no liburing): every phase of a sample is one submission and
- *   one wait, i.e. O(1) user/kernel transitions per sample instead of O(regions);
- * - none (ring == NULL): one pread/pwrite per 8-byte entry.
- * procfs and sysfs files lack FMODE_NOWAIT, so io_uring runs these operations in its io-wq
- * worker threads (threads of this process; their CPU time is this process's).
+ * Built by `pip install` as the extension module pydamon.ops._fastpath (setup.py; optional: a
+ * failed compile installs the pure-Python path) and called through ctypes, never compiled at run
+ * time. No Python.h: a host with a compiler but no Python headers builds it too.
  */
-#define _GNU_SOURCE
-#include <errno.h>
-#include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/syscall.h>
 #include <unistd.h>
-
-#if defined(__has_include)
-#if __has_include(<linux/io_uring.h>)
-#include <linux/io_uring.h>
-#define HAVE_IO_URING 1
-#endif
-#endif
 
 #define PM_PRESENT (1ULL << 63)
 #define PM_PFN_MASK ((1ULL << 55) - 1)
@@ -35,50 +21,22 @@
 /* Folios are naturally aligned: the head of an order-k folio is pfn & ~(2^k - 1). */
 #define MAX_FOLIO_ORDER 9
 
-struct ring;
-static int ring_broken(struct ring *r);
-static void ring_batch(struct ring *r, int fd, int write, int64_t n, const uint64_t *index,
-		       uint64_t *vals, int32_t *res);
-
-/* Errors that say "this path could not do it", not "the entry cannot be read": redo them
- * synchronously so that the ring never changes a result. */
-static int transient(int32_t res)
-{
-	return res == -EAGAIN || res == -EINTR || res == -ECANCELED || res == -EOPNOTSUPP ||
-	       res == -ENOSYS;
-}
-
 /* For i < n: read (write == 0) or write the 8-byte entry index[i] of fd from/to vals[i].
  * A read that fails or comes up short leaves 0 in vals[i]. Returns the number of entries
  * transferred in full. */
-static int64_t batch_io(struct ring *r, int fd, int write, int64_t n, const uint64_t *index,
-			uint64_t *vals)
+static int64_t batch_io(int fd, int write, int64_t n, const uint64_t *index, uint64_t *vals)
 {
-	int32_t *res = NULL;
 	int64_t i, ok = 0;
 
-	if (n <= 0)
-		return 0;
-	if (r)
-		res = malloc((size_t)n * sizeof(*res));
-	if (res)
-		ring_batch(r, fd, write, n, index, vals, res);
 	for (i = 0; i < n; i++) {
-		int32_t got;
+		ssize_t got = write ? pwrite(fd, &vals[i], 8, (off_t)(index[i] * 8))
+				    : pread(fd, &vals[i], 8, (off_t)(index[i] * 8));
 
-		if (res && !transient(res[i])) {
-			got = res[i];
-		} else if (write) {
-			got = (int32_t)pwrite(fd, &vals[i], 8, (off_t)(index[i] * 8));
-		} else {
-			got = (int32_t)pread(fd, &vals[i], 8, (off_t)(index[i] * 8));
-		}
 		if (got == 8)
 			ok++;
 		else if (!write)
 			vals[i] = 0;
 	}
-	free(res);
 	return ok;
 }
 
@@ -124,10 +82,9 @@ static int64_t find_word(const uint64_t *words, int64_t k, uint64_t w)
 /* addrs: virtual addresses (pagemap_fd >= 0) or physical addresses (pagemap_fd < 0).
  * pfns[i]: the PFN whose idle bit tracks addrs[i]'s page, or -1 if page_idle cannot track it
  * (not present, PFN hidden, off the LRU lists). Sets the idle bits of those PFNs, one write
- * per 64-page bitmap word; returns the number of words written, -1 if out of memory, -2 if
- * the ring failed (the results are complete all the same: redone synchronously). */
-int64_t pydamon_prepare(struct ring *r, int pagemap_fd, int kpf_fd, int bitmap_fd,
-			const int64_t *addrs, int64_t n, int64_t *pfns)
+ * per 64-page bitmap word; returns the number of words written, -1 if out of memory. */
+int64_t pydamon_prepare(int pagemap_fd, int kpf_fd, int bitmap_fd, const int64_t *addrs, int64_t n,
+			int64_t *pfns)
 {
 	uint64_t *index = malloc((size_t)(n > 0 ? n : 1) * sizeof(*index));
 	uint64_t *vals = malloc((size_t)(n > 0 ? n : 1) * sizeof(*vals));
@@ -140,7 +97,7 @@ int64_t pydamon_prepare(struct ring *r, int pagemap_fd, int kpf_fd, int bitmap_f
 	if (pagemap_fd >= 0) {
 		for (i = 0; i < n; i++)
 			index[i] = (uint64_t)addrs[i] >> 12;
-		batch_io(r, pagemap_fd, 0, n, index, vals);
+		batch_io(pagemap_fd, 0, n, index, vals);
 		for (i = 0; i < n; i++)
 			pfns[i] = (vals[i] & PM_PRESENT) ? (int64_t)(vals[i] & PM_PFN_MASK) : -1;
 	} else {
@@ -156,7 +113,7 @@ int64_t pydamon_prepare(struct ring *r, int pagemap_fd, int kpf_fd, int bitmap_f
 			pfns[i] = -1;
 		}
 	}
-	batch_io(r, kpf_fd, 0, m, index, vals);
+	batch_io(kpf_fd, 0, m, index, vals);
 	nr_tails = 0;
 	for (k = 0; k < m; k++) {
 		if (vals[k] >> KPF_COMPOUND_TAIL & 1) {
@@ -186,7 +143,7 @@ int64_t pydamon_prepare(struct ring *r, int pagemap_fd, int kpf_fd, int bitmap_f
 			for (j = 0; j < MAX_FOLIO_ORDER; j++)
 				cand[k * MAX_FOLIO_ORDER + j] = pfn & ~((2ULL << j) - 1);
 		}
-		batch_io(r, kpf_fd, 0, nr_tails * MAX_FOLIO_ORDER, cand, cflags);
+		batch_io(kpf_fd, 0, nr_tails * MAX_FOLIO_ORDER, cand, cflags);
 		for (k = 0; k < nr_tails; k++) {
 			int64_t pfn = -2 - pfns[slot[k]];
 			int j;
@@ -212,19 +169,17 @@ mark:
 	for (i = 0; i < n; i++)
 		if (pfns[i] >= 0)
 			vals[find_word(index, k, (uint64_t)pfns[i] >> 6)] |= 1ULL << (pfns[i] & 63);
-	marked = batch_io(r, bitmap_fd, 1, k, index, vals);
+	marked = batch_io(bitmap_fd, 1, k, index, vals);
 out:
 	free(index);
 	free(vals);
 	free(slot);
-	return ring_broken(r) ? -2 : marked;
+	return marked;
 }
 
 /* accessed[i] = 1 if pfns[i]'s page is no longer idle; untrackable (-1) pages: 0.
- * One bitmap read per distinct 64-page word. Returns 0, -1 if out of memory, -2 if the ring
- * failed (the results are complete all the same). */
-int pydamon_check(struct ring *r, int bitmap_fd, const int64_t *pfns, int64_t n,
-		  uint8_t *accessed)
+ * One bitmap read per distinct 64-page word. Returns 0, -1 if out of memory. */
+int pydamon_check(int bitmap_fd, const int64_t *pfns, int64_t n, uint8_t *accessed)
 {
 	uint64_t *words = malloc((size_t)(n > 0 ? n : 1) * sizeof(*words));
 	uint64_t *vals = malloc((size_t)(n > 0 ? n : 1) * sizeof(*vals));
@@ -236,7 +191,7 @@ int pydamon_check(struct ring *r, int bitmap_fd, const int64_t *pfns, int64_t n,
 		return -1;
 	}
 	k = distinct_words(pfns, n, words);
-	batch_io(r, bitmap_fd, 0, k, words, vals);
+	batch_io(bitmap_fd, 0, k, words, vals);
 	for (i = 0; i < n; i++) {
 		uint64_t word;
 
@@ -249,7 +204,7 @@ int pydamon_check(struct ring *r, int bitmap_fd, const int64_t *pfns, int64_t n,
 	}
 	free(words);
 	free(vals);
-	return ring_broken(r) ? -2 : 0;
+	return 0;
 }
 
 /* -- one sample of a target, whole (the default path of vaddr) ----------------------------- */
@@ -269,7 +224,7 @@ static uint64_t next_rand(uint64_t *state)
  * in each [start, end) (damon_rand(); written to sampling_addr), then pydamon_prepare() on
  * them. Python's per-sample work shrinks to one call: under emulation every interpreted
  * operation costs tens of microseconds. */
-int64_t pydamon_pick_prepare(struct ring *r, int pagemap_fd, int kpf_fd, int bitmap_fd,
+int64_t pydamon_pick_prepare(int pagemap_fd, int kpf_fd, int bitmap_fd,
 			     const int64_t *start, const int64_t *end, int64_t n,
 			     uint64_t *rng_state, int64_t *sampling_addr, int64_t *pfns)
 {
@@ -281,7 +236,7 @@ int64_t pydamon_pick_prepare(struct ring *r, int pagemap_fd, int kpf_fd, int bit
 		sampling_addr[i] = start[i] +
 				   (int64_t)(((unsigned __int128)next_rand(rng_state) * size) >> 64);
 	}
-	return pydamon_prepare(r, pagemap_fd, kpf_fd, bitmap_fd, sampling_addr, n, pfns);
+	return pydamon_prepare(pagemap_fd, kpf_fd, bitmap_fd, sampling_addr, n, pfns);
 }
 
 /* damon_update_region_access_rate() for n regions (Regions.update_access_rate in Python):
@@ -310,12 +265,12 @@ int64_t pydamon_update_rate(int64_t n, const uint8_t *accessed, int64_t *nr_acce
 /* damon_va_check_accesses() for n regions at once: pydamon_check() on the PFNs prepared, then
  * pydamon_update_rate(). *max_nr_accesses: the highest nr_accesses. Returns as
  * pydamon_check(). */
-int pydamon_check_update(struct ring *r, int bitmap_fd, const int64_t *pfns, int64_t n,
+int pydamon_check_update(int bitmap_fd, const int64_t *pfns, int64_t n,
 			 uint8_t *accessed, int64_t *nr_accesses, int64_t *nr_accesses_bp,
 			 const int64_t *last_nr_accesses, int64_t len_window,
 			 int64_t *max_nr_accesses)
 {
-	int ret = pydamon_check(r, bitmap_fd, pfns, n, accessed);
+	int ret = pydamon_check(bitmap_fd, pfns, n, accessed);
 
 	if (ret == -1)
 		return ret;
@@ -324,226 +279,12 @@ int pydamon_check_update(struct ring *r, int bitmap_fd, const int64_t *pfns, int
 	return ret;
 }
 
-/* -- io_uring ------------------------------------------------------------------------------ */
+/* The entry point of an extension module, so that setuptools builds and installs this file as
+ * pydamon.ops._fastpath. It is never imported (ctypes loads it; the import would fail with
+ * SystemError: NULL without an exception), only found by its module name. */
+void *PyInit__fastpath(void);
 
-#ifdef HAVE_IO_URING
-
-#ifndef SYS_io_uring_setup
-#define SYS_io_uring_setup 425
-#endif
-#ifndef SYS_io_uring_enter
-#define SYS_io_uring_enter 426
-#endif
-#ifndef SYS_io_uring_register
-#define SYS_io_uring_register 427
-#endif
-
-struct ring {
-	int fd;
-	unsigned entries;
-	unsigned *sq_tail, *sq_mask, *sq_array;
-	unsigned *cq_head, *cq_tail, *cq_mask;
-	struct io_uring_sqe *sqes;
-	struct io_uring_cqe *cqes;
-	void *sq_map, *cq_map;
-	size_t sq_map_sz, cq_map_sz, sqes_sz;
-	/* set when the ring failed mid-use: batch_io then does everything synchronously */
-	int broken;
-};
-
-/* A ring of `entries` slots; max_workers > 0 bounds io-wq to that many workers (the
- * operations here are "bounded" work: regular files); pin_workers keeps them on this thread's
- * allowed CPUs. NULL and *err = errno on failure. */
-struct ring *pydamon_ring_open(unsigned entries, int max_workers, int pin_workers, int *err)
+void *PyInit__fastpath(void)
 {
-	struct io_uring_params p;
-	struct ring *r = calloc(1, sizeof(*r));
-	int fd;
-
-	if (!r) {
-		*err = ENOMEM;
-		return NULL;
-	}
-	memset(&p, 0, sizeof(p));
-#ifdef IORING_SETUP_SUBMIT_ALL
-	p.flags = IORING_SETUP_SUBMIT_ALL;
-#endif
-	fd = (int)syscall(SYS_io_uring_setup, entries, &p);
-	if (fd < 0 && errno == EINVAL && p.flags) { /* a kernel before 5.18 */
-		memset(&p, 0, sizeof(p));
-		fd = (int)syscall(SYS_io_uring_setup, entries, &p);
-	}
-	if (fd < 0) {
-		*err = errno;
-		free(r);
-		return NULL;
-	}
-	r->fd = fd;
-	r->entries = p.sq_entries;
-	r->sq_map_sz = p.sq_off.array + p.sq_entries * sizeof(unsigned);
-	r->cq_map_sz = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
-	if ((p.features & IORING_FEAT_SINGLE_MMAP) && r->cq_map_sz > r->sq_map_sz)
-		r->sq_map_sz = r->cq_map_sz;
-	r->sq_map = mmap(NULL, r->sq_map_sz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd,
-			 IORING_OFF_SQ_RING);
-	if (r->sq_map == MAP_FAILED)
-		goto fail;
-	if (p.features & IORING_FEAT_SINGLE_MMAP) {
-		r->cq_map = r->sq_map;
-	} else {
-		r->cq_map = mmap(NULL, r->cq_map_sz, PROT_READ | PROT_WRITE,
-				 MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_CQ_RING);
-		if (r->cq_map == MAP_FAILED) {
-			r->cq_map = NULL;
-			goto fail;
-		}
-	}
-	r->sqes_sz = p.sq_entries * sizeof(struct io_uring_sqe);
-	r->sqes = mmap(NULL, r->sqes_sz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd,
-		       IORING_OFF_SQES);
-	if (r->sqes == MAP_FAILED) {
-		r->sqes = NULL;
-		goto fail;
-	}
-	r->sq_tail = (unsigned *)((char *)r->sq_map + p.sq_off.tail);
-	r->sq_mask = (unsigned *)((char *)r->sq_map + p.sq_off.ring_mask);
-	r->sq_array = (unsigned *)((char *)r->sq_map + p.sq_off.array);
-	r->cq_head = (unsigned *)((char *)r->cq_map + p.cq_off.head);
-	r->cq_tail = (unsigned *)((char *)r->cq_map + p.cq_off.tail);
-	r->cq_mask = (unsigned *)((char *)r->cq_map + p.cq_off.ring_mask);
-	r->cqes = (struct io_uring_cqe *)((char *)r->cq_map + p.cq_off.cqes);
-	if (max_workers > 0) {
-		unsigned limits[2] = {(unsigned)max_workers, (unsigned)max_workers};
-
-		/* best effort: without it the kernel picks the number of workers */
-		syscall(SYS_io_uring_register, fd, IORING_REGISTER_IOWQ_MAX_WORKERS, limits, 2);
-	}
-	if (pin_workers) {
-		cpu_set_t cpus;
-
-		/* io-wq workers on the CPUs this thread may run on (a pinned monitor keeps its
-		 * batches on its own CPU: no cross-CPU wake-ups); best effort */
-		if (sched_getaffinity(0, sizeof(cpus), &cpus) == 0)
-			syscall(SYS_io_uring_register, fd, IORING_REGISTER_IOWQ_AFF, &cpus,
-				sizeof(cpus));
-	}
-	return r;
-fail:
-	*err = errno;
-	if (r->sq_map && r->sq_map != MAP_FAILED)
-		munmap(r->sq_map, r->sq_map_sz);
-	if (r->cq_map && r->cq_map != r->sq_map)
-		munmap(r->cq_map, r->cq_map_sz);
-	close(fd);
-	free(r);
 	return NULL;
 }
-
-void pydamon_ring_close(struct ring *r)
-{
-	if (!r)
-		return;
-	munmap(r->sqes, r->sqes_sz);
-	if (r->cq_map != r->sq_map)
-		munmap(r->cq_map, r->cq_map_sz);
-	munmap(r->sq_map, r->sq_map_sz);
-	close(r->fd);
-	free(r);
-}
-
-static int ring_broken(struct ring *r)
-{
-	return r && r->broken;
-}
-
-/* res[i]: the result of entry i's read/write (-ECANCELED: not done, do it synchronously). */
-static void ring_batch(struct ring *r, int fd, int write, int64_t n, const uint64_t *index,
-		       uint64_t *vals, int32_t *res)
-{
-	int64_t done = 0, i;
-
-	for (i = 0; i < n; i++)
-		res[i] = -ECANCELED;
-	while (done < n && !r->broken) {
-		unsigned chunk = (unsigned)(n - done < r->entries ? n - done : r->entries);
-		unsigned tail = *r->sq_tail, mask = *r->sq_mask, k, reaped = 0, to_submit = chunk;
-		int retries = 0;
-
-		for (k = 0; k < chunk; k++) {
-			unsigned idx = (tail + k) & mask;
-			struct io_uring_sqe *sqe = &r->sqes[idx];
-
-			memset(sqe, 0, sizeof(*sqe));
-			sqe->opcode = write ? IORING_OP_WRITE : IORING_OP_READ;
-			/* no inline attempt: these files cannot do non-blocking I/O anyway */
-			sqe->flags = IOSQE_ASYNC;
-			sqe->fd = fd;
-			sqe->off = index[done + k] * 8;
-			sqe->addr = (uint64_t)(uintptr_t)&vals[done + k];
-			sqe->len = 8;
-			sqe->user_data = (uint64_t)(done + k);
-			r->sq_array[idx] = idx;
-		}
-		__atomic_store_n(r->sq_tail, tail + chunk, __ATOMIC_RELEASE);
-		while (reaped < chunk) {
-			unsigned head, ctail;
-			long got = syscall(SYS_io_uring_enter, r->fd, to_submit, chunk - reaped,
-					   IORING_ENTER_GETEVENTS, NULL, 0);
-
-			if (got < 0) {
-				if ((errno == EINTR || errno == EAGAIN || errno == EBUSY) &&
-				    ++retries < 1000)
-					continue;
-				/* unusable from now on; what was not reaped is redone synchronously */
-				r->broken = 1;
-				return;
-			}
-			to_submit -= (unsigned)got < to_submit ? (unsigned)got : to_submit;
-			head = *r->cq_head;
-			ctail = __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE);
-			for (; head != ctail; head++) {
-				struct io_uring_cqe *cqe = &r->cqes[head & *r->cq_mask];
-
-				if (cqe->user_data < (uint64_t)n)
-					res[cqe->user_data] = cqe->res;
-				reaped++;
-			}
-			__atomic_store_n(r->cq_head, head, __ATOMIC_RELEASE);
-		}
-		done += chunk;
-	}
-}
-
-#else /* no <linux/io_uring.h>: the synchronous path only */
-
-struct ring *pydamon_ring_open(unsigned entries, int max_workers, int pin_workers, int *err)
-{
-	(void)entries;
-	(void)max_workers;
-	(void)pin_workers;
-	*err = ENOSYS;
-	return NULL;
-}
-
-void pydamon_ring_close(struct ring *r)
-{
-	(void)r;
-}
-
-static int ring_broken(struct ring *r)
-{
-	(void)r;
-	return 0;
-}
-
-static void ring_batch(struct ring *r, int fd, int write, int64_t n, const uint64_t *index,
-		       uint64_t *vals, int32_t *res)
-{
-	int64_t i;
-
-	(void)r, (void)fd, (void)write, (void)index, (void)vals;
-	for (i = 0; i < n; i++)
-		res[i] = -ENOSYS;
-}
-
-#endif

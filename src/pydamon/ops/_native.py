@@ -1,34 +1,25 @@
-"""The per-sample access-check loop: a small C helper when a C compiler is around, else Python.
+"""The per-sample access-check loop: a C helper built at install time, else pure Python.
 
-``_fastpath.c`` is compiled on first use with ``cc`` into a cache directory
-(``$PYDAMON_NATIVE_DIR``, else ``$XDG_CACHE_HOME/pydamon`` or ``~/.cache/pydamon``) and loaded
-with ctypes. Three paths, picked once per process (:func:`path`), all giving the same results
-(the host tests compare them):
+``_fastpath.c`` is compiled by ``pip install`` into the extension module
+``pydamon.ops._fastpath`` (setup.py; optional, so an install without a compiler still succeeds)
+and loaded with ctypes from the installed package only: the file that the import system finds
+for that module name in this package, never a cache or a path from the environment. Nothing is
+compiled at run time. When running as root, a helper file that is group- or world-writable or
+not owned by root is refused (someone else could put code in it that would run as root).
 
-- ``c`` (the default): the C helper with one ``pread``/``pwrite`` per entry;
-- ``io_uring`` (``PYDAMON_IO_URING=1``): the C helper batches each phase of a sample (pagemap
-  reads, kpageflags reads, idle-bitmap writes; bitmap reads at check time) into one io_uring
-  submission, so a sample costs O(1) user/kernel transitions instead of O(regions). procfs and
-  sysfs files cannot do non-blocking I/O, so io_uring runs every operation in an io-wq worker
-  thread; that hand-off did not pay for itself in the measurements (docs/real-memory.md), hence
-  opt-in. Its workers: ``$PYDAMON_IO_URING_WORKERS`` (default 1: the batch runs in order on one
-  worker; 0: the kernel's default), on the monitor thread's allowed CPUs unless
-  ``PYDAMON_IO_URING_PIN=0``. Where io_uring is unavailable (ENOSYS; EPERM from
-  ``kernel.io_uring_disabled`` or seccomp) the ``c`` path is used;
-- ``python``: no compiler, or ``PYDAMON_NATIVE=0``.
+Two paths, picked once per process (:func:`status`), giving the same results (the host tests
+compare them): ``c``, the helper with one ``pread``/``pwrite`` per entry, and ``python``.
 """
 
 from __future__ import annotations
 
 import ctypes
-import errno
-import hashlib
+import importlib.machinery
+import importlib.util
 import os
-import shutil
-import subprocess
-import tempfile
+import stat
+from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -36,162 +27,122 @@ import numpy.typing as npt
 from pydamon.core.regions import Regions
 from pydamon.ops import _proc
 
-SOURCE = Path(__file__).with_name("_fastpath.c")
-#: Submission-queue slots of a ring (bigger batches go in several submissions).
-RING_ENTRIES = 1024
+#: The extension module that setup.py builds from ``_fastpath.c``.
+HELPER_MODULE = "pydamon.ops._fastpath"
 
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
 
-def _cache_dir() -> Path:
-    override = os.environ.get("PYDAMON_NATIVE_DIR")
-    if override:
-        return Path(override)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "pydamon"
+@dataclass(frozen=True)
+class AccessCheckPath:
+    """Which access-check path this process uses, and why."""
+
+    #: ``c`` (the compiled helper) or ``python``
+    name: str
+    #: the helper's file, found in the installed package ("" if there is none)
+    helper_file: str
+    #: why this path: where the helper was loaded from, or why it was not
+    why: str
+    #: what would give the C path ("" when it runs or nothing can be done)
+    fix: str = ""
 
 
-@cache
-def load() -> ctypes.CDLL | None:
-    """The compiled helper, or None (no compiler, build failed, or PYDAMON_NATIVE=0)."""
-    if os.environ.get("PYDAMON_NATIVE", "1") == "0" or not SOURCE.exists():
-        return None
-    source = SOURCE.read_bytes()
-    digest = hashlib.sha256(source).hexdigest()[:16]
-    lib_path = _cache_dir() / f"fastpath-{digest}.so"
-    if not lib_path.exists():
-        cc = shutil.which(os.environ.get("CC", "cc"))
-        if cc is None:
-            return None
-        try:
-            lib_path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=lib_path.parent) as tmp:
-                out = Path(tmp) / lib_path.name
-                subprocess.run(
-                    [cc, "-O2", "-shared", "-fPIC", "-o", str(out), str(SOURCE)],
-                    check=True,
-                    capture_output=True,
-                    timeout=120,
-                )
-                os.replace(out, lib_path)
-        except (OSError, subprocess.SubprocessError):
-            return None
+def _helper_file() -> str | None:
+    """The helper's file in this package (found as the import system would), or None."""
     try:
-        lib = ctypes.CDLL(str(lib_path))
-    except OSError:
+        spec = importlib.util.find_spec(HELPER_MODULE)
+    except (ImportError, ValueError):
         return None
+    if spec is None or spec.origin is None:
+        return None
+    if not isinstance(spec.loader, importlib.machinery.ExtensionFileLoader):
+        return None
+    return spec.origin
+
+
+def _refusal(st: os.stat_result) -> str:
+    """Why a helper file with these stats must not be loaded by this process ("" if none).
+
+    Only root is at risk: anyone who can write the file could run code as root through it.
+    """
+    if os.geteuid() != 0:
+        return ""
+    if st.st_uid not in (0, os.geteuid()):
+        return f"owned by uid {st.st_uid}, not root, while running as root"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"group/world-writable (mode {stat.S_IMODE(st.st_mode):04o}) while running as root"
+    return ""
+
+
+def _bind(lib: ctypes.CDLL) -> None:
     # Plain addresses (c_void_p) rather than typed pointers: building ctypes pointer objects
     # costs more than the call itself under emulation.
     ptr = ctypes.c_void_p
     c_int, c_int64 = ctypes.c_int, ctypes.c_int64
-    lib.pydamon_prepare.argtypes = (ptr, c_int, c_int, c_int, ptr, c_int64, ptr)
+    lib.pydamon_prepare.argtypes = (c_int, c_int, c_int, ptr, c_int64, ptr)
     lib.pydamon_prepare.restype = c_int64
-    lib.pydamon_check.argtypes = (ptr, c_int, ptr, c_int64, ptr)
+    lib.pydamon_check.argtypes = (c_int, ptr, c_int64, ptr)
     lib.pydamon_check.restype = c_int
-    lib.pydamon_pick_prepare.argtypes = (ptr, c_int, c_int, c_int, ptr, ptr, c_int64, ptr, ptr, ptr)
+    lib.pydamon_pick_prepare.argtypes = (c_int, c_int, c_int, ptr, ptr, c_int64, ptr, ptr, ptr)
     lib.pydamon_pick_prepare.restype = c_int64
     lib.pydamon_update_rate.argtypes = (c_int64, ptr, ptr, ptr, ptr, c_int64)
     lib.pydamon_update_rate.restype = c_int64
-    lib.pydamon_check_update.argtypes = (ptr, c_int, ptr, c_int64, ptr, ptr, ptr, ptr, c_int64, ptr)
+    lib.pydamon_check_update.argtypes = (c_int, ptr, c_int64, ptr, ptr, ptr, ptr, c_int64, ptr)
     lib.pydamon_check_update.restype = c_int
-    lib.pydamon_ring_open.argtypes = (ctypes.c_uint, c_int, c_int, ptr)
-    lib.pydamon_ring_open.restype = ptr
-    lib.pydamon_ring_close.argtypes = (ptr,)
-    lib.pydamon_ring_close.restype = None
-    return lib
-
-
-class Ring:
-    """An io_uring instance of the C helper (one per :class:`_proc.PhysPages`)."""
-
-    def __init__(self, lib: ctypes.CDLL, handle: int) -> None:
-        self.lib = lib
-        self.handle: int | None = handle
-
-    #: set when a batch failed mid-use (results were redone synchronously): not used again
-    broken = False
-
-    def close(self) -> None:
-        if self.handle is not None:
-            self.lib.pydamon_ring_close(self.handle)
-            self.handle = None
-
-
-#: why the io_uring path is not used in this process (None: used, or not tried yet)
-_ring_error: str | None = None
-
-
-def _workers() -> int:
-    try:
-        return max(int(os.environ.get("PYDAMON_IO_URING_WORKERS", "1")), 0)
-    except ValueError:
-        return 1
-
-
-def io_uring_wanted() -> bool:
-    """Whether the io_uring path is asked for (``PYDAMON_IO_URING=1``)."""
-    return os.environ.get("PYDAMON_IO_URING", "0") == "1"
-
-
-def open_ring() -> Ring | None:
-    """A new ring, or None where io_uring is unavailable.
-
-    The first failure is remembered (:func:`io_uring_error`): later calls do not retry.
-    """
-    global _ring_error
-    lib = load()
-    if lib is None or _ring_error is not None:
-        return None
-    err = ctypes.c_int(0)
-    pin = os.environ.get("PYDAMON_IO_URING_PIN", "1") != "0"
-    handle = lib.pydamon_ring_open(RING_ENTRIES, _workers(), int(pin), ctypes.addressof(err))
-    if not handle:
-        _ring_error = f"io_uring_setup failed: {errno.errorcode.get(err.value, err.value)}"
-        return None
-    return Ring(lib, handle)
-
-
-def io_uring_error() -> str | None:
-    """Why io_uring could not be set up (None: it could, or was not tried)."""
-    return _ring_error
 
 
 @cache
+def _load() -> tuple[ctypes.CDLL | None, AccessCheckPath]:
+    found = _helper_file()
+    if found is None:
+        return None, AccessCheckPath(
+            "python",
+            "",
+            "no compiled helper in the installed package (pip install found no working C "
+            "compiler, or the compile failed)",
+            "install a C compiler and reinstall pydamon (pip install -v shows the build)",
+        )
+    try:
+        fd = os.open(found, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as err:
+        return None, AccessCheckPath("python", found, f"cannot open {found}: {err.strerror}")
+    try:
+        # Checked and loaded through the same open file: a file swapped in between the check
+        # and the load is never the one loaded.
+        why = _refusal(os.fstat(fd))
+        if why:
+            return None, AccessCheckPath(
+                "python",
+                found,
+                f"refused {found}: {why}",
+                "chown root and chmod go-w the file (or reinstall pydamon as root)",
+            )
+        try:
+            lib = ctypes.CDLL(f"/proc/self/fd/{fd}")
+            _bind(lib)
+        except (OSError, AttributeError) as err:
+            return None, AccessCheckPath(
+                "python", found, f"{found} did not load: {err}", "reinstall pydamon"
+            )
+    finally:
+        os.close(fd)
+    return lib, AccessCheckPath("c", found, f"compiled helper loaded from {found}")
+
+
+def load() -> ctypes.CDLL | None:
+    """The installed compiled helper, or None (not built, refused or broken: :func:`status`)."""
+    return _load()[0]
+
+
+def status() -> AccessCheckPath:
+    """Which access-check path this process uses, and why (loads the helper on first call)."""
+    return _load()[1]
+
+
 def path() -> str:
-    """The path this process uses: ``io_uring``, ``c`` (one syscall per entry) or ``python``."""
-    if load() is None:
-        return "python"
-    if not io_uring_wanted():
-        return "c"
-    ring = open_ring()
-    if ring is None:
-        return "c"
-    ring.close()
-    return "io_uring"
-
-
-def _ring(phys: _proc.PhysPages) -> int | None:
-    """The handle of ``phys``'s ring, opened on first use (None: the per-syscall path)."""
-    ring = phys.ring
-    if ring is None:
-        if phys.ring_tried:
-            return None
-        phys.ring_tried = True
-        if not io_uring_wanted():
-            return None
-        ring = phys.ring = open_ring()
-        if ring is None:
-            return None
-    return ring.handle
-
-
-def _ring_failed(phys: _proc.PhysPages) -> None:
-    """The ring failed mid-use (rare; that batch was redone synchronously): stop using it."""
-    if phys.ring is not None:
-        phys.ring.broken = True
-        phys.ring.close()
-        phys.ring = None
+    """The path this process uses: ``c`` (the compiled helper) or ``python``."""
+    return status().name
 
 
 def prepare(
@@ -206,7 +157,6 @@ def prepare(
         addrs = np.ascontiguousarray(addrs, dtype=np.int64)
         pfns = np.empty(len(addrs), np.int64)
         ret = lib.pydamon_prepare(
-            _ring(phys),
             pagemap.fd if pagemap is not None else -1,
             phys.kpageflags_fd,
             phys.bitmap_fd,
@@ -214,10 +164,8 @@ def prepare(
             len(addrs),
             pfns.ctypes.data,
         )
-        if ret < 0:
-            if ret == -1:
-                raise MemoryError("pydamon_prepare: out of memory")
-            _ring_failed(phys)
+        if ret == -1:
+            raise MemoryError("pydamon_prepare: out of memory")
         return pfns
     addr_list = addrs.tolist()
     raw = (
@@ -236,13 +184,9 @@ def check(phys: _proc.PhysPages, pfns: IntArray, native: bool = True) -> BoolArr
     if lib is not None:
         pfns = np.ascontiguousarray(pfns, dtype=np.int64)
         accessed = np.empty(len(pfns), np.uint8)
-        ret = lib.pydamon_check(
-            _ring(phys), phys.bitmap_fd, pfns.ctypes.data, len(pfns), accessed.ctypes.data
-        )
-        if ret < 0:
-            if ret == -1:
-                raise MemoryError("pydamon_check: out of memory")
-            _ring_failed(phys)
+        ret = lib.pydamon_check(phys.bitmap_fd, pfns.ctypes.data, len(pfns), accessed.ctypes.data)
+        if ret == -1:
+            raise MemoryError("pydamon_check: out of memory")
         return accessed.view(np.bool_)
     return ~np.array(phys.idle(pfns.tolist()), np.bool_)
 
@@ -306,7 +250,6 @@ class Sampler:
             return
         start, end, sampling_addr = self._pointers(regions)[:3]
         ret = lib.pydamon_pick_prepare(
-            _ring(phys),
             pagemap.fd if pagemap is not None else -1,
             phys.kpageflags_fd,
             phys.bitmap_fd,
@@ -317,10 +260,8 @@ class Sampler:
             sampling_addr,
             self.pfns.ctypes.data,
         )
-        if ret < 0:
-            if ret == -1:
-                raise MemoryError("pydamon_pick_prepare: out of memory")
-            _ring_failed(phys)
+        if ret == -1:
+            raise MemoryError("pydamon_pick_prepare: out of memory")
 
     def skip(self, regions: Regions) -> None:
         """Nothing to check this sample (the target is gone): every region reads not accessed."""
@@ -336,7 +277,6 @@ class Sampler:
         else:
             ptrs = self._pointers(regions)
             ret = self.lib.pydamon_check_update(
-                _ring(phys),
                 phys.bitmap_fd,
                 self.pfns.ctypes.data,
                 n,
@@ -347,10 +287,8 @@ class Sampler:
                 max_nr_accesses,
                 self._max_nr_ptr,
             )
-            if ret < 0:
-                if ret == -1:
-                    raise MemoryError("pydamon_check_update: out of memory")
-                _ring_failed(phys)
+            if ret == -1:
+                raise MemoryError("pydamon_check_update: out of memory")
             return int(self._max_nr[0])
         regions.update_access_rate(accessed, max_nr_accesses)
         return int(regions.nr_accesses.max()) if n else 0

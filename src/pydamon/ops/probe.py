@@ -4,7 +4,8 @@ The page-level interfaces (page_idle, pagemap, kpageflags, madvise, process_madv
 package's to probe; :mod:`pydamon.features` adds the rest of the system for ``pydamon features``.
 Every check only reads, except that the page_idle check writes the idle bit of one page of this
 process's own memory. :func:`require` raises :class:`~pydamon.core.errors.FeatureMissing` with a
-one-line message saying what is missing and what to do.
+one-line message saying what is missing and what to do. :func:`access_check_path` says whether
+the per-sample access checks run in the compiled helper or in Python.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from functools import cache
 import numpy as np
 
 from pydamon.core.errors import FeatureMissing
-from pydamon.ops import _proc
+from pydamon.ops import _native, _proc
+from pydamon.ops._native import AccessCheckPath
 from pydamon.ops.madvise import MADV, process_madvise_available
 
 
@@ -110,6 +112,12 @@ def _check_process_madvise() -> Feature:
     if process_madvise_available():
         return Feature("process_madvise", True, "process_madvise(2) available")
     return Feature("process_madvise", False, "process_madvise(2) missing", "use Linux >= 5.10")
+
+
+def access_check_path() -> AccessCheckPath:
+    """Which access-check path real-memory monitoring uses here, and why: ``c`` (the helper
+    compiled at install time, with the file it was loaded from) or ``python``."""
+    return _native.status()
 
 
 @cache

@@ -14,8 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize(
     "command",
     [
-        ["ruff", "check", "src", "tests", "bench"],
-        ["ruff", "format", "--check", "src", "tests", "bench"],
+        ["ruff", "check", "src", "tests", "bench", "setup.py"],
+        ["ruff", "format", "--check", "src", "tests", "bench", "setup.py"],
         ["mypy"],
     ],
     ids=["ruff-check", "ruff-format", "mypy"],

@@ -47,7 +47,7 @@ def test_staged_probe_finds_what_each_kernel_has_and_leaves_no_trace(
 ) -> None:
     kernel = fake_kernel(tmp_path, layout)
     before = tree_files(kernel.root)
-    caps = probe(str(kernel.root), io=kernel)
+    caps = probe(str(kernel.root), io=kernel, stage=True)
     assert tree_files(kernel.root) == before
     assert caps.sysfs and caps.inspected and caps.probed_by == "staged a probe configuration"
     assert set(caps.operations) == set(layout.operations)
@@ -81,7 +81,7 @@ def test_read_only_probe_infers_names_from_the_newest_feature_file(tmp_path: Pat
     ):
         kernel.write(f"{root}/{rel}", value)
     before = tree_files(kernel.root)
-    caps = probe(root, io=kernel)  # kdamond 0 is not ours: read only
+    caps = probe(root, io=kernel, stage=True)  # kdamond 0 is not ours: read only
     assert tree_files(kernel.root) == before
     assert caps.probed_by == "read existing kdamonds"
     # 6.11's target_nid is the newest file here: what 6.11 has, which 6.12 has too
@@ -94,19 +94,19 @@ def test_read_only_probe_infers_names_from_the_newest_feature_file(tmp_path: Pat
 def test_existing_kdamonds_without_contexts_tell_nothing(tmp_path: Path) -> None:
     kernel = fake_kernel(tmp_path, LINUX_7_1)
     kernel.write(f"{kernel.root}/kdamonds/nr_kdamonds", "1")
-    caps = probe(str(kernel.root), io=kernel)  # not owned: no staging
+    caps = probe(str(kernel.root), io=kernel, stage=True)  # not owned: no staging
     assert caps.sysfs and not caps.inspected
     with pytest.raises(FeatureMissing, match="cannot tell what the DAMON sysfs tree"):
         require(caps, [ContextConfig("vaddr", Attrs(), [Target(pid=1)], [])])
     # the same kdamond as pydamon's own, off and empty: staged in and emptied again
     before = tree_files(kernel.root)
-    owned = probe(str(kernel.root), io=kernel, owned={0})
+    owned = probe(str(kernel.root), io=kernel, owned={0}, stage=True)
     assert owned.inspected and "intervals_goal" in [k for k, v in owned.files.items() if v]
     assert tree_files(kernel.root) == before
 
 
 def test_no_damon_sysfs(tmp_path: Path) -> None:
-    caps = probe(str(tmp_path))
+    caps = probe(str(tmp_path), stage=True)
     assert not caps.sysfs and not caps.inspected
     assert missing_features(caps, []) == [
         (f"the DAMON sysfs interface ({tmp_path}/kdamonds)", "5.18")
@@ -144,7 +144,7 @@ def test_missing_features_name_each_piece_and_its_release(
     expected: list[tuple[str, str]],
 ) -> None:
     kernel = fake_kernel(tmp_path, layout)
-    caps = probe(str(kernel.root), io=kernel)
+    caps = probe(str(kernel.root), io=kernel, stage=True)
     target = Target(pid=1) if ops != "paddr" else Target(ranges=[(0, 4096)])
     ctx = ContextConfig(ops, Attrs(), [target], [scheme])
     assert missing_features(caps, [ctx]) == expected
@@ -159,10 +159,22 @@ def test_missing_features_name_each_piece_and_its_release(
 
 def test_intervals_goal_only_counts_when_enabled(tmp_path: Path) -> None:
     kernel = fake_kernel(tmp_path, LINUX_6_12)
-    caps = probe(str(kernel.root), io=kernel)
+    caps = probe(str(kernel.root), io=kernel, stage=True)
     off = ContextConfig("vaddr", Attrs(intervals_goal=IntervalsGoal(400, 0, 0, 0)), [], [])
     on = ContextConfig("vaddr", Attrs(intervals_goal=IntervalsGoal(400, 3, 1000, 10_000)), [], [])
     assert missing_features(caps, [off]) == []
     assert missing_features(caps, [on]) == [
         ("monitoring intervals auto-tuning (intervals_goal)", "6.15")
     ]
+
+
+def test_the_default_probe_only_reads_even_with_no_kdamond(tmp_path: Path) -> None:
+    # `pydamon features` probes this way: it must never write a kernel's DAMON tree
+    kernel = fake_kernel(tmp_path, LINUX_6_12)
+    writes: list[str] = []
+    real_write = kernel.write
+    kernel.write = lambda path, value: writes.append(path) or real_write(path, value)  # type: ignore[method-assign]
+    caps = probe(str(kernel.root), io=kernel)
+    assert writes == []
+    assert caps.sysfs and not caps.inspected and caps.probed_by == "no kdamond to inspect"
+    assert probe(str(kernel.root), io=kernel, stage=True).inspected and writes  # opt-in only

@@ -109,7 +109,7 @@ def test_full_config_writes_the_kernel_files_in_kernel_units(tmp_path: Path) -> 
     damon, k = new_kdamond(kernel)
     before = tree_files(kernel.root)
     # probing stages its configuration in the owned, empty kdamond and removes it again
-    caps = probe(str(kernel.root), io=kernel, owned=damon.owned)
+    caps = probe(str(kernel.root), io=kernel, owned=damon.owned, stage=True)
     assert caps.probed_by == "staged a probe configuration"
     assert tree_files(kernel.root) == before
     damon.write(k, full_config(), caps)
@@ -210,7 +210,7 @@ def test_6_12_gets_all_filters_in_the_one_filters_directory(tmp_path: Path) -> N
         ],
         quota=Quota(sz=1 << 20, goals=[QuotaGoal(GoalMetric.USER_INPUT, 100, current_value=7)]),
     )
-    caps = probe(str(kernel.root), io=kernel, owned={k})
+    caps = probe(str(kernel.root), io=kernel, owned={k}, stage=True)
     damon.write(k, [ContextConfig("paddr", ATTRS, [Target(ranges=[(0, 1 << 30)])], [scheme])], caps)
     s = kernel.root / f"kdamonds/{k}/contexts/0/schemes/0"
     assert (s / "filters/nr_filters").read_text().strip() == "2"
@@ -262,7 +262,7 @@ def test_what_an_older_kernel_lacks_is_refused_in_one_line_and_nothing_written(
 ) -> None:
     assert layout in (LINUX_6_1, LINUX_6_12)
     kernel = fake_kernel(tmp_path, layout)  # type: ignore[arg-type]
-    caps = probe(str(kernel.root), io=kernel)
+    caps = probe(str(kernel.root), io=kernel, stage=True)
     damon, k = new_kdamond(kernel)
     before = tree_files(kernel.root)
     ctx = ContextConfig("vaddr", attrs, [Target(pid=1)], [scheme])
@@ -325,7 +325,7 @@ def test_read_back_state_pid_stats_tried_regions_and_commit(tmp_path: Path) -> N
     # online change: new attrs and one scheme fewer, then "commit"
     config[0].attrs = ATTRS
     config[0].schemes = config[0].schemes[:1]
-    damon.commit(k, config, probe(str(kernel.root), io=kernel, owned={k}))
+    damon.commit(k, config, probe(str(kernel.root), io=kernel, owned={k}, stage=True))
     ctx = kernel.root / f"kdamonds/{k}/contexts/0"
     assert (ctx / "monitoring_attrs/intervals/aggr_us").read_text().strip() == "200000"
     assert (ctx / "monitoring_attrs/intervals/intervals_goal/aggrs").read_text().strip() == "0"
@@ -388,7 +388,7 @@ def test_a_kdamond_pydamon_did_not_create_is_left_exactly_as_it_was(tmp_path: Pa
     assert [(s.index, s.state, s.pid, s.owned) for s in damon.kdamonds()] == [
         (0, "on", 4242, False)
     ]
-    caps = probe(str(kernel.root), io=kernel)
+    caps = probe(str(kernel.root), io=kernel, stage=True)
     assert caps.probed_by == "read existing kdamonds"
     assert tree_files(kernel.root) == before
     assert kernel.commands == [(0, "on")]  # only the hand-made start

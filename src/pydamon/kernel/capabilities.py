@@ -163,10 +163,10 @@ class _Dirs:
 def probe(
     root: str = DEFAULT_ROOT,
     io: SysfsIO | None = None,
-    stage: bool = True,
+    stage: bool = False,
     owned: Iterable[int] = (),
 ) -> KernelCapabilities:
-    """Probe the DAMON sysfs tree at ``root``.
+    """Probe the DAMON sysfs tree at ``root``; by default only reading (``pydamon features``).
 
     With ``stage`` true and no kdamond, or an ``owned`` kdamond that is off and has no context,
     stage a probe configuration (a context, a target, a scheme, a filter in each filters

@@ -13,6 +13,7 @@ from dataclasses import asdict
 from functools import cache
 
 from pydamon.core.errors import FeatureMissing, RealMemoryError, TargetGone
+from pydamon.kernel import DEFAULT_ROOT, KernelCapabilities, probe
 from pydamon.ops.probe import (
     NEEDS,
     AccessCheckPath,
@@ -32,6 +33,7 @@ __all__ = [
     "access_check_path",
     "as_dict",
     "detect",
+    "kernel_damon",
     "require",
 ]
 
@@ -118,3 +120,12 @@ def detect() -> dict[str, Feature]:
 
 def as_dict() -> dict[str, dict[str, object]]:
     return {name: asdict(f) for name, f in detect().items()}
+
+
+def kernel_damon(root: str = DEFAULT_ROOT) -> KernelCapabilities | str:
+    """What the kernel's DAMON at ``root`` offers, read-only (never staging a kdamond); a
+    one-line reason instead where it cannot be read."""
+    try:
+        return probe(root)
+    except (FeatureMissing, OSError) as err:
+        return str(err)

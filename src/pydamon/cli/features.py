@@ -8,6 +8,7 @@ from dataclasses import asdict
 
 from pydamon import features
 from pydamon.cli.main import EXIT_UNSUPPORTED
+from pydamon.kernel import KernelCapabilities
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,6 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--json", action="store_true", help="print the features as JSON")
+    p.add_argument(
+        "--damon-root",
+        default=features.DEFAULT_ROOT,
+        metavar="DIR",
+        help="the kernel DAMON sysfs directory to inspect, read-only (default: %(default)s)",
+    )
     p.set_defaults(func=run)
 
 
@@ -34,11 +41,15 @@ def run(args: argparse.Namespace) -> int:
             usable[ops_name] = ""
         except features.FeatureMissing as err:
             usable[ops_name] = str(err)
+    kernel = features.kernel_damon(args.damon_root)
     if args.json:
         out = {
             "features": features.as_dict(),
             "access_check": asdict(features.access_check_path()),
             "ops": {name: {"usable": not why, "reason": why} for name, why in usable.items()},
+            "kernel_damon": kernel.to_dict()
+            if isinstance(kernel, KernelCapabilities)
+            else {"root": args.damon_root, "error": kernel},
         }
         print(json.dumps(out, indent=2))
     else:
@@ -50,4 +61,30 @@ def run(args: argparse.Namespace) -> int:
         print()
         for name, why in usable.items():
             print(f"{name} monitoring: {'usable' if not why else 'NOT usable: ' + why}")
+        print()
+        print_kernel_damon(kernel, args.damon_root)
     return 0 if not any(usable.values()) else EXIT_UNSUPPORTED
+
+
+def print_kernel_damon(kernel: KernelCapabilities | str, root: str) -> None:
+    if isinstance(kernel, str):
+        print(f"kernel DAMON ({root}): cannot inspect: {kernel}")
+        return
+    if not kernel.sysfs:
+        print(f"kernel DAMON ({root}): none (no DAMON sysfs tree)")
+        return
+    floor = f", Linux {kernel.version_floor}+" if kernel.version_floor else ""
+    print(f"kernel DAMON ({root}): present{floor} ({kernel.probed_by})")
+    if not kernel.inspected:
+        return
+    rows = {
+        "operations": kernel.operations,
+        "actions": kernel.actions,
+        "filter types": kernel.filter_types,
+        "quota goal metrics": kernel.goal_metrics,
+        "quota goal tuners": kernel.goal_tuners,
+        "features": tuple(name for name, present in kernel.files.items() if present),
+        "features missing": tuple(name for name, present in kernel.files.items() if not present),
+    }
+    for name, values in rows.items():
+        print(f"  {name:<18}  {', '.join(values) or '-'}")

@@ -169,7 +169,7 @@ def run_pydamon(args: argparse.Namespace, pid: int, phys_factory=None) -> dict:
         setattr(sampler, name, timed)
     if phys_factory is not None:
         vaddr.require = lambda name: None  # host part: page_idle is left out on purpose
-        vaddr._proc.PhysPages = phys_factory
+        vaddr.pagefacts.PhysPages = phys_factory
     # the whole process: every thread
     ctx.run(duration_us=int(args.seconds * 1e6))
     end = os.times()
@@ -198,7 +198,7 @@ def floor_us(args: argparse.Namespace, pid: int, info: dict) -> float:
     region-sample."""
     import numpy as np
 
-    from pydamon.ops import _native, _proc
+    from pydamon.ops import _native, pagefacts
 
     os.sched_setaffinity(0, {int(c) for c in args.monitor_cpu.split(",")})
     rng = np.random.default_rng(1)
@@ -209,7 +209,7 @@ def floor_us(args: argparse.Namespace, pid: int, info: dict) -> float:
     chosen = rng.choice(words, size=min(args.floor, len(words)), replace=False)
     addrs = np.sort((chosen << 18) + rng.integers(0, 64, len(chosen)) * 4096)
     addrs = addrs[np.isin(addrs, pages)]
-    phys, pagemap = _proc.PhysPages(), _proc.Pagemap(pid)
+    phys, pagemap = pagefacts.PhysPages(), pagefacts.Pagemap(pid)
     try:
         rounds = 20
         t0 = time.thread_time()
@@ -348,13 +348,13 @@ def paths(args: argparse.Namespace) -> list[str]:
 
 def no_bitmap_phys():
     """PhysPages without the idle bitmap (absent on the host): bitmap I/O left out."""
-    from pydamon.ops import _native, _proc
+    from pydamon.ops import _native, pagefacts
 
-    class NoBitmap(_proc.PhysPages):
+    class NoBitmap(pagefacts.PhysPages):
         """kpageflags reads as usual; the idle bitmap (absent here) left out."""
 
         def __init__(self) -> None:
-            self.kpageflags_fd = os.open(_proc.KPAGEFLAGS, os.O_RDONLY)
+            self.kpageflags_fd = os.open(pagefacts.KPAGEFLAGS, os.O_RDONLY)
             self.bitmap_fd = -1
 
         def mark_idle(self, pfns) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from pydamon import features
 from pydamon.core import Attrs, Context, Target
-from pydamon.ops import _proc
+from pydamon.ops import _proc, pagefacts
 from pydamon.ops.madvise import MADV, PidFd, madvise, process_madvise
 from pydamon.ops.vaddr import VaddrOperations
 
@@ -84,7 +84,7 @@ def test_pagemap_pfns_of_own_pages() -> None:
     addr = int(arr.ctypes.data)
     arr[0] = 1
     arr[2 * 4096] = 1  # pages 0 and 2 touched, 1 and 3 not
-    pagemap = _proc.Pagemap("self")
+    pagemap = pagefacts.Pagemap("self")
     try:
         pfns = pagemap.pfns([addr, addr + 4096, addr + 2 * 4096, addr + 3 * 4096])
         entries = pagemap.entries(np.array([addr, addr + 4096], np.int64))
@@ -92,7 +92,7 @@ def test_pagemap_pfns_of_own_pages() -> None:
         pagemap.close()
     assert pfns[0] > 0 and pfns[2] > 0 and pfns[0] != pfns[2]
     assert pfns[1] == -1 and pfns[3] == -1
-    dec_pfns, present, swapped = _proc.decode_pagemap(entries)
+    dec_pfns, present, swapped = pagefacts.decode_pagemap(entries)
     assert present.tolist() == [True, False] and not swapped.any()
     assert dec_pfns[0] == pfns[0] and dec_pfns[1] == -1
     del arr
@@ -139,7 +139,9 @@ def test_features_detect_and_cli() -> None:
     assert usable == found["page_idle"].available and found["pagemap_pfn"].available
 
 
-@pytest.mark.skipif(os.access(_proc.PAGE_IDLE_BITMAP, os.W_OK), reason="this host has page_idle")
+@pytest.mark.skipif(
+    os.access(pagefacts.PAGE_IDLE_BITMAP, os.W_OK), reason="this host has page_idle"
+)
 def test_no_page_idle_gives_one_line_error() -> None:
     ctx = Context(VaddrOperations(), [Target(pid=os.getpid())], Attrs())
     with pytest.raises(features.FeatureMissing) as err:
@@ -195,8 +197,8 @@ def test_workload_program_bad_pattern_is_one_line() -> None:
 
 def _phys_on_kpageflags():
     """A PhysPages on the real kpageflags (the caller sets the bitmap fd)."""
-    phys = _proc.PhysPages.__new__(_proc.PhysPages)
-    phys.kpageflags_fd = os.open(_proc.KPAGEFLAGS, os.O_RDONLY)
+    phys = pagefacts.PhysPages.__new__(pagefacts.PhysPages)
+    phys.kpageflags_fd = os.open(pagefacts.KPAGEFLAGS, os.O_RDONLY)
     return phys
 
 
@@ -218,7 +220,7 @@ def test_c_and_python_paths_agree(tmp_path) -> None:
     addrs = base + offsets
     # a stand-in bitmap: the real one is missing on this host; a regular file shows what is
     # written where, and what is read back
-    pagemap = _proc.Pagemap("self")
+    pagemap = pagefacts.Pagemap("self")
     results = {}
     try:
         for path in ("c", "python"):
@@ -266,16 +268,16 @@ def test_c_path_reads_and_writes_like_python(tmp_path) -> None:
 
     if _native.load() is None:
         pytest.skip(f"only the Python path here: {_native.status().why}")
-    flags = np.full(4096, 1 << _proc.KPF_LRU, np.uint64)
-    flags[1024] |= np.uint64(1 << _proc.KPF_COMPOUND_HEAD)
-    flags[1025:1536] = np.uint64(1 << _proc.KPF_COMPOUND_TAIL)  # tails: not on the LRU
+    flags = np.full(4096, 1 << pagefacts.KPF_LRU, np.uint64)
+    flags[1024] |= np.uint64(1 << pagefacts.KPF_COMPOUND_HEAD)
+    flags[1025:1536] = np.uint64(1 << pagefacts.KPF_COMPOUND_TAIL)  # tails: not on the LRU
     flags[7] = 0  # off the LRU
     (tmp_path / "kpf").write_bytes(flags.tobytes())
     pfn_list = [0, 1, 7, 64, 65, 1030, 1535, 4095, 5000]  # 0: hidden, 5000: past the end
     addrs = np.array(pfn_list, np.int64) << 12
     results = {}
     for path in ("c", "python"):
-        phys = _proc.PhysPages.__new__(_proc.PhysPages)
+        phys = pagefacts.PhysPages.__new__(pagefacts.PhysPages)
         phys.kpageflags_fd = os.open(tmp_path / "kpf", os.O_RDONLY)
         bitmap = tmp_path / f"bitmap-{path}"
         bitmap.write_bytes(b"")

@@ -21,8 +21,7 @@ import pytest
 
 from pydamon import features
 from pydamon.features import FeatureMissing
-from pydamon.ops import _proc, _rmap
-from pydamon.ops.paddr import folio_heads
+from pydamon.ops import _rmap, pagefacts
 
 PAGE = 4096
 MiB = 1 << 20
@@ -47,7 +46,7 @@ def own_pfns(addr: int, size: int) -> np.ndarray:
         f.seek(addr // PAGE * 8)
         entries = np.frombuffer(f.read(size // PAGE * 8), np.uint64)
     assert ((entries >> np.uint64(63)) & np.uint64(1)).all()
-    return (entries & np.uint64(_proc.PM_PFN_MASK)).astype(np.int64)
+    return (entries & np.uint64(pagefacts.PM_PFN_MASK)).astype(np.int64)
 
 
 @contextmanager
@@ -225,7 +224,7 @@ def test_gone_and_kernel_processes_are_skipped_without_error() -> None:
 
 
 def test_tail_frames_of_a_huge_page_resolve_to_its_head() -> None:
-    if not os.access(_proc.KPAGEFLAGS, os.R_OK):
+    if not os.access(pagefacts.KPAGEFLAGS, os.R_OK):
         pytest.skip("/proc/kpageflags is not readable here")
     area = mmap.mmap(-1, 8 * MiB, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     view = np.frombuffer(area, np.uint8)
@@ -235,12 +234,12 @@ def test_tail_frames_of_a_huge_page_resolve_to_its_head() -> None:
     libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(4 * MiB), 14)  # MADV_HUGEPAGE
     view[start - base : start - base + 4 * MiB : PAGE] = 1
     pfns = own_pfns(start, 2 * MiB)
-    fd = os.open(_proc.KPAGEFLAGS, os.O_RDONLY)
+    fd = os.open(pagefacts.KPAGEFLAGS, os.O_RDONLY)
     try:
-        flags = _proc.read_entries(fd, pfns)
-        if not _proc.flag(flags[:1], _proc.KPF_THP)[0]:
+        flags = pagefacts.read_entries(fd, pfns)
+        if not pagefacts.flag(flags[:1], pagefacts.KPF_THP)[0]:
             pytest.skip("the kernel did not back the area with a huge page (THP off or no memory)")
-        heads = folio_heads(fd, pfns)
+        heads, _ = pagefacts.folio_heads(fd, pfns)
     finally:
         os.close(fd)
     assert (heads == pfns[0]).all() and pfns[0] % 512 == 0
@@ -294,7 +293,7 @@ def test_a_map_of_nothing_readable_is_one_line_error() -> None:
 def test_ops_filters_decide_per_frame_on_the_paddr_path() -> None:
     """paddr evaluates a scheme's ops filters on the frames the map found: an anon reject
     filter (reclaim's skip_anon) keeps this process's anonymous frames and passes file frames."""
-    if not os.access(_proc.KPAGEFLAGS, os.R_OK):
+    if not os.access(pagefacts.KPAGEFLAGS, os.R_OK):
         pytest.skip("/proc/kpageflags is not readable here")
     from pydamon.damos.filters import set_filters_default_reject
     from pydamon.damos.scheme import Action, Filter, FilterType, Scheme

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pydamon.core.regions import Regions
-from pydamon.ops import _native, _proc
+from pydamon.ops import _native, pagefacts
 
 pytestmark = pytest.mark.skipif(
     _native.load() is None, reason=f"only the Python path here: {_native.status().why}"
@@ -22,15 +22,15 @@ pytestmark = pytest.mark.skipif(
 NR_PFNS = 8192
 
 
-def _phys(tmp_path: Path) -> _proc.PhysPages:
+def _phys(tmp_path: Path) -> pagefacts.PhysPages:
     """paddr-style PhysPages on files: every page on the LRU but a THP's tails and PFN 7."""
-    flags = np.full(NR_PFNS, 1 << _proc.KPF_LRU, np.uint64)
-    flags[1024] |= np.uint64(1 << _proc.KPF_COMPOUND_HEAD)
-    flags[1025:1536] = np.uint64(1 << _proc.KPF_COMPOUND_TAIL)
+    flags = np.full(NR_PFNS, 1 << pagefacts.KPF_LRU, np.uint64)
+    flags[1024] |= np.uint64(1 << pagefacts.KPF_COMPOUND_HEAD)
+    flags[1025:1536] = np.uint64(1 << pagefacts.KPF_COMPOUND_TAIL)
     flags[7] = 0
     (tmp_path / "kpf").write_bytes(flags.tobytes())
     (tmp_path / "bitmap").write_bytes(b"")
-    phys = _proc.PhysPages.__new__(_proc.PhysPages)
+    phys = pagefacts.PhysPages.__new__(pagefacts.PhysPages)
     phys.kpageflags_fd = os.open(tmp_path / "kpf", os.O_RDONLY)
     phys.bitmap_fd = os.open(tmp_path / "bitmap", os.O_RDWR)
     return phys

@@ -17,8 +17,15 @@ from typing import Any
 import numpy as np
 
 from pydamon.core import Snapshot
-from pydamon.damos.filters import PM_PRESENT, PM_SWAP, read_pagemap
-from pydamon.ops import _proc
+from pydamon.ops import pagefacts
+from pydamon.ops.pagefacts import (
+    KPF_ACTIVE,
+    KPF_LRU,
+    PM_PFN_MASK,
+    PM_PRESENT,
+    PM_SWAP,
+    read_pagemap,
+)
 
 
 class WorkloadProcess:
@@ -97,8 +104,6 @@ def ticks_per_sample(before: dict[str, Any], after: dict[str, Any], sample_us: i
 
 
 PAGE = 4096
-KPF_LRU = 5
-KPF_ACTIVE = 6
 
 
 def wait_for(cond: Any, timeout_s: float, poll_s: float = 1.0) -> bool:
@@ -122,19 +127,19 @@ def resident_and_swapped(pid: int, area: tuple[int, int]) -> tuple[int, int]:
 def frames(pid: int, area: tuple[int, int]) -> np.ndarray:
     """Page frame numbers of the area's present pages."""
     entries = read_pagemap(pid, *area)
-    present = ((entries >> np.uint64(63)) & np.uint64(1)).astype(bool)
-    return (entries[present] & np.uint64((1 << 55) - 1)).astype(np.int64)
+    present = (entries & np.uint64(PM_PRESENT)) != 0
+    return (entries[present] & np.uint64(PM_PFN_MASK)).astype(np.int64)
 
 
 def active_share(pid: int, area: tuple[int, int]) -> float:
     """Share of the area's pages on an LRU list that are on the active one (kpageflags)."""
     fd = os.open("/proc/kpageflags", os.O_RDONLY)
     try:
-        flags = _proc.read_entries(fd, frames(pid, area))  # one read per run of frames
+        flags = pagefacts.read_entries(fd, frames(pid, area))  # one read per run of frames
     finally:
         os.close(fd)
-    on_lru = _proc.flag(flags, KPF_LRU)
-    return int((on_lru & _proc.flag(flags, KPF_ACTIVE)).sum()) / max(int(on_lru.sum()), 1)
+    on_lru = pagefacts.flag(flags, KPF_LRU)
+    return int((on_lru & pagefacts.flag(flags, KPF_ACTIVE)).sum()) / max(int(on_lru.sum()), 1)
 
 
 def touch_remotely(pid: int, start: int, end: int) -> None:

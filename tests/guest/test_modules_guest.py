@@ -22,13 +22,13 @@ from pydamon.modules.reclaim import ReclaimModule
 from pydamon.modules.runner import ModuleRunner
 from pydamon.modules.stat import StatModule
 from pydamon.modules.thp import ThpModule
+from pydamon.ops.pagefacts import KPF_THP
 
 pytestmark = pytest.mark.guest
 
 PAGE = 4096
 MiB = 1 << 20
 HPAGE = 2 * MiB
-KPF_THP = 22
 
 
 def page_states(pid: int, start: int, end: int) -> dict[str, int]:

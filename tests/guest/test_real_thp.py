@@ -12,7 +12,7 @@ import pytest
 from realmem import WorkloadProcess, ticks_per_sample, weighted_access
 
 from pydamon.core import Attrs, Context, Snapshot, Target
-from pydamon.ops import _proc
+from pydamon.ops import pagefacts
 from pydamon.ops.fvaddr import FvaddrOperations
 
 pytestmark = pytest.mark.guest
@@ -21,8 +21,8 @@ pytestmark = pytest.mark.guest
 def huge_page_share(pid: int, start: int, end: int) -> tuple[float, float]:
     """Of the pages at a 37-page stride in ``[start, end)``: the share in transparent huge
     pages, and the share that are tail pages (via pagemap and kpageflags)."""
-    pagemap = _proc.Pagemap(pid)
-    phys = _proc.PhysPages()
+    pagemap = pagefacts.Pagemap(pid)
+    phys = pagefacts.PhysPages()
     try:
         addrs = np.arange(start, end, 4096 * 37, dtype=np.int64)
         flags = [phys.flags(p) for p in pagemap.pfns(addrs.tolist()) if p > 0]
@@ -31,8 +31,8 @@ def huge_page_share(pid: int, start: int, end: int) -> tuple[float, float]:
         phys.close()
     if not flags:
         return 0.0, 0.0
-    thp = sum(1 for f in flags if f >> _proc.KPF_THP & 1) / len(addrs)
-    tails = sum(1 for f in flags if f >> _proc.KPF_COMPOUND_TAIL & 1) / len(addrs)
+    thp = sum(1 for f in flags if f >> pagefacts.KPF_THP & 1) / len(addrs)
+    tails = sum(1 for f in flags if f >> pagefacts.KPF_COMPOUND_TAIL & 1) / len(addrs)
     return thp, tails
 
 

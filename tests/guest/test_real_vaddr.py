@@ -14,7 +14,7 @@ from realmem import WorkloadProcess, fraction_at_most, ticks_per_sample, weighte
 
 from pydamon.core import Attrs, Context, Snapshot, Target
 from pydamon.features import TargetGone
-from pydamon.ops import _proc
+from pydamon.ops import _proc, pagefacts
 from pydamon.ops.fvaddr import FvaddrOperations
 from pydamon.ops.paddr import PaddrOperations
 from pydamon.ops.vaddr import VaddrOperations
@@ -189,7 +189,7 @@ def test_vaddr_layout_follows_mmap_and_munmap(hotcold: WorkloadProcess) -> None:
 
 
 def _pfns(pid: int, start: int, end: int) -> list[int]:
-    pagemap = _proc.Pagemap(pid)
+    pagemap = pagefacts.Pagemap(pid)
     try:
         pfns = pagemap.pfns(list(range(start, end, 4096)))
     finally:
@@ -284,9 +284,9 @@ def test_pageout_action_swaps_out_and_data_survives(hotcold: WorkloadProcess, zr
     finally:
         ops.cleanup(ctx)
     assert result.sz_applied == cold_end - cold_start
-    pagemap = _proc.Pagemap(wl.pid)
+    pagemap = pagefacts.Pagemap(wl.pid)
     entries = pagemap.entries(np.arange(cold_start, cold_end, 4096, dtype=np.int64))
     pagemap.close()
-    _, present, swapped = _proc.decode_pagemap(entries)
+    _, present, swapped = pagefacts.decode_pagemap(entries)
     assert swapped.mean() > 0.9 and present.mean() < 0.1
     assert wl.command("verify")["ok"]

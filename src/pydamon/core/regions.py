@@ -20,8 +20,10 @@ import numpy.typing as npt
 
 from pydamon.core.attrs import BP
 
+#: log2 of the page size (x86-64, arm64 with 4 KiB pages): the one definition in pydamon.
+PAGE_SHIFT = 12
 #: DAMON_MIN_REGION: every region boundary is aligned to a page.
-PAGE_SIZE = 4096
+PAGE_SIZE = 1 << PAGE_SHIFT
 
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]

@@ -46,9 +46,9 @@ from pydamon.modules.common import (
     quota_params,
 )
 from pydamon.modules.targets import target_params
+from pydamon.ops.pagefacts import HPAGE_PMD_SIZE
 
 UINT_MAX = 2**32 - 1
-HPAGE_SIZE = 2 << 20
 
 
 class ThpModule(SchemesModule):
@@ -93,7 +93,7 @@ class ThpModule(SchemesModule):
         Param(
             "min_size",
             int,
-            HPAGE_SIZE,
+            HPAGE_PMD_SIZE,
             "smallest run of persistently hot blocks to collapse (and cold region to act on)",
             unit="bytes",
             min=1,
@@ -114,7 +114,7 @@ class ThpModule(SchemesModule):
         super().__init__(**values)
         p = self.p
         self.history = BlockHistory(
-            HPAGE_SIZE, p.hot_window_aggrs, p.hot_min_aggrs, p.hot_min_coverage
+            HPAGE_PMD_SIZE, p.hot_window_aggrs, p.hot_min_aggrs, p.hot_min_coverage
         )
         #: Targets of the built context (one collapse scheme each); 1 until built.
         self._nr_targets = 1
@@ -229,7 +229,8 @@ class ThpModule(SchemesModule):
             hot_bytes += int(r.sizes[r.nr_accesses >= hot_min].sum())
         out["hot_bytes"] = hot_bytes
         out["persistent_hot_bytes"] = sum(
-            len(self.history.persistent_blocks(ti)) * HPAGE_SIZE for ti in range(len(ctx.targets))
+            len(self.history.persistent_blocks(ti)) * HPAGE_PMD_SIZE
+            for ti in range(len(ctx.targets))
         )
         return out
 

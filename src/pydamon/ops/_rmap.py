@@ -35,12 +35,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pydamon.core.errors import FeatureMissing
-from pydamon.ops import _proc
+from pydamon.core.regions import PAGE_SHIFT, PAGE_SIZE
+from pydamon.ops import _proc, pagefacts
 
-IntArray = _proc.IntArray
-BoolArray = _proc.BoolArray
-
-PAGE_SIZE = 1 << _proc.PAGE_SHIFT
+IntArray = pagefacts.IntArray
+BoolArray = pagefacts.BoolArray
 #: pagemap entries read per pread (512 KiB): bounds the temporary memory of a huge mapping
 CHUNK_PAGES = 1 << 16
 #: pages at most this far apart are read with the pagemap between them: a pagemap entry of a
@@ -75,8 +74,8 @@ class ReverseMap:
 
     def lookup(self, start: int, end: int) -> slice:
         """The entries whose page frame lies in the physical range ``[start, end)``."""
-        lo = start >> _proc.PAGE_SHIFT
-        hi = (end + PAGE_SIZE - 1) >> _proc.PAGE_SHIFT
+        lo = start >> PAGE_SHIFT
+        hi = (end + PAGE_SIZE - 1) >> PAGE_SHIFT
         first, last = np.searchsorted(self.pfns, (lo, hi), side="left")
         return slice(int(first), int(last))
 
@@ -104,14 +103,14 @@ def process_pages(pid: int) -> tuple[IntArray, IntArray]:
         raise ProcessLookupError(errno.ESRCH, f"process {pid} exited") from None
     vaddr_parts: list[IntArray] = []
     pfn_parts: list[IntArray] = []
-    present_bit = np.uint64(_proc.PM_PRESENT)
-    pfn_mask = np.uint64(_proc.PM_PFN_MASK)
+    present_bit = np.uint64(pagefacts.PM_PRESENT)
+    pfn_mask = np.uint64(pagefacts.PM_PFN_MASK)
     try:
         for m in maps:
             if m.perms.startswith("---") or m.path in SKIPPED_MAPPINGS:
                 continue
-            first = m.start >> _proc.PAGE_SHIFT
-            last = m.end >> _proc.PAGE_SHIFT
+            first = m.start >> PAGE_SHIFT
+            last = m.end >> PAGE_SHIFT
             for chunk in range(first, last, CHUNK_PAGES):
                 count = min(CHUNK_PAGES, last - chunk)
                 try:
@@ -127,7 +126,7 @@ def process_pages(pid: int) -> tuple[IntArray, IntArray]:
                 if not present.shape[0]:
                     continue
                 pfn_parts.append((entries[present] & pfn_mask).astype(np.int64))
-                vaddr_parts.append((present + chunk) << _proc.PAGE_SHIFT)
+                vaddr_parts.append((present + chunk) << PAGE_SHIFT)
     finally:
         os.close(fd)
     if not pfn_parts:
@@ -216,14 +215,14 @@ def group_by_pid(
 
 def merge_ranges(vaddrs: IntArray) -> list[tuple[int, int]]:
     """Ascending page addresses merged into ``[start, end)`` ranges of consecutive pages."""
-    shift = _proc.PAGE_SHIFT
+    shift = PAGE_SHIFT
     return [
         (first << shift, (first + count) << shift)
-        for first, count, _ in _proc._runs(vaddrs >> shift)
+        for first, count, _ in pagefacts.runs(vaddrs >> shift)
     ]
 
 
-def read_pagemap_pages(pagemap_fd: int, vaddrs: IntArray) -> _proc.U64Array:
+def read_pagemap_pages(pagemap_fd: int, vaddrs: IntArray) -> pagefacts.U64Array:
     """The pagemap entries of ascending page addresses ``vaddrs``.
 
     Pages less than :data:`GAP_PAGES` apart are read as one span (a pread per 64 Ki entries):
@@ -234,7 +233,7 @@ def read_pagemap_pages(pagemap_fd: int, vaddrs: IntArray) -> _proc.U64Array:
     out = np.zeros(n, np.uint64)
     if not n:
         return out
-    idx = vaddrs >> _proc.PAGE_SHIFT
+    idx = vaddrs >> PAGE_SHIFT
     breaks = np.flatnonzero(np.diff(idx) > GAP_PAGES) + 1
     bounds = np.concatenate(([0], breaks, [n])).tolist()
     firsts = idx[bounds[:-1]].tolist()
@@ -271,5 +270,5 @@ def verified_ranges(
     Pages move (swapped out and in, migrated, compacted, unmapped) between the build and the use
     of the map: their pagemap entries, read again, find those that did.
     """
-    pfns, present, _ = _proc.decode_pagemap(read_pagemap_pages(pagemap_fd, vaddrs))
+    pfns, present, _ = pagefacts.decode_pagemap(read_pagemap_pages(pagemap_fd, vaddrs))
     return merge_ranges(vaddrs[present & (pfns == expected_pfns)])

@@ -40,22 +40,21 @@ import numpy as np
 
 from pydamon.core.errors import FeatureMissing
 from pydamon.core.operations import ApplyResult, Operations, update_regions_access
-from pydamon.core.regions import Regions, align_down, align_up
-from pydamon.damos.scheme import Scheme
+from pydamon.core.regions import PAGE_SIZE, Regions, align_down, align_up
+from pydamon.damos.filters import needed_facts, ops_filters_pass
+from pydamon.damos.scheme import Filter, FilterType, Scheme
 from pydamon.damos.score import scheme_score
-from pydamon.ops import _native, _proc, _rmap
+from pydamon.ops import _native, _proc, _rmap, pagefacts
 from pydamon.ops.madvise import MADV, pidfd_open, process_madvise
 from pydamon.ops.probe import require
 from pydamon.ops.vaddr import ActionUnsupported, evenly_split_init
 
 if TYPE_CHECKING:
     from pydamon.core.context import Context, Target
-    from pydamon.damos.filters import PageFacts
 
 PADDR_ACTIONS = ("stat", "pageout", "lru_deprio")
 #: DAMOS ops-layer filters the pageout path evaluates per page (kpageflags, kpagecgroup, page_idle)
-PADDR_OPS_FILTERS = frozenset({"anon", "active", "memcg", "young", "hugepage_size", "unmapped"})
-PAGE_SIZE = _rmap.PAGE_SIZE
+PADDR_OPS_FILTERS = pagefacts.OPS_FILTERS
 
 
 def default_paddr_range() -> tuple[int, int]:
@@ -83,7 +82,7 @@ class PaddrOperations(Operations[Scheme]):
     def __init__(self, *, native: bool = True) -> None:
         #: use the C helper for the per-sample loop when it can be built (see ops._native)
         self.native = native
-        self.phys: _proc.PhysPages | None = None
+        self.phys: pagefacts.PhysPages | None = None
         #: frame -> (pid, vaddr) map of the pageout path; None until first needed
         self.rmap: _rmap.ReverseMap | None = None
         self.rmap_stale = True
@@ -105,10 +104,10 @@ class PaddrOperations(Operations[Scheme]):
                     "with vaddr"
                 )
         try:
-            self.phys = _proc.PhysPages()
+            self.phys = pagefacts.PhysPages()
         except PermissionError:
             raise FeatureMissing(
-                f"paddr monitoring needs write access to {_proc.PAGE_IDLE_BITMAP}; run as root"
+                f"paddr monitoring needs write access to {pagefacts.PAGE_IDLE_BITMAP}; run as root"
             ) from None
         for t in ctx.targets:
             # the per-sample access checks of this target (sampling addresses, PFNs checked)
@@ -253,15 +252,7 @@ class PaddrOperations(Operations[Scheme]):
         """Which frames pass ``scheme``'s ops filters, and with ``reject_young`` the kernel's
         temporary reject-young filter of paddr pageout (``damon_pa_pageout()``), in the kernel's
         order: the user's filters first, the first match decides, then the default of the user's
-        filters."""
-        from pydamon.damos.filters import (
-            FilterType,
-            needed_facts,
-            ops_filters_pass,
-            page_facts_for_pfns,
-        )
-        from pydamon.damos.scheme import Filter
-
+        filters. Reading ``young`` marks the young folios idle, as the kernel's filter does."""
         n = pfns.shape[0]
         if scheme.core_filters_allowed:
             return np.ones(n, np.bool_)
@@ -269,52 +260,15 @@ class PaddrOperations(Operations[Scheme]):
         if reject_young and not any(f.type == FilterType.YOUNG for f in scheme.ops_filters):
             extra.append(Filter(type=FilterType.YOUNG, matching=True, allow=False))
         needed = needed_facts([*scheme.ops_filters, *extra])
-        facts: PageFacts = page_facts_for_pfns(
-            pfns, np.ones(n, np.bool_), needed - {FilterType.YOUNG}
-        )
-        if FilterType.YOUNG in needed:
-            facts.young = self.young(pfns)
-        return ops_filters_pass(scheme, facts, extra_filters=extra)
-
-    def young(self, pfns: Any) -> Any:
-        """Whether each frame's folio was accessed since it was last marked idle; marks them all
-        idle (``damon_folio_young()`` then ``damon_folio_mkold()``).
-
-        page_idle tracks a folio through its head frame (a tail frame always reads as not idle),
-        so tails are mapped to their heads first.
-        """
-        assert self.phys is not None
-        heads = folio_heads(self.phys.kpageflags_fd, pfns)
-        bitmap = self.phys.bitmap_fd
-        words = _proc.read_entries(bitmap, heads >> 6)
-        idle = (words >> (heads & 63).astype(np.uint64)) & np.uint64(1) != 0
-        _proc.mark_idle(bitmap, heads)
-        return ~idle
+        facts = pagefacts.page_facts_for_pfns(pfns, np.ones(n, np.bool_), needed)
+        inos = pagefacts.memcg_inos(scheme.ops_filters)
+        return ops_filters_pass(scheme, facts, inos, extra_filters=extra)
 
     def cleanup(self, ctx: Context) -> None:
         self.rmap = None
         if self.phys is not None:
             self.phys.close()
             self.phys = None
-
-
-def folio_heads(kpageflags_fd: int, pfns: Any) -> Any:
-    """The head frame of each frame's folio (the frame itself unless it is a tail page).
-
-    Folios are naturally aligned: a tail's head is the first of its aligned candidates (orders
-    1..9) that is a head page. A tail whose head is not found stays as it is.
-    """
-    heads = np.asarray(pfns, np.int64).copy()
-    flags = _proc.read_entries(kpageflags_fd, heads)
-    todo = np.flatnonzero(_proc.flag(flags, _proc.KPF_COMPOUND_TAIL))
-    for order in range(1, _proc.MAX_FOLIO_ORDER + 1):
-        if not todo.shape[0]:
-            break
-        candidates = heads[todo] & ~((1 << order) - 1)
-        is_head = _proc.flag(_proc.read_entries(kpageflags_fd, candidates), _proc.KPF_COMPOUND_HEAD)
-        heads[todo[is_head]] = candidates[is_head]
-        todo = todo[~is_head]
-    return heads
 
 
 def _unsupported(action: str) -> str:

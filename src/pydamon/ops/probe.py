@@ -19,7 +19,7 @@ from functools import cache
 import numpy as np
 
 from pydamon.core.errors import FeatureMissing
-from pydamon.ops import _native, _proc
+from pydamon.ops import _native, pagefacts
 from pydamon.ops._native import AccessCheckPath
 from pydamon.ops.madvise import MADV, process_madvise_available
 
@@ -38,7 +38,7 @@ def _address_of(buf: mmap.mmap) -> int:
 
 
 def _check_page_idle() -> Feature:
-    path = _proc.PAGE_IDLE_BITMAP
+    path = pagefacts.PAGE_IDLE_BITMAP
     if not os.path.exists(path):
         return Feature(
             "page_idle",
@@ -64,14 +64,14 @@ def _check_pagemap() -> Feature:
     buf[0] = 1  # fault the page in
     addr = _address_of(buf)
     try:
-        pagemap = _proc.Pagemap("self")
+        pagemap = pagefacts.Pagemap("self")
         entry = int(pagemap.entries(np.array([addr], np.int64))[0])
         pagemap.close()
     except OSError as err:
         return Feature("pagemap_pfn", False, f"/proc/self/pagemap: {err.strerror}", "run as root")
-    if not entry & _proc.PM_PRESENT:
+    if not entry & pagefacts.PM_PRESENT:
         return Feature("pagemap_pfn", False, "a touched page reads as not present", "")
-    if not entry & _proc.PM_PFN_MASK:
+    if not entry & pagefacts.PM_PFN_MASK:
         return Feature(
             "pagemap_pfn",
             False,
@@ -83,18 +83,18 @@ def _check_pagemap() -> Feature:
 
 def _check_kpageflags() -> Feature:
     try:
-        fd = os.open(_proc.KPAGEFLAGS, os.O_RDONLY)
+        fd = os.open(pagefacts.KPAGEFLAGS, os.O_RDONLY)
     except FileNotFoundError:
         return Feature(
             "kpageflags",
             False,
-            f"{_proc.KPAGEFLAGS} missing",
+            f"{pagefacts.KPAGEFLAGS} missing",
             "use a kernel with CONFIG_PROC_PAGE_MONITOR",
         )
     except PermissionError:
-        return Feature("kpageflags", False, f"{_proc.KPAGEFLAGS} not readable", "run as root")
+        return Feature("kpageflags", False, f"{pagefacts.KPAGEFLAGS} not readable", "run as root")
     os.close(fd)
-    return Feature("kpageflags", True, f"{_proc.KPAGEFLAGS} readable")
+    return Feature("kpageflags", True, f"{pagefacts.KPAGEFLAGS} readable")
 
 
 def _check_madvise(name: str) -> Feature:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import select
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -34,10 +35,11 @@ import numpy as np
 
 from pydamon.core.errors import FeatureMissing, RealMemoryError, TargetGone
 from pydamon.core.operations import ApplyResult, Operations, update_regions_access
-from pydamon.core.regions import Regions, align_down, align_up
+from pydamon.core.regions import PAGE_SIZE, Regions, align_down, align_up
+from pydamon.damos.filters import needed_facts, ops_filters_pass, passing_ranges
 from pydamon.damos.scheme import Scheme
 from pydamon.damos.score import scheme_score
-from pydamon.ops import _native, _proc
+from pydamon.ops import _native, _proc, pagefacts
 from pydamon.ops.madvise import (
     MADV,
     REMOTE_ADVICE,
@@ -51,7 +53,7 @@ from pydamon.ops.probe import require
 if TYPE_CHECKING:
     from pydamon.core.context import Context, Target
 
-IntArray = _proc.IntArray
+IntArray = pagefacts.IntArray
 
 
 class ActionUnsupported(RealMemoryError):
@@ -64,7 +66,7 @@ class _VaState:
 
     pid: int
     pidfd: int
-    pagemap: _proc.Pagemap
+    pagemap: pagefacts.Pagemap
     #: the per-sample access checks of this target (sampling addresses, PFNs checked)
     sampler: _native.Sampler
     gone: bool = False
@@ -100,14 +102,12 @@ class VaddrOperations(Operations[Scheme]):
     #: fvaddr: user-given fixed ranges only, never updated.
     fixed_ranges = False
     #: DAMOS ops-layer filters evaluated per page (pagemap, kpageflags, kpagecgroup, page_idle)
-    supported_ops_filters = frozenset(
-        {"anon", "active", "memcg", "young", "hugepage_size", "unmapped"}
-    )
+    supported_ops_filters = pagefacts.OPS_FILTERS
 
     def __init__(self, *, native: bool = True) -> None:
         #: use the C helper for the per-sample loop when it can be built (see ops._native)
         self.native = native
-        self.phys: _proc.PhysPages | None = None
+        self.phys: pagefacts.PhysPages | None = None
         #: ranges an action failed on, per errno (counted, never fatal)
         self.apply_errors: dict[int, int] = {}
 
@@ -116,10 +116,10 @@ class VaddrOperations(Operations[Scheme]):
         require(self.name)
         self._check_schemes(ctx)
         try:
-            self.phys = _proc.PhysPages()
+            self.phys = pagefacts.PhysPages()
         except PermissionError:
             raise FeatureMissing(
-                f"{self.name} monitoring needs write access to {_proc.PAGE_IDLE_BITMAP}; "
+                f"{self.name} monitoring needs write access to {pagefacts.PAGE_IDLE_BITMAP}; "
                 "run as root"
             ) from None
         try:
@@ -157,7 +157,7 @@ class VaddrOperations(Operations[Scheme]):
                 f"cannot watch process {pid}: permission denied; run as root"
             ) from None
         try:
-            pagemap = _proc.Pagemap(pid)
+            pagemap = pagefacts.Pagemap(pid)
         except ProcessLookupError:
             os.close(pidfd)
             raise TargetGone(f"process {pid} exited before monitoring started") from None
@@ -288,8 +288,6 @@ class VaddrOperations(Operations[Scheme]):
         passed_bytes = 0
         if scheme.ops_filters:
             # DAMOS ops filters: act only on the pages that pass them
-            from pydamon.damos.filters import filter_process_ranges
-
             try:
                 pieces, passed_bytes = filter_process_ranges(state.pid, pieces, scheme)
             except ProcessLookupError:
@@ -328,6 +326,30 @@ class VaddrOperations(Operations[Scheme]):
         if self.phys is not None:
             self.phys.close()
             self.phys = None
+
+
+def filter_process_ranges(
+    pid: int | str, ranges: Iterable[tuple[int, int]], scheme: Scheme
+) -> tuple[list[tuple[int, int]], int]:
+    """The vaddr ops-filter path: cut ``ranges`` of process ``pid`` to the pages that pass
+    ``scheme``'s ops filters. Returns the ranges to act on and the bytes that passed.
+
+    Without ops filters the ranges are returned as they are (and 0 bytes "passed", as the
+    kernel's vaddr madvise actions report).
+    """
+    ranges = list(ranges)
+    if not scheme.ops_filters:
+        return ranges, 0
+    needed = needed_facts(scheme.filters)
+    inos = pagefacts.memcg_inos(scheme.ops_filters)
+    out: list[tuple[int, int]] = []
+    passed_bytes = 0
+    for lo, hi in ranges:
+        facts = pagefacts.read_page_facts(pid, lo, hi, needed)
+        passed = ops_filters_pass(scheme, facts, inos)
+        passed_bytes += int(passed.sum()) * PAGE_SIZE
+        out += passing_ranges(lo, passed)
+    return out, passed_bytes
 
 
 class FvaddrOperations(VaddrOperations):

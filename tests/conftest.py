@@ -270,6 +270,12 @@ def _boot_guest(config: pytest.Config) -> None:
             # emulated guest; guest tests need no third-party pytest plugin.
             "-e",
             "PYTEST_DISABLE_PLUGIN_AUTOLOAD=1",
+            # the source tree this session tests (a worktree's src first on the path)
+            *(
+                ["-e", f"PYTHONPATH={os.environ['PYTHONPATH']}"]
+                if os.environ.get("PYTHONPATH")
+                else []
+            ),
             "--",
             sys.executable,
             "-m",

@@ -120,27 +120,25 @@ def test_young_filter_on_huge_pages_sees_idle_ones_as_not_young() -> None:
     idle bit always reads "not idle", so reading it made every huge page young)."""
     size = 2 * HPAGE
     mapping, (idle, busy), view = huge_page_areas(2, size)
-    try:
-        pid = os.getpid()
-        for lo, hi in (idle, busy):
-            thp, tails = huge_page_share(pid, lo, hi)
-            assert thp == 1.0 and tails >= 0.9, (thp, tails)  # else this tests nothing
-        allow_young = Scheme(action=Action.WILLNEED, filters=[Filter(FilterType.YOUNG, allow=True)])
-        set_filters_default_reject(allow_young)
-        # the first check finds every page young (just written) and marks them all idle
-        _, passed = filter_process_ranges(pid, [idle, busy], allow_young)
-        assert passed == 2 * size
-        view[size : 2 * size : HPAGE] += 1  # one write per huge page of the busy area
-        assert filter_process_ranges(pid, [idle], allow_young) == ([], 0)
-        assert filter_process_ranges(pid, [busy], allow_young) == ([busy], size)
+    pid = os.getpid()
+    for lo, hi in (idle, busy):
+        thp, tails = huge_page_share(pid, lo, hi)
+        assert thp == 1.0 and tails >= 0.9, (thp, tails)  # else this tests nothing
+    allow_young = Scheme(action=Action.WILLNEED, filters=[Filter(FilterType.YOUNG, allow=True)])
+    set_filters_default_reject(allow_young)
+    # the first check finds every page young (just written) and marks them all idle
+    _, passed = filter_process_ranges(pid, [idle, busy], allow_young)
+    assert passed == 2 * size
+    view[size : 2 * size : HPAGE] += 1  # one write per huge page of the busy area
+    assert filter_process_ranges(pid, [idle], allow_young) == ([], 0)
+    assert filter_process_ranges(pid, [busy], allow_young) == ([busy], size)
 
-        # the same through a scheme applied by the monitoring of the idle area: nothing passes
-        ctx = Context(FvaddrOperations(), [Target(pid=pid, ranges=[idle])], ATTRS_IDLE, seed=3)
-        ctx.set_schemes([allow_young])
-        allow_young.stats.sz_ops_filter_passed = 0
-        ctx.run(nr_aggregations=3)
-        assert allow_young.stats.nr_tried >= 2
-        assert allow_young.stats.sz_ops_filter_passed == 0, allow_young.stats
-    finally:
-        del view
-        mapping.close()
+    # the same through a scheme applied by the monitoring of the idle area: nothing passes
+    ctx = Context(FvaddrOperations(), [Target(pid=pid, ranges=[idle])], ATTRS_IDLE, seed=3)
+    ctx.set_schemes([allow_young])
+    allow_young.stats.sz_ops_filter_passed = 0
+    ctx.run(nr_aggregations=3)
+    assert allow_young.stats.nr_tried >= 2
+    assert allow_young.stats.sz_ops_filter_passed == 0, allow_young.stats
+    del view  # on success only: a failed assert's traceback keeps the view alive
+    mapping.close()

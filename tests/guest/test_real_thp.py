@@ -27,7 +27,7 @@ from pydamon.ops.vaddr import filter_process_ranges
 pytestmark = pytest.mark.guest
 
 #: quick aggregations: the scheme is applied at each (the check of an idle area needs no wait)
-ATTRS_IDLE = Attrs(sample_interval_us=50_000, aggr_interval_us=500_000, min_nr_regions=1)
+ATTRS_IDLE = Attrs(sample_interval_us=50_000, aggr_interval_us=500_000, min_nr_regions=3)
 
 
 def huge_page_share(pid: int, start: int, end: int) -> tuple[float, float]:

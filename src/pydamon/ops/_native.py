@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pydamon.core.regions import Regions
-from pydamon.ops import _proc
+from pydamon.ops import pagefacts
 
 #: The extension module that setup.py builds from ``_fastpath.c``.
 HELPER_MODULE = "pydamon.ops._fastpath"
@@ -146,7 +146,10 @@ def path() -> str:
 
 
 def prepare(
-    phys: _proc.PhysPages, pagemap: _proc.Pagemap | None, addrs: IntArray, native: bool = True
+    phys: pagefacts.PhysPages,
+    pagemap: pagefacts.Pagemap | None,
+    addrs: IntArray,
+    native: bool = True,
 ) -> IntArray:
     """Translate sampling addresses to trackable PFNs (-1: not checkable) and mark them idle.
 
@@ -171,14 +174,14 @@ def prepare(
     raw = (
         pagemap.pfns(addr_list)
         if pagemap is not None
-        else [a >> _proc.PAGE_SHIFT for a in addr_list]
+        else [a >> pagefacts.PAGE_SHIFT for a in addr_list]
     )
     out = [phys.trackable(p) if p > 0 else -1 for p in raw]
     phys.mark_idle(out)
     return np.array(out, np.int64)
 
 
-def check(phys: _proc.PhysPages, pfns: IntArray, native: bool = True) -> BoolArray:
+def check(phys: pagefacts.PhysPages, pfns: IntArray, native: bool = True) -> BoolArray:
     """Whether each PFN's page was accessed since :func:`prepare` (-1: not accessed)."""
     lib = load() if native else None
     if lib is not None:
@@ -237,7 +240,7 @@ class Sampler:
         return self._ptrs
 
     def pick_prepare(
-        self, phys: _proc.PhysPages, pagemap: _proc.Pagemap | None, regions: Regions
+        self, phys: pagefacts.PhysPages, pagemap: pagefacts.Pagemap | None, regions: Regions
     ) -> None:
         """Pick a sampling address in every region, translate it, and mark its page idle."""
         n = len(regions)
@@ -267,7 +270,9 @@ class Sampler:
         """Nothing to check this sample (the target is gone): every region reads not accessed."""
         self.pfns = np.full(len(regions), -1, np.int64)
 
-    def check_update(self, phys: _proc.PhysPages, regions: Regions, max_nr_accesses: int) -> int:
+    def check_update(
+        self, phys: pagefacts.PhysPages, regions: Regions, max_nr_accesses: int
+    ) -> int:
         """Read back the idle bits and count the accesses; the highest nr_accesses."""
         n = len(regions)
         if len(self.pfns) != n:  # regions changed since prepare (never between the two)

@@ -12,12 +12,6 @@ from dataclasses import dataclass
 
 from pydamon.core.regions import PAGE_SIZE, align_down, align_up
 
-# Kept importable here for ops/_native.py until it takes them from pagefacts (another change
-# rewrites that file); new code imports pydamon.ops.pagefacts.
-from pydamon.ops.pagefacts import PAGE_SHIFT as PAGE_SHIFT
-from pydamon.ops.pagefacts import Pagemap as Pagemap
-from pydamon.ops.pagefacts import PhysPages as PhysPages
-
 #: Above the user address space (the [vsyscall] page lives there; int64 cannot hold it).
 USER_ADDR_LIMIT = 1 << 63
 

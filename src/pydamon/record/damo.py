@@ -19,10 +19,9 @@ from typing import Any
 import numpy as np
 
 from pydamon.core.snapshot import Snapshot
+from pydamon.record.footprint import SYSTEM_PAGE_SIZE
 from pydamon.record.model import UNKNOWN, Footprint, Record, RecordError, TargetInfo
 from pydamon.units import parse_duration, parse_number, parse_percent, parse_size
-
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 # damo's own reader accepts min and max in every number (``try_common_input``): so do we.
@@ -266,8 +265,8 @@ def _attach_footprints(rec: Record, path: str) -> None:
             elif proc is None:
                 proc = fp["footprint"]
         if proc:
-            rec.rss_bytes[i] = int(proc.get("resident") or 0) * PAGE_SIZE
-            rec.vsz_bytes[i] = int(proc.get("size") or 0) * PAGE_SIZE
+            rec.rss_bytes[i] = int(proc.get("resident") or 0) * SYSTEM_PAGE_SIZE
+            rec.vsz_bytes[i] = int(proc.get("size") or 0) * SYSTEM_PAGE_SIZE
         if sysfp:
             if sysfp.get("free") is not None:
                 rec.sys_free_bytes[i] = int(sysfp["free"]) * 1024
@@ -360,8 +359,8 @@ def _damo_footprints(rec: Record) -> list[dict[str, Any]]:
                 {
                     "pid": pid,
                     "footprint": {
-                        "size": max(fp.vsz_bytes, 0) // PAGE_SIZE,
-                        "resident": fp.rss_bytes // PAGE_SIZE,
+                        "size": max(fp.vsz_bytes, 0) // SYSTEM_PAGE_SIZE,
+                        "resident": fp.rss_bytes // SYSTEM_PAGE_SIZE,
                         "shared": 0,
                         "trs": 0,
                         "lrs": 0,

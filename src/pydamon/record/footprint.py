@@ -6,7 +6,8 @@ import os
 
 from pydamon.record.model import UNKNOWN, Footprint
 
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+#: The unit of /proc/PID/statm and of damo's footprint records: the system's page size.
+SYSTEM_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 def read_footprint(pid: int | None) -> Footprint:
@@ -16,8 +17,8 @@ def read_footprint(pid: int | None) -> Footprint:
         try:
             with open(f"/proc/{pid}/statm") as f:
                 fields = f.read().split()
-            fp.vsz_bytes = int(fields[0]) * PAGE_SIZE
-            fp.rss_bytes = int(fields[1]) * PAGE_SIZE
+            fp.vsz_bytes = int(fields[0]) * SYSTEM_PAGE_SIZE
+            fp.rss_bytes = int(fields[1]) * SYSTEM_PAGE_SIZE
         except (OSError, ValueError, IndexError):
             pass
     try:

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydamon.core.context import Context
 from pydamon.record.binfmt import RecordWriter
-from pydamon.record.footprint import read_footprint
+from pydamon.record.footprint import SYSTEM_PAGE_SIZE, read_footprint
 from pydamon.record.model import Footprint, Record
 
 
@@ -51,7 +51,7 @@ class Recorder:
                 "max_nr_regions": ctx.attrs.max_nr_regions,
             },
             "seed": ctx.seed,
-            "page_size": os.sysconf("SC_PAGE_SIZE"),
+            "page_size": SYSTEM_PAGE_SIZE,
             "hostname": os.uname().nodename,
         }
         from pydamon import __version__

@@ -10,15 +10,15 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from pydamon.core.regions import PAGE_SIZE
+from pydamon.core.regions import PAGE_SHIFT, PAGE_SIZE
+from pydamon.ops.pagefacts import HPAGE_PMD_SIZE
 from pydamon.ops.sim.workloads import WorkloadSpec
 
-HUGE_PAGE_SIZE = 2 << 20
+HUGE_PAGE_SIZE = HPAGE_PMD_SIZE
 #: Longest sampling window (in ticks) checked tick by tick.
 MAX_EXACT_TICKS = 64
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-PAGE_SHIFT = PAGE_SIZE.bit_length() - 1
 
 _TICK_MUL = 0xC2B2AE3D27D4EB4F
 _MASK64 = (1 << 64) - 1

@@ -20,7 +20,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-PAGE_SIZE = 4096
+from pydamon.core.regions import PAGE_SIZE
+
 MiB = 1 << 20
 GiB = 1 << 30
 

@@ -18,9 +18,10 @@ from pydamon.cli.common import (
     is_tty,
     make_context,
     pid_exists,
+    positive_seconds,
     setup_targets,
 )
-from pydamon.cli.main import EXIT_UNSUPPORTED, EXIT_USAGE, CliError
+from pydamon.cli.main import EXIT_USAGE, CliError
 from pydamon.units import explain, format_bytes, format_duration_us, parse_duration, parse_size
 
 EPILOG = """\
@@ -56,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--damos_quotas", nargs=3, metavar=("TIME", "SIZE", "RESET"),
                    help="time quota, size quota, reset interval (e.g. 10ms 128M 1s)")  # fmt: skip
     o = p.add_argument_group("run")
-    o.add_argument("--timeout", type=float, metavar="SECONDS",
+    o.add_argument("--timeout", type=positive_seconds, metavar="SECONDS",
                    help="stop after this long (monitor time; default 10 s for --sim)")  # fmt: skip
     o.add_argument("-o", "--record", metavar="FILE", help="also record the snapshots")
     o.add_argument("-q", "--quiet", action="store_true", help="no live stats line")
@@ -65,47 +66,64 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def schemes_from_args(args: argparse.Namespace) -> list[Any]:
-    try:
-        from pydamon import damos
-    except ImportError:
-        raise CliError("DAMOS is not available in this pydamon build", EXIT_UNSUPPORTED) from None
     if args.schemes and args.damos_action:
         raise CliError("give --schemes FILE or --damos_action, not both", EXIT_USAGE)
     if args.schemes:
-        import os
-
-        if not os.path.isfile(args.schemes):
-            raise CliError(f"no such scheme file: {args.schemes}", EXIT_USAGE)
-        try:
-            schemes = list(damos.load_schemes(args.schemes))
-        except FileNotFoundError:
-            raise CliError(f"no such scheme file: {args.schemes}", EXIT_USAGE) from None
-        except (OSError, ValueError) as err:
-            msg = str(err)
-            if args.schemes not in msg:
-                msg = f"{args.schemes}: {msg}"
-            raise CliError(f"bad scheme file {msg}", EXIT_USAGE) from None
-        if not schemes:
-            raise CliError(f"{args.schemes} defines no scheme", EXIT_USAGE)
-        return schemes
+        return load_scheme_file(args.schemes)
     if not args.damos_action:
         raise CliError("no scheme: give --schemes FILE or --damos_action ACTION", EXIT_USAGE)
+    return [scheme_from_options(args)]
+
+
+#: The option that sets a scheme field (damo's JSON layout names, as in a SchemeError).
+_OPTION_OF = {
+    "access_pattern.sz_bytes": "--damos_sz_region",
+    "access_pattern.nr_accesses": "--damos_access_rate",
+    "access_pattern.age": "--damos_age",
+    "quotas.time_ms": "--damos_quotas TIME",
+    "quotas.sz_bytes": "--damos_quotas SIZE",
+    "quotas.reset_interval_ms": "--damos_quotas RESET",
+}
+
+
+def scheme_from_options(args: argparse.Namespace) -> Any:
+    """One scheme from the ``--damos_*`` options; errors name the option."""
+    from pydamon.damos import AccessPattern, Quota, Scheme, SchemeError
+    from pydamon.damos.fields import read_percent, read_size, read_us
+    from pydamon.damos.kinds import AgeUnit, NrAccessesUnit, parse_action
+
+    def value(option: str, text: str, parse: Callable[[str], Any]) -> Any:
+        try:
+            return parse(text)
+        except ValueError as err:
+            raise CliError(f"bad {option}: {explain(text, err)}", EXIT_USAGE) from None
+
     sz = args.damos_sz_region or ["min", "max"]
     rate = args.damos_access_rate or ["0", "100"]
     age = args.damos_age or ["min", "max"]
-    line = " ".join([sz[0], sz[1], f"{rate[0]}%", f"{rate[1]}%", age[0], age[1], args.damos_action])
-    line = line.replace("%%", "%").replace("max%", "max").replace("min%", "min")
-    try:
-        scheme = damos.parse_scheme_line(line, "options")
-    except ValueError as err:
-        raise CliError(f"bad scheme options: {err}", EXIT_USAGE) from None
+    pattern = AccessPattern(
+        min_sz_bytes=value("--damos_sz_region MIN", sz[0], read_size),
+        max_sz_bytes=value("--damos_sz_region MAX", sz[1], read_size),
+        min_nr_accesses=value("--damos_access_rate MIN", rate[0], read_percent),
+        max_nr_accesses=value("--damos_access_rate MAX", rate[1], read_percent),
+        nr_accesses_unit=NrAccessesUnit.PERCENT,
+        min_age=value("--damos_age MIN", age[0], read_us),
+        max_age=value("--damos_age MAX", age[1], read_us),
+        age_unit=AgeUnit.USEC,
+    )
+    quota = Quota()
     if args.damos_quotas:
         # as in a scheme line, a quota may be min or max (damo's text_to_ms and text_to_bytes)
         t, s, r = args.damos_quotas
-        scheme.quota.ms = _quota_arg("TIME", t, parse_duration, "ms")
-        scheme.quota.sz = _quota_arg("SIZE", s, parse_size)
-        scheme.quota.reset_interval_ms = _quota_arg("RESET", r, parse_duration, "ms")
-    return [scheme]
+        quota.ms = _quota_arg("TIME", t, parse_duration, "ms")
+        quota.sz = _quota_arg("SIZE", s, parse_size)
+        quota.reset_interval_ms = _quota_arg("RESET", r, parse_duration, "ms")
+    action = value("--damos_action", args.damos_action, parse_action)
+    try:
+        return Scheme(pattern=pattern, action=action, quota=quota)
+    except SchemeError as err:
+        option = _OPTION_OF.get(err.field or "", "scheme options")
+        raise CliError(f"bad {option}: {err}", EXIT_USAGE) from None
 
 
 def _quota_arg(name: str, text: str, parse: Callable[..., int], *args: str) -> int:
@@ -113,6 +131,24 @@ def _quota_arg(name: str, text: str, parse: Callable[..., int], *args: str) -> i
         return parse(text, *args, allow_keywords=True)
     except ValueError as err:
         raise CliError(f"bad --damos_quotas {name}: {explain(text, err)}", EXIT_USAGE) from None
+
+
+def load_scheme_file(path: str) -> list[Any]:
+    """The schemes of a file (text, JSON or YAML); a missing or bad file is bad input (exit 1)."""
+    import os
+
+    from pydamon import damos
+
+    if not os.path.isfile(path):
+        raise CliError(f"no such scheme file: {path}")
+    try:
+        schemes = list(damos.load_schemes(path))
+    except (OSError, ValueError) as err:
+        msg = str(err) if path in str(err) else f"{path}: {err}"
+        raise CliError(f"bad scheme file {msg}") from None
+    if not schemes:
+        raise CliError(f"{path} defines no scheme")
+    return schemes
 
 
 def stats_rows(ctx: Any) -> list[dict[str, Any]]:

@@ -60,9 +60,13 @@ def positive_seconds(text: str) -> float:
 
 def seconds_or_zero(text: str) -> float:
     """argparse type: a finite number of seconds, 0 or more."""
-    if text.strip() in ("0", "0.0"):
-        return 0.0
-    return positive_seconds(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number, 0 or above")
+    return value
 
 
 def positive_size(text: str) -> int:

@@ -55,6 +55,15 @@ EXIT_UNSUPPORTED = 3
 EXIT_INTERRUPTED = 130
 
 
+def failure_exit_code(err: BaseException) -> int:
+    """The exit code of what stopped a command: 3 for a kernel feature or a privilege that is
+    missing (:class:`~pydamon.core.errors.FeatureMissing`, ``PermissionError``), else 1; the
+    same in every command."""
+    from pydamon.core.errors import FeatureMissing
+
+    return EXIT_UNSUPPORTED if isinstance(err, FeatureMissing | PermissionError) else EXIT_FAILURE
+
+
 class CliError(Exception):
     """An error to show the user as one line; ``exit_code`` is the process exit code."""
 
@@ -146,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as err:
         # Known failure kinds (bad files, bad values) still get one line, not a traceback.
         print(f"pydamon {args.command}: error: {err}", file=sys.stderr)
-        from pydamon.features import FeatureMissing
+        from pydamon.core.errors import FeatureMissing
 
         return EXIT_UNSUPPORTED if isinstance(err, FeatureMissing) else EXIT_FAILURE
 

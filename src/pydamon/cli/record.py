@@ -22,8 +22,9 @@ from pydamon.cli.common import (
     positive_seconds,
     setup_targets,
 )
-from pydamon.cli.main import EXIT_USAGE, CliError
+from pydamon.cli.main import EXIT_UNSUPPORTED, EXIT_USAGE, CliError
 from pydamon.core import Context
+from pydamon.core.errors import FeatureMissing
 from pydamon.units import format_bytes, format_duration_us
 
 DEFAULT_OUTPUT = "pydamon.data"
@@ -97,7 +98,11 @@ def add_options(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="stop after this long (monitor time: virtual for --sim, default 10 s there)",
     )
-    g.add_argument("--schemes", metavar="FILE", help="also apply DAMOS schemes from a file")
+    g.add_argument(
+        "--schemes",
+        metavar="FILE",
+        help="also apply DAMOS schemes from a file (format: pydamon schemes --help-format)",
+    )
     g.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     g.add_argument("--json", action="store_true", help="print a JSON summary at the end")
     # used by 'pydamon start' to run this recorder as a background monitor
@@ -306,9 +311,9 @@ def record(
     if error is not None:
         if isinstance(error, KeyboardInterrupt):
             stop_reason[0] = "SIGINT"
-        elif type(error).__name__ == "FeatureMissing":
+        elif isinstance(error, FeatureMissing):
             _drop_empty(recorder, out, stream_path)
-            raise CliError(f"monitoring failed: {error}", 3) from None
+            raise CliError(f"monitoring failed: {error}", EXIT_UNSUPPORTED) from None
         elif isinstance(error, PermissionError):
             _drop_empty(recorder, out, stream_path)
             raise CliError(

@@ -21,7 +21,7 @@ from pydamon.cli.common import (
     positive_seconds,
     setup_targets,
 )
-from pydamon.cli.main import EXIT_USAGE, CliError
+from pydamon.cli.main import EXIT_USAGE, CliError, failure_exit_code
 from pydamon.units import explain, format_bytes, format_duration_us, parse_duration, parse_size
 
 EPILOG = """\
@@ -31,8 +31,53 @@ examples:
   sudo pydamon schemes -p $(pidof myapp) --schemes cold.txt
   sudo pydamon schemes --damos_action cold --damos_sz_region 4K max \\
        --damos_quotas 10ms 128M 1s -- ./prog
-  (scheme files: damo's one-line text form, JSON or YAML; see 'pydamon schemes --help')
+  (scheme files: damo's one-line text form, JSON or YAML: 'pydamon schemes --help-format')
 """
+
+FORMAT_HELP = """\
+Scheme files (--schemes FILE; the form by extension .txt/.json/.yaml, else by content)
+
+TEXT: damo's one-line form, one scheme per line, '#' comments:
+  <min size> <max size> <min freq %> <max freq %> <min age> <max age> <action>
+      [<quota time> <quota size> <quota reset interval>
+       <size weight> <nr_accesses weight> <age weight>
+       <watermark metric> <watermark interval> <high> <mid> <low>]      (7 or 18 fields)
+  4K  max 0  0   60s   max pageout
+  2M  max 90 100 100ms max hugepage 10ms 1G 1s 0 3 7 free_mem_rate 5s 500 400 200
+  (damo's 9, 12 and 17-field forms, without the quota time, are read too)
+
+JSON / YAML: a list of schemes (or {"schemes": [...]}, or damo's whole kdamonds document):
+  [{"action": "pageout",
+    "access_pattern": {"sz_bytes": {"min": "4K", "max": "max"},
+                       "nr_accesses": {"min": 0, "max": 0},
+                       "age": {"min": "60s", "max": "max"}},
+    "apply_interval_us": 0,
+    "quotas": {"time_ms": 10, "sz_bytes": "128M", "reset_interval_ms": "1s",
+               "weights": {"sz_permil": 0, "nr_accesses_permil": 0, "age_permil": 1000},
+               "goals": [{"metric": "some_mem_psi_us", "target_value": "1ms"}]},
+    "watermarks": {"metric": "free_mem_rate", "interval_us": "5s",
+                   "high_permil": 500, "mid_permil": 400, "low_permil": 200},
+    "filters": [{"filter_type": "anon", "matching": true, "allow": false}]}]
+  A missing part keeps its default (match all, no quota, no watermarks, no filters); a key
+  that is not damo's is an error naming the closest one, so a typo never widens a scheme.
+
+Values: sizes 4096, 4K, 2MiB, 0x1000; times 500us, 100ms, 60s, 1h 30m (bare: us for ages
+and watermark intervals, ms for quota times); percentages 0..100 (80 or 80%); watermarks
+0..1000 per mille (high >= mid >= low); 'min'/'max' bound a range. nr_accesses in percent and
+ages in us unless nr_accesses_unit: samples / age_unit: aggr_intervals (or "5 samples").
+Actions: willneed cold pageout hugepage nohugepage lru_prio lru_deprio migrate_hot
+migrate_cold stat collapse. Filter types: anon active memcg young hugepage_size unmapped addr
+target. More: docs/damos.md.
+"""
+
+
+class _FormatHelp(argparse.Action):
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        print(FORMAT_HELP, end="")
+        parser.exit()
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,6 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_monitoring_options(p)
     g = p.add_argument_group("schemes (a file, or one scheme from damo-like options)")
     g.add_argument("--schemes", metavar="FILE", help="scheme file: damo text lines, JSON or YAML")
+    g.add_argument("--help-format", action=_FormatHelp, help="show the scheme file format and exit")
     g.add_argument("--damos_action", metavar="ACTION", help="e.g. pageout, cold, hugepage, stat")
     g.add_argument("--damos_access_rate", nargs=2, metavar=("MIN", "MAX"),
                    help="access rate range in percent (default 0 100)")  # fmt: skip
@@ -214,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         ctx.run(duration_us=duration)
     except (OSError, RuntimeError, NotImplementedError, ValueError) as err:
-        raise CliError(f"applying schemes failed: {err}") from None
+        raise CliError(f"applying schemes failed: {err}", failure_exit_code(err)) from None
     finally:
         for s, h in old.items():
             signal.signal(s, h)

@@ -54,7 +54,10 @@ def one_line_error(err: str) -> str:
 
 # -- finding 1: a typo widens a scheme ------------------------------------------------------------
 
-TYPO = '[{"action": "pageout", "access_pattern": {"age": {"mn": "60s"}}, "quotas": {"sz_bytes": "1M"}}]'
+# the issue's file: paged out 30 GiB of the simulated target (the same file spelt right: 0 B)
+TYPO = (
+    '[{"action": "pageout", "access_pattern": {"age": {"mn": "60s"}}, "quotas": {"sz_byte": "1M"}}]'
+)
 
 
 @pytest.mark.parametrize(
@@ -207,7 +210,6 @@ def test_what_damo_and_the_kernel_allow_still_reads():
 
 
 def test_a_misspelt_scheme_file_pages_out_nothing(tmp_path, capsys):
-    """The issue's file paged out 30 GiB of the target; spelt right, 0 B."""
     (tmp_path / "typo.json").write_text(TYPO)
     code, out, err = run_main(
         ["schemes", "--sim", "hotcold", "--schemes", str(tmp_path / "typo.json"), "--json"],
@@ -216,7 +218,9 @@ def test_a_misspelt_scheme_file_pages_out_nothing(tmp_path, capsys):
     line = one_line_error(err)
     assert code == 1 and out == ""
     assert "[0].access_pattern.age.mn: unknown key 'mn' (did you mean 'min'?)" in line
-    (tmp_path / "right.json").write_text(TYPO.replace('"mn"', '"min"'))
+    (tmp_path / "right.json").write_text(
+        TYPO.replace('"mn"', '"min"').replace("sz_byte", "sz_bytes")
+    )
     code, out, err = run_main(
         ["schemes", "--sim", "hotcold", "--schemes", str(tmp_path / "right.json"), "--json",
          "--timeout", "2", "--seed", "1"],
@@ -308,8 +312,8 @@ def test_cli_values_are_checked_in_one_line(argv, words, capsys, tmp_path, monke
 
 def test_record_sample_zero_no_longer_spins():
     """It spun at 97 % CPU forever, ignoring --timeout; now it is refused at once."""
-    out = subprocess.run([*PYDAMON, "record", "--sim", "hotcold", "--sample", "0", "--timeout",
-                          "1", "-o", os.devnull], capture_output=True, text=True, timeout=60)  # fmt: skip
+    argv = ["record", "--sim", "hotcold", "--sample", "0", "--timeout", "1", "-o", os.devnull]
+    out = subprocess.run([*PYDAMON, *argv], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "--sample" in one_line_error(out.stderr)
 
 

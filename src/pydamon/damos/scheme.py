@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 from pydamon import units
 from pydamon.core.operations import MAX_SCHEME_SCORE
 from pydamon.damos.fields import (
-    MAX_WMARK_PERMIL,
     DocPath,
     age_value,
     check_keys,
@@ -53,6 +52,16 @@ from pydamon.damos.kinds import (
     parse_action,
     parse_wmark_metric,
 )
+from pydamon.damos.limits import (
+    FILTER_KEYS,
+    GOAL_KEYS,
+    QUOTA_KEYS,
+    SCHEME_KEYS,
+    SCHEME_OUTPUT_KEYS,
+    WMARKS_KEYS,
+    SchemeError,
+    check_scheme,
+)
 from pydamon.damos.state import QuotaState, Stats, TriedRegion
 from pydamon.units import ULONG_MAX
 
@@ -60,67 +69,8 @@ if TYPE_CHECKING:
     from pydamon.core.attrs import Attrs
 
 
-# The keys of damo's JSON layout (``_damon.py`` ``to_kvpairs``; old names too). Any other key is
-# an error: ignored, a misspelt one would leave its field at the default, which matches all.
-_SCHEME_KEYS = (
-    "action",
-    "access_pattern",
-    "apply_interval_us",
-    "quotas",
-    "watermarks",
-    "filters",
-    "target_nid",
-    "dests",
-)
-#: What damo writes of a running scheme (results, not inputs): accepted and ignored.
-_SCHEME_OUTPUT_KEYS = ("stats", "tried_regions", "tried_bytes")
-_QUOTA_KEYS = ("time_ms", "sz_bytes", "reset_interval_ms", "weights", "goals", "goal_tuner")
-_GOAL_KEYS = (
-    "metric",
-    "target_value",
-    "target_value_bp",
-    "current_value",
-    "current_value_bp",
-    "nid",
-    "path",
-    "memcg_path",
-)
-_WMARKS_KEYS = (
-    "metric",
-    "interval_us",
-    "high_permil",
-    "mid_permil",
-    "low_permil",
-    "high",
-    "mid",
-    "low",
-)
-_FILTER_KEYS = (
-    "filter_type",
-    "type",
-    "matching",
-    "allow",
-    "filter_pass",
-    "memcg_path",
-    "address_range",
-    "damon_target_idx",
-    "hugepage_size",
-)
-
 #: ``DAMOS_MAX_SCORE``: scores range 0..99 (the core's, which scores every region alike).
 DAMOS_MAX_SCORE = MAX_SCHEME_SCORE
-
-
-class SchemeError(ValueError):
-    """A scheme whose parameters the kernel would reject (one-line message).
-
-    ``field`` is where in damo's JSON layout of the scheme the bad value is
-    (``watermarks.interval_us``), so that a scheme file's error can name it.
-    """
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 @dataclass
@@ -260,7 +210,7 @@ class QuotaGoal:
 
     @classmethod
     def from_dict(cls, kv: Mapping[str, Any], path: DocPath) -> QuotaGoal:
-        check_keys(kv, path, _GOAL_KEYS)
+        check_keys(kv, path, GOAL_KEYS)
         goal = cls()
         if "metric" in kv:
             goal.metric = get(kv, "metric", path, enum_parser(GoalMetric, "quota goal metric"))
@@ -313,7 +263,7 @@ class Quota:
     @classmethod
     def from_dict(cls, kv: Mapping[str, Any], path: DocPath) -> Quota:
         # effective_sz_bytes: damo's output of what the kernel computed, not an input
-        check_keys(kv, path, _QUOTA_KEYS, ignored=("effective_sz_bytes",))
+        check_keys(kv, path, QUOTA_KEYS, ignored=("effective_sz_bytes",))
         q = cls()
         if "time_ms" in kv:
             q.ms = get(kv, "time_ms", path, read_ms)
@@ -372,7 +322,7 @@ class Watermarks:
 
     @classmethod
     def from_dict(cls, kv: Mapping[str, Any], path: DocPath) -> Watermarks:
-        check_keys(kv, path, _WMARKS_KEYS)
+        check_keys(kv, path, WMARKS_KEYS)
         w = cls()
         if "metric" in kv:
             w.metric = get(kv, "metric", path, parse_wmark_metric)
@@ -420,7 +370,7 @@ class Filter:
 
     @classmethod
     def from_dict(cls, kv: Mapping[str, Any], path: DocPath) -> Filter:
-        check_keys(kv, path, _FILTER_KEYS)
+        check_keys(kv, path, FILTER_KEYS)
         key = "filter_type" if "filter_type" in kv else "type"
         if key not in kv:
             raise (path / "filter_type").error("missing")
@@ -527,96 +477,15 @@ class Scheme:
 
     def validate(self) -> None:
         """Raise :class:`SchemeError` for parameters the kernel rejects or that cannot mean
-        anything (a percentage above 100, a watermark above 1000 per mille, a watermark check
-        interval of 0); its ``field`` names the bad field in damo's JSON layout."""
-        p = self.pattern
-        for key, name, low, high in (
-            ("sz_bytes", "size", p.min_sz_bytes, p.max_sz_bytes),
-            ("nr_accesses", "nr_accesses", p.min_nr_accesses, p.max_nr_accesses),
-            ("age", "age", p.min_age, p.max_age),
-        ):
-            if low < 0:
-                raise SchemeError(
-                    f"min {name} must not be negative (got {low})", f"access_pattern.{key}.min"
-                )
-            if low > high:
-                raise SchemeError(
-                    f"access pattern {name} range is empty (min {plain_number(low)} > max "
-                    f"{plain_number(high)})",
-                    f"access_pattern.{key}",
-                )
-        if p.nr_accesses_unit == NrAccessesUnit.PERCENT:
-            for key, value in (("min", p.min_nr_accesses), ("max", p.max_nr_accesses)):
-                if 100 < value < ULONG_MAX:
-                    raise SchemeError(
-                        f"{plain_number(value)} is out of range (a percentage is 0 to 100, or "
-                        "min, max)",
-                        f"access_pattern.nr_accesses.{key}",
-                    )
-        q = self.quota
-        for value, name, key in (
-            (self.apply_interval_us, "apply interval", "apply_interval_us"),
-            (q.ms, "time quota", "quotas.time_ms"),
-            (q.sz, "size quota", "quotas.sz_bytes"),
-            (q.reset_interval_ms, "quota reset interval", "quotas.reset_interval_ms"),
-            (q.weight_sz_permil, "size weight", "quotas.weights.sz_permil"),
-            (
-                q.weight_nr_accesses_permil,
-                "nr_accesses weight",
-                "quotas.weights.nr_accesses_permil",
-            ),
-            (q.weight_age_permil, "age weight", "quotas.weights.age_permil"),
-        ):
-            if not 0 <= value <= ULONG_MAX:  # also refuses NaN
-                raise SchemeError(f"{name} must be 0 to max (got {value})", key)
-        for i, goal in enumerate(q.goals):
-            if goal.target_value <= 0:
-                raise SchemeError(
-                    f"quota goal {goal.metric} needs a positive target value "
-                    f"(got {goal.target_value})",
-                    f"quotas.goals.{i}.target_value",
-                )
-        w = self.wmarks
-        for key in ("high", "mid", "low"):
-            value = getattr(w, key)
-            if not 0 <= value <= MAX_WMARK_PERMIL:
-                raise SchemeError(
-                    f"{value} is out of range (a watermark is 0 to {MAX_WMARK_PERMIL} per mille)",
-                    f"watermarks.{key}_permil",
-                )
-        if w.metric != WmarkMetric.NONE:
-            if not w.high >= w.mid >= w.low:
-                raise SchemeError(
-                    f"watermarks must satisfy high >= mid >= low (got {w.high}, {w.mid}, {w.low})",
-                    "watermarks",
-                )
-            if w.interval_us <= 0:
-                raise SchemeError(
-                    f"watermarks with metric {w.metric} need a check interval above 0 "
-                    f"(got {w.interval_us} us)",
-                    "watermarks.interval_us",
-                )
-        for i, f in enumerate(self.filters):
-            at = f"filters.{i}"
-            if f.type == FilterType.ADDR and f.addr_end < f.addr_start:
-                raise SchemeError(
-                    f"addr filter range is inverted ({f.addr_start:#x} > {f.addr_end:#x})",
-                    f"{at}.address_range",
-                )
-            if f.type == FilterType.HUGEPAGE_SIZE and f.max_sz < f.min_sz:
-                raise SchemeError(
-                    f"hugepage_size filter range is inverted ({f.min_sz} > {f.max_sz})",
-                    f"{at}.hugepage_size",
-                )
-            if f.type == FilterType.MEMCG and not f.memcg_path:
-                raise SchemeError("memcg filter needs a memcg_path (a cgroup v2 path)", at)
+        anything (:func:`~pydamon.damos.limits.check_scheme`)."""
+        check_scheme(self)
 
     @classmethod
     def from_dict(cls, kv: object, path: DocPath | None = None) -> Scheme:
         """A scheme from damo's JSON layout (a dict); errors name the path of the bad field."""
         path = path or DocPath("<schemes>")
         kv = mapping(kv, path)
-        check_keys(kv, path, _SCHEME_KEYS, ignored=_SCHEME_OUTPUT_KEYS)
+        check_keys(kv, path, SCHEME_KEYS, ignored=SCHEME_OUTPUT_KEYS)
         if kv.get("dests"):
             # damo writes an empty list; weighted destinations are not modelled: refuse them
             # rather than migrate somewhere else than asked

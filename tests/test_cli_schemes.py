@@ -41,12 +41,13 @@ def test_pageout_cold_memory_from_options_and_file(tmp_path):
 
 def test_schemes_bad_input(tmp_path):
     (tmp_path / "bad.txt").write_text("1 2 3\n")
-    for argv, words in (
-        (["--sim", "hotcold"], "no scheme"),
-        (["--sim", "hotcold", "--damos_action", "explode"], "unknown action"),
-        (["--sim", "hotcold", "--schemes", "bad.txt"], "bad scheme file"),
-        (["--sim", "hotcold", "--schemes", "none.txt"], "no such scheme file"),
+    # a wrong command line is a usage error (2), a bad or missing file bad input (1)
+    for argv, words, code in (
+        (["--sim", "hotcold"], "no scheme", 2),
+        (["--sim", "hotcold", "--damos_action", "explode"], "unknown action", 2),
+        (["--sim", "hotcold", "--schemes", "bad.txt"], "bad scheme file", 1),
+        (["--sim", "hotcold", "--schemes", "none.txt"], "no such scheme file", 1),
     ):
         res = pydamon("schemes", *argv, cwd=tmp_path, check=False)
-        assert res.returncode == 2 and "Traceback" not in res.stderr
+        assert res.returncode == code and "Traceback" not in res.stderr
         assert len(res.stderr.strip().splitlines()) == 1 and words in res.stderr, res.stderr

@@ -125,10 +125,13 @@ def test_text_with_comments_and_blank_lines():
         ("4K max 0 0 60q max pageout", "<schemes>:1: field 5 (min age) '60q': unknown time unit"),
         ("4K max 0 x 60s max pageout", "<schemes>:1: field 4 (max frequency) 'x': not a percent"),
         ("4K max 0 0 60s max pagein", "<schemes>:1: field 7 (action) 'pagein': unknown action"),
-        ("# c\n\n8K 4K 0 0 1s max stat", "<schemes>:3: access pattern size range is empty"),
+        (
+            "# c\n\n8K 4K 0 0 1s max stat",
+            "<schemes>:3: field 1 (min size): access pattern size range is empty",
+        ),
         (
             "4K max 0 0 1s max stat 1G 1s 0 0 0 free_mem_rate 1s 100 200 50",
-            "<schemes>:1: watermarks must satisfy high >= mid >= low",
+            "<schemes>:1: field 15 (high watermark): watermarks must satisfy high >= mid >= low",
         ),
         (
             "4K max 0 0 1s max stat 1G 1s 0 0 0 freemem 1s 500 400 200",
@@ -307,28 +310,28 @@ def test_text_form_refuses_what_it_cannot_say():
     [
         ('[{"action": "pageout",', "invalid JSON at line 1"),
         ('{"foo": 1}', "top level: expected a list of schemes"),
-        ('[{"action": "fly"}]', "0.action: 'fly': unknown action"),
+        ('[{"action": "fly"}]', "[0].action: 'fly': unknown action"),
         (
             '[{"access_pattern": {"sz_bytes": {"min": "4Q"}}}]',
-            "0.access_pattern.sz_bytes.min: '4Q': unknown size unit",
+            "[0].access_pattern.sz_bytes.min: '4Q': unknown size unit",
         ),
         (
             '[{"filters": [{"filter_type": "addr"}]}]',
-            "0.filters.0.address_range: an addr filter needs an address_range",
+            "[0].filters[0].address_range: an addr filter needs an address_range",
         ),
         (
             '[{"quotas": {"goals": [{"metric": "bogus", "target_value": 1}]}}]',
-            "0.quotas.goals.0.metric: 'bogus': unknown quota goal metric",
+            "[0].quotas.goals[0].metric: 'bogus': unknown quota goal metric",
         ),
         (
             '[{"quotas": {"goals": [{"metric": "user_input", "target_value": 0}]}}]',
-            "0: quota goal user_input needs a positive target value",
+            "[0].quotas.goals[0].target_value: quota goal user_input needs a positive target value",
         ),
         (
             '[{"watermarks": {"metric": "free_mem_rate", "high_permil": 1, "mid_permil": 2}}]',
-            "0: watermarks must satisfy high >= mid >= low",
+            "[0].watermarks: watermarks must satisfy high >= mid >= low",
         ),
-        ("schemes:\n  - action: [1, 2]", "schemes.0.action"),
+        ("schemes:\n  - action: [1, 2]", "schemes[0].action"),
         ("- action: pageout\n   bad: [", "invalid YAML at line"),
     ],
 )

@@ -14,11 +14,12 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 ALLOWED: dict[str, set[str]] = {
     "core": set(),
     "units": set(),
-    "damos": {"core", "units"},
+    "extras": set(),
+    "damos": {"core", "units", "extras"},
     "ops": {"core", "damos", "units"},
     "kernel": {"core", "damos", "ops", "units", "runstate", "pydamon"},
-    "record": {"core", "units", "pydamon"},
-    "report": {"core", "record", "units"},
+    "record": {"core", "units", "pydamon", "extras"},
+    "report": {"core", "record", "units", "extras"},
     "features": {"core", "ops", "kernel"},
     "runstate": set(),
     "workload": {"core", "ops", "units", "pydamon"},
@@ -36,6 +37,7 @@ ALLOWED: dict[str, set[str]] = {
         "runstate",
         "workload",
         "pydamon",
+        "extras",
     },
 }
 

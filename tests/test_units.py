@@ -263,7 +263,9 @@ def test_refused_forms_are_refused_by_every_reader_with_one_line():
         load_module("reclaim")(quota_sz="4X")
     with pytest.raises(SchemeFileError, match="field 5 \\(min age\\) 'soon': not a duration"):
         parse_schemes("4K max 0 0 soon max stat", "text")
-    with pytest.raises(SchemeFileError, match="0.access_pattern.sz_bytes.min: '4X': unknown size"):
+    with pytest.raises(
+        SchemeFileError, match=r"\[0\].access_pattern.sz_bytes.min: '4X': unknown size"
+    ):
         parse_schemes('[{"access_pattern": {"sz_bytes": {"min": "4X"}}}]')
 
 

@@ -96,6 +96,13 @@ def _checked(value: float, what: str) -> float:
     return value
 
 
+def _scaled_to_int(value: float, mul: float, div: float, what: str) -> int:
+    """``value * mul / div`` of a finite ``value``: a product too large for a float is beyond
+    ``ULONG_MAX``, so ``max`` as every value at or above it (not an error, not infinite)."""
+    scaled = _checked(value, what) * mul / div
+    return ULONG_MAX if scaled >= ULONG_MAX else int(scaled)
+
+
 def _to_int(value: float, what: str) -> int:
     value = _checked(value, what)
     return ULONG_MAX if value >= ULONG_MAX else int(value)
@@ -159,7 +166,7 @@ def parse_size(value: object, *, allow_keywords: bool = False) -> int:
         )
     if unit and _is_hex(m.group(1)):
         raise ValueError(f"a hex number takes no unit (use {examples})")
-    return _to_int(_to_float(m.group(1)) * _SIZE_UNITS[unit.lower()], "a size")
+    return _scaled_to_int(_to_float(m.group(1)), _SIZE_UNITS[unit.lower()], 1, "a size")
 
 
 def parse_duration(
@@ -179,7 +186,7 @@ def parse_duration(
     bare_ns = _TIME_UNITS_NS[default_unit or unit]
     number = _plain(value, "a duration")
     if number is not None:
-        return _to_int(_checked(number, "a duration") * bare_ns / scale, "a duration")
+        return _scaled_to_int(number, bare_ns, scale, "a duration")
     text = str(value)
     total_ns = 0.0
     pos = 0
@@ -196,7 +203,7 @@ def parse_duration(
             _TIME_UNITS_NS[word] if word else bare_ns
         )
         pos = m.end()
-    return _to_int(total_ns / scale, "a duration")
+    return ULONG_MAX if math.isinf(total_ns) else _scaled_to_int(total_ns, 1, scale, "a duration")
 
 
 def parse_percent(value: object, *, allow_keywords: bool = False) -> float:

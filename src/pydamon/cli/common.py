@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -31,6 +32,60 @@ def time_us(text: str) -> int:
         return parse_duration(text, "us")
     except ValueError as err:
         raise argparse.ArgumentTypeError(explain(text, err)) from None
+
+
+def positive_time_us(text: str) -> int:
+    """argparse type: an interval in microseconds above 0 (0 would never let time pass)."""
+    value = time_us(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be above 0 (e.g. 5ms)")
+    return value
+
+
+def positive_number(text: str, what: str = "a number") -> float:
+    """argparse type: a finite number above 0 (no inf, nan, 0 or negative)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number above 0")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type: a finite number of seconds above 0."""
+    return positive_number(text, "a number of seconds")
+
+
+def seconds_or_zero(text: str) -> float:
+    """argparse type: a finite number of seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number, 0 or above")
+    return value
+
+
+def positive_size(text: str) -> int:
+    """argparse type: bytes above 0."""
+    value = size_bytes(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be above 0 (e.g. 1GiB)")
+    return value
+
+
+def nr_regions(text: str) -> int:
+    """argparse type: a number of regions (the kernel's minimum is 3)."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 3:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 3 (the kernel's minimum)")
+    return value
 
 
 def size_bytes(text: str) -> int:
@@ -63,30 +118,19 @@ def parse_ranges(text: str) -> list[tuple[int, int]]:
         if lo >= hi:
             raise CliError(f"empty address range {part!r} (start must be below end)", EXIT_USAGE)
         out.append((lo, hi))
-    return sorted(out)
+    out.sort()
+    for (lo, hi), (next_lo, next_hi) in zip(out, out[1:]):
+        if next_lo < hi:
+            # the kernel refuses overlapping regions of a target (damon_set_regions)
+            raise CliError(
+                f"--regions overlap: {lo:#x}-{hi:#x} and {next_lo:#x}-{next_hi:#x}", EXIT_USAGE
+            )
+    return out
 
 
 def add_monitoring_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("monitoring (damo's names; times in us or with units)")
-    g.add_argument("-s", "--sample", type=time_us, metavar="US", help="sampling interval (5ms)")
-    g.add_argument("-a", "--aggr", type=time_us, metavar="US", help="aggregation interval (100ms)")
-    g.add_argument("-u", "--updr", type=time_us, metavar="US", help="ops update interval (1s)")
-    g.add_argument("-n", "--minr", type=int, metavar="N", help="minimum number of regions (10)")
-    g.add_argument("-m", "--maxr", type=int, metavar="N", help="maximum number of regions (1000)")
-    g.add_argument(
-        "--monitoring_intervals",
-        nargs=3,
-        type=time_us,
-        metavar=("SAMPLE", "AGGR", "UPDATE"),
-        help="the three intervals at once",
-    )
-    g.add_argument(
-        "--monitoring_nr_regions_range",
-        nargs=2,
-        type=int,
-        metavar=("MIN", "MAX"),
-        help="minimum and maximum number of regions",
-    )
+    add_attrs_options(g)
     g.add_argument(
         "--monitoring_intervals_goal",
         nargs=4,
@@ -96,6 +140,39 @@ def add_monitoring_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--regions", metavar="S-E[,S-E..]", help="initial monitoring regions")
     g.add_argument("--ops", choices=OPS_NAMES, help="operations set (default: vaddr for a pid)")
     g.add_argument("--seed", type=int, help="random seed (reproduces a --sim run exactly)")
+
+
+def add_attrs_options(g: Any) -> None:
+    """The monitoring attributes' options (``record``, ``schemes``, ``start`` and ``tune``)."""
+    g.add_argument(
+        "-s", "--sample", type=positive_time_us, metavar="US", help="sampling interval (5ms)"
+    )
+    g.add_argument(
+        "-a", "--aggr", type=positive_time_us, metavar="US", help="aggregation interval (100ms)"
+    )
+    g.add_argument(
+        "-u", "--updr", type=positive_time_us, metavar="US", help="ops update interval (1s)"
+    )
+    g.add_argument(
+        "-n", "--minr", type=nr_regions, metavar="N", help="minimum number of regions (10)"
+    )
+    g.add_argument(
+        "-m", "--maxr", type=nr_regions, metavar="N", help="maximum number of regions (1000)"
+    )
+    g.add_argument(
+        "--monitoring_intervals",
+        nargs=3,
+        type=positive_time_us,
+        metavar=("SAMPLE", "AGGR", "UPDATE"),
+        help="the three intervals at once",
+    )
+    g.add_argument(
+        "--monitoring_nr_regions_range",
+        nargs=2,
+        type=nr_regions,
+        metavar=("MIN", "MAX"),
+        help="minimum and maximum number of regions",
+    )
 
 
 def add_target_options(p: argparse.ArgumentParser, *, command: bool = True) -> None:
@@ -108,11 +185,11 @@ def add_target_options(p: argparse.ArgumentParser, *, command: bool = True) -> N
         "or a workload file)",
     )
     g.add_argument(
-        "--sim_size", type=size_bytes, metavar="BYTES", help="simulated memory size (1GiB)"
+        "--sim_size", type=positive_size, metavar="BYTES", help="simulated memory size (1GiB)"
     )
     g.add_argument(
         "--sim_speed",
-        type=float,
+        type=positive_number,
         metavar="X",
         help="simulated seconds per real second (default: as fast as possible; 1 for start)",
     )

@@ -9,10 +9,13 @@ error types below) and are printed as one line, never as a traceback.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import inspect
+import re
 import sys
-from collections.abc import Sequence
+import typing
+from collections.abc import Iterator, Sequence
 
 #: The module of each top-level command, so that a command imports only its own module (a light
 #: command such as ``status`` must not pay for numpy and every other command's imports).
@@ -52,6 +55,15 @@ EXIT_UNSUPPORTED = 3
 EXIT_INTERRUPTED = 130
 
 
+def failure_exit_code(err: BaseException) -> int:
+    """The exit code of what stopped a command: 3 for a kernel feature or a privilege that is
+    missing (:class:`~pydamon.core.errors.FeatureMissing`, ``PermissionError``), else 1; the
+    same in every command."""
+    from pydamon.core.errors import FeatureMissing
+
+    return EXIT_UNSUPPORTED if isinstance(err, FeatureMissing | PermissionError) else EXIT_FAILURE
+
+
 class CliError(Exception):
     """An error to show the user as one line; ``exit_code`` is the process exit code."""
 
@@ -60,9 +72,45 @@ class CliError(Exception):
         self.exit_code = exit_code
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, whose errors about a misspelt option or choice name the closest one
+    (``unrecognized arguments: --damos_acess_rate (did you mean --damos_access_rate?)``)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        """One line, no usage dump: what is wrong, the closest right spelling, where to look."""
+        hint = self._suggestion(message)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}{hint} (see '{self.prog} --help')\n")
+
+    def _suggestion(self, message: str) -> str:
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if choice:
+            known = re.findall(r"'([^']*)'", choice.group(2))
+            close = difflib.get_close_matches(choice.group(1), known, n=1)
+            return f"; did you mean {close[0]!r}?" if close else ""
+        if not message.startswith("unrecognized arguments:"):
+            return ""
+        options = sorted(set(_option_strings(self)))
+        hints = []
+        for word in message.split(":", 1)[1].split():
+            if word.startswith("-"):
+                close = difflib.get_close_matches(word.split("=", 1)[0], options, n=1)
+                if close:
+                    hints.append(f"{word}: did you mean {close[0]}?")
+        return f" ({'; '.join(hints)})" if hints else ""
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> Iterator[str]:
+    """Every option of ``parser`` and of its subcommands' parsers."""
+    for action in parser._actions:
+        yield from action.option_strings
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _option_strings(sub)
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The whole parser, or only ``command``'s module's part of it when a command is given."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="pydamon",
         description="User-space DAMON: data access monitoring and access-aware memory management.",
     )
@@ -107,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as err:
         # Known failure kinds (bad files, bad values) still get one line, not a traceback.
         print(f"pydamon {args.command}: error: {err}", file=sys.stderr)
-        from pydamon.features import FeatureMissing
+        from pydamon.core.errors import FeatureMissing
 
         return EXIT_UNSUPPORTED if isinstance(err, FeatureMissing) else EXIT_FAILURE
 

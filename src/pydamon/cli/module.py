@@ -19,10 +19,11 @@ import os
 import subprocess
 import sys
 import time
+import typing
 from pathlib import Path
 from typing import Any
 
-from pydamon.cli.main import EXIT_FAILURE, CliError
+from pydamon.cli.main import EXIT_FAILURE, CliError, failure_exit_code
 from pydamon.modules import BUILTIN_MODULES, Module, ModuleError, ParamError, load_module
 from pydamon.modules.runner import ModuleRunner, ServiceFiles, default_run_dir, serve
 
@@ -49,9 +50,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         ("run", "run a module in the foreground (Ctrl-C / SIGTERM stops it cleanly)"),
         ("start", "start a module as a background service"),
     ):
-        q = msub.add_parser(action, help=helptext)
+        q = msub.add_parser(
+            action,
+            help=helptext,
+            description=f"{helptext[0].upper()}{helptext[1:]}. "
+            f"'pydamon module {action} NAME --help' lists NAME's parameters.",
+            epilog=RUN_EPILOG.format(action=action),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         q.add_argument("module", help="built-in module name or path of a module file")
-        q.add_argument("params", nargs=argparse.REMAINDER, help="--param value ...")
+        q.add_argument(
+            "params", nargs=argparse.REMAINDER, help="--param value ... (or param=value)"
+        )
+        add_runner_options(q.add_argument_group("runner options (before or after NAME)"))
         q.set_defaults(func=cmd_run if action == "run" else cmd_start)
 
     q = msub.add_parser("status", help="show running module instances, their params and stats")
@@ -73,24 +84,79 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
+RUN_EPILOG = """\
+examples:
+  pydamon module {action} stat --ops sim --workload hotcold --duration 30
+  sudo pydamon module {action} reclaim --ops vaddr --pid 1234 --min-age 30s [--instance web]
+  pydamon module {action} reclaim --help    # the module's parameters, units and defaults
+"""
+
+
 # -- argument helpers ------------------------------------------------------------------------------
+class _RunnerOptionError(Exception):
+    pass
+
+
+class _RunnerOptions(argparse.ArgumentParser):
+    """The runner options among a module's parameters; a bad one raises, not exits."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise _RunnerOptionError(message)
+
+
+def _seconds(text: str) -> float:
+    from pydamon.cli.common import positive_seconds
+
+    return positive_seconds(text)
+
+
+def _seconds_or_zero(text: str) -> float:
+    from pydamon.cli.common import seconds_or_zero
+
+    return seconds_or_zero(text)
+
+
+def add_runner_options(g: Any) -> None:
+    """How ``module run``/``start`` run a module (the rest of the words are its parameters)."""
+    g.add_argument("--instance", default=None, help="instance name (default: the module's)")
+    g.add_argument(
+        "--run-dir", type=Path, default=None, help="where instances keep their state files"
+    )
+    g.add_argument(
+        "--duration", type=_seconds, default=None, metavar="S", help="stop after S seconds"
+    )
+    g.add_argument("--format", choices=("text", "json"), default="text", help="stats output (text)")
+    g.add_argument(
+        "--report-interval",
+        type=_seconds_or_zero,
+        default=None,
+        metavar="S",
+        help="print the stats every S seconds of wall time (0: never; default per module)",
+    )
+
+
 def _runner_options() -> argparse.ArgumentParser:
-    ro = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    ro.add_argument("--instance", default=None)
-    ro.add_argument("--run-dir", type=Path, default=None)
-    ro.add_argument("--duration", type=float, default=None)
-    ro.add_argument("--format", choices=("text", "json"), default="text")
-    ro.add_argument("--report-interval", type=float, default=None)
+    ro = _RunnerOptions(add_help=False, allow_abbrev=False)
+    add_runner_options(ro)
     return ro
 
 
-def split_params(words: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
-    """Runner options and ``{param: text}`` from ``--name value`` / ``--name=value`` /
-    ``name=value`` words."""
+def split_params(
+    words: list[str], given: argparse.Namespace | None = None
+) -> tuple[argparse.Namespace, dict[str, str]]:
+    """Runner options (over those ``given`` before the module name) and ``{param: text}`` from
+    ``--name value`` / ``--name=value`` / ``name=value`` words."""
+    base = argparse.Namespace(
+        **{
+            k: getattr(given, k)
+            for k in ("instance", "run_dir", "duration", "format", "report_interval")
+            if hasattr(given, k)
+        }  # fmt: skip
+    )
     try:
-        opts, rest = _runner_options().parse_known_args(words)
-    except SystemExit:
-        raise CliError("bad runner option (see 'pydamon module run --help')", 2) from None
+        opts, rest = _runner_options().parse_known_args(words, namespace=base)
+    except _RunnerOptionError as err:
+        raise CliError(f"{err} (see 'pydamon module run --help')", 2) from None
     params: dict[str, str] = {}
     i = 0
     while i < len(rest):
@@ -158,8 +224,31 @@ def cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wants_help(words: list[str]) -> bool:
+    return any(w in ("-h", "--help") for w in words)
+
+
+def _module_help(ref: str, action: str) -> int:
+    """``pydamon module run NAME --help``: NAME's parameters and the runner options."""
+    cls = _load(ref)
+    lines = [f"{cls.name}: {cls.description}", "", "parameters (--name value or name=value):"]
+    lines += [f"  --{p.name.replace('_', '-')}  {p.describe()}" for p in cls.params]
+    parser = argparse.ArgumentParser(
+        prog=f"pydamon module {action} {ref}",
+        usage="%(prog)s [runner options] [--PARAM VALUE ...]",
+        description="\n".join(lines),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=False,
+    )
+    add_runner_options(parser.add_argument_group("runner options"))
+    parser.print_help()
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    opts, params = split_params(args.params)
+    if _wants_help(args.params):
+        return _module_help(args.module, "run")
+    opts, params = split_params(args.params, args)
     cls = _load(args.module)
     ref = os.path.abspath(args.module) if args.module not in BUILTIN_MODULES else args.module
     try:
@@ -189,14 +278,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     except CliError:
         raise
     except Exception as err:  # what ended a monitoring loop (e.g. a target's memory vanished)
-        raise CliError(f"monitoring stopped: {type(err).__name__}: {err}") from None
+        what = str(err) if isinstance(err, OSError | ValueError) else f"{type(err).__name__}: {err}"
+        raise CliError(f"monitoring stopped: {what}", failure_exit_code(err)) from None
     finally:
         files.release()
     return 0
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    opts, params = split_params(args.params)
+    if _wants_help(args.params):
+        return _module_help(args.module, "start")
+    opts, params = split_params(args.params, args)
     cls = _load(args.module)
     try:
         module_probe = cls.parse_params(params)  # fail here, with the error, not in the log
@@ -290,6 +382,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_set(args: argparse.Namespace) -> int:
+    if _wants_help(args.params):
+        print("give the parameters to change as --name value; 'pydamon module status "
+              f"{args.instance}' shows them, 'pydamon module params NAME' their units")  # fmt: skip
+        return 0
     opts, params = split_params(args.params)
     if not params:
         raise CliError("give at least one parameter to change (--name value)", 2)

@@ -67,6 +67,13 @@ def _register_start(sub: argparse._SubParsersAction) -> None:
             action.help = "record file (default: ./pydamon-<name>.data)"
 
 
+def positive_seconds(text: str) -> float:
+    # imported when used: 'status' and 'stop' answer without the monitoring imports
+    from pydamon.cli.common import positive_seconds as parse
+
+    return parse(text)
+
+
 def _register_control(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser(
         "stop",
@@ -76,7 +83,7 @@ def _register_control(sub: argparse._SubParsersAction) -> None:
     )
     s.add_argument("name", nargs="?", help="instance (optional when only one runs)")
     s.add_argument("--all", action="store_true", help="stop every instance")
-    s.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (30)")
+    s.add_argument("--timeout", type=positive_seconds, default=30.0, help="seconds to wait (30)")
     s.set_defaults(func=run_stop)
 
     st = sub.add_parser(
@@ -99,18 +106,13 @@ def _register_tune(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     t.add_argument("name", nargs="?", help="instance (optional when only one runs)")
-    from pydamon.cli.common import time_us
+    from pydamon.cli.common import add_attrs_options
 
     g = t.add_argument_group("monitoring attributes (unspecified ones are kept)")
-    g.add_argument("-s", "--sample", type=time_us, metavar="US")
-    g.add_argument("-a", "--aggr", type=time_us, metavar="US")
-    g.add_argument("-u", "--updr", type=time_us, metavar="US")
-    g.add_argument("-n", "--minr", type=int, metavar="N")
-    g.add_argument("-m", "--maxr", type=int, metavar="N")
-    g.add_argument("--monitoring_intervals", nargs=3, type=time_us,
-                   metavar=("SAMPLE", "AGGR", "UPDATE"))  # fmt: skip
-    g.add_argument("--monitoring_nr_regions_range", nargs=2, type=int, metavar=("MIN", "MAX"))
-    t.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for it to apply")
+    add_attrs_options(g)
+    t.add_argument(
+        "--timeout", type=positive_seconds, default=30.0, help="seconds to wait for it to apply"
+    )
     t.set_defaults(func=run_tune)
 
 

@@ -19,10 +19,12 @@ from pydamon.cli.common import (
     is_tty,
     make_context,
     pid_exists,
+    positive_seconds,
     setup_targets,
 )
-from pydamon.cli.main import EXIT_USAGE, CliError
+from pydamon.cli.main import EXIT_UNSUPPORTED, EXIT_USAGE, CliError
 from pydamon.core import Context
+from pydamon.core.errors import FeatureMissing
 from pydamon.units import format_bytes, format_duration_us
 
 DEFAULT_OUTPUT = "pydamon.data"
@@ -81,30 +83,57 @@ def add_options(p: argparse.ArgumentParser) -> None:
         help="file format; damo's json forms and parquet are written when recording ends",
     )
     g.add_argument(
-        "--output_permission", default="644", metavar="OCTAL", help="file mode (default 644)"
+        "--output_permission",
+        default="644",
+        type=permission_text,
+        metavar="OCTAL",
+        help="file mode, readable by its owner (default 644)",
     )
-    g.add_argument("--compress", type=int, default=0, metavar="LEVEL", help="zlib level 1-9 (0)")
+    g.add_argument(
+        "--compress", type=compress_level, default=0, metavar="LEVEL", help="zlib level 1-9 (0)"
+    )
     g.add_argument(
         "--timeout",
-        type=float,
+        type=positive_seconds,
         metavar="SECONDS",
         help="stop after this long (monitor time: virtual for --sim, default 10 s there)",
     )
-    g.add_argument("--schemes", metavar="FILE", help="also apply DAMOS schemes from a file")
+    g.add_argument(
+        "--schemes",
+        metavar="FILE",
+        help="also apply DAMOS schemes from a file (format: pydamon schemes --help-format)",
+    )
     g.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     g.add_argument("--json", action="store_true", help="print a JSON summary at the end")
     # used by 'pydamon start' to run this recorder as a background monitor
     g.add_argument("--state_dir", help=argparse.SUPPRESS)
 
 
-def _permission(text: str) -> int:
+def permission_text(text: str) -> str:
+    """argparse type: an octal file mode (``600``) its owner can read (else no report could read
+    the record without root)."""
     try:
         mode = int(text, 8)
     except ValueError:
         mode = -1
     if not 0 <= mode <= 0o777:
-        raise CliError(f"bad --output_permission {text!r}; use octal like 600", EXIT_USAGE)
-    return mode
+        raise argparse.ArgumentTypeError(f"{text!r} is not an octal file mode (e.g. 600)")
+    if not mode & 0o400:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: the owner could not read the record; give a mode with u+r (e.g. 600)"
+        )
+    return text
+
+
+def compress_level(text: str) -> int:
+    """argparse type: a zlib level, 0 (none) to 9."""
+    try:
+        level = int(text)
+    except ValueError:
+        level = -1
+    if not 0 <= level <= 9:
+        raise argparse.ArgumentTypeError(f"{text!r}: a zlib level is 0 (none) to 9")
+    return level
 
 
 def _default_sim_duration_us(setup: MonitorSetup) -> int:
@@ -115,20 +144,9 @@ def _default_sim_duration_us(setup: MonitorSetup) -> int:
 
 
 def load_schemes(path: str) -> list[Any]:
-    try:
-        from pydamon import damos
-    except ImportError:
-        raise CliError("DAMOS is not available in this pydamon build", 3) from None
-    loader = getattr(damos, "load_schemes", None) or getattr(damos, "parse_schemes_file", None)
-    if loader is None:
-        raise CliError("this pydamon build cannot read scheme files yet", 3)
-    if not os.path.isfile(path):
-        raise CliError(f"no such scheme file: {path}", EXIT_USAGE)
-    try:
-        return list(loader(path))
-    except (OSError, ValueError) as err:
-        msg = str(err) if path in str(err) else f"{path}: {err}"
-        raise CliError(f"bad scheme file {msg}", EXIT_USAGE) from None
+    from pydamon.cli.schemes import load_scheme_file
+
+    return load_scheme_file(path)
 
 
 def _drop_empty(recorder: Any, out: str, stream_path: str) -> None:
@@ -171,7 +189,7 @@ class Progress:
 
 def run(args: argparse.Namespace) -> int:
     reparse_after_keyword(args, _PARSER)
-    mode = _permission(args.output_permission)
+    mode = int(args.output_permission, 8)
     if args.state_dir:
         from pydamon.cli.monitor import run_as_instance
 
@@ -293,9 +311,9 @@ def record(
     if error is not None:
         if isinstance(error, KeyboardInterrupt):
             stop_reason[0] = "SIGINT"
-        elif type(error).__name__ == "FeatureMissing":
+        elif isinstance(error, FeatureMissing):
             _drop_empty(recorder, out, stream_path)
-            raise CliError(f"monitoring failed: {error}", 3) from None
+            raise CliError(f"monitoring failed: {error}", EXIT_UNSUPPORTED) from None
         elif isinstance(error, PermissionError):
             _drop_empty(recorder, out, stream_path)
             raise CliError(

@@ -18,9 +18,10 @@ from pydamon.cli.common import (
     is_tty,
     make_context,
     pid_exists,
+    positive_seconds,
     setup_targets,
 )
-from pydamon.cli.main import EXIT_UNSUPPORTED, EXIT_USAGE, CliError
+from pydamon.cli.main import EXIT_USAGE, CliError, failure_exit_code
 from pydamon.units import explain, format_bytes, format_duration_us, parse_duration, parse_size
 
 EPILOG = """\
@@ -30,8 +31,53 @@ examples:
   sudo pydamon schemes -p $(pidof myapp) --schemes cold.txt
   sudo pydamon schemes --damos_action cold --damos_sz_region 4K max \\
        --damos_quotas 10ms 128M 1s -- ./prog
-  (scheme files: damo's one-line text form, JSON or YAML; see 'pydamon schemes --help')
+  (scheme files: damo's one-line text form, JSON or YAML: 'pydamon schemes --help-format')
 """
+
+FORMAT_HELP = """\
+Scheme files (--schemes FILE; the form by extension .txt/.json/.yaml, else by content)
+
+TEXT: damo's one-line form, one scheme per line, '#' comments:
+  <min size> <max size> <min freq %> <max freq %> <min age> <max age> <action>
+      [<quota time> <quota size> <quota reset interval>
+       <size weight> <nr_accesses weight> <age weight>
+       <watermark metric> <watermark interval> <high> <mid> <low>]      (7 or 18 fields)
+  4K  max 0  0   60s   max pageout
+  2M  max 90 100 100ms max hugepage 10ms 1G 1s 0 3 7 free_mem_rate 5s 500 400 200
+  (damo's 9, 12 and 17-field forms, without the quota time, are read too)
+
+JSON / YAML: a list of schemes (or {"schemes": [...]}, or damo's whole kdamonds document):
+  [{"action": "pageout",
+    "access_pattern": {"sz_bytes": {"min": "4K", "max": "max"},
+                       "nr_accesses": {"min": 0, "max": 0},
+                       "age": {"min": "60s", "max": "max"}},
+    "apply_interval_us": 0,
+    "quotas": {"time_ms": 10, "sz_bytes": "128M", "reset_interval_ms": "1s",
+               "weights": {"sz_permil": 0, "nr_accesses_permil": 0, "age_permil": 1000},
+               "goals": [{"metric": "some_mem_psi_us", "target_value": "1ms"}]},
+    "watermarks": {"metric": "free_mem_rate", "interval_us": "5s",
+                   "high_permil": 500, "mid_permil": 400, "low_permil": 200},
+    "filters": [{"filter_type": "anon", "matching": true, "allow": false}]}]
+  A missing part keeps its default (match all, no quota, no watermarks, no filters); a key
+  that is not damo's is an error naming the closest one, so a typo never widens a scheme.
+
+Values: sizes 4096, 4K, 2MiB, 0x1000; times 500us, 100ms, 60s, 1h 30m (bare: us for ages
+and watermark intervals, ms for quota times); percentages 0..100 (80 or 80%); watermarks
+0..1000 per mille (high >= mid >= low); 'min'/'max' bound a range. nr_accesses in percent and
+ages in us unless nr_accesses_unit: samples / age_unit: aggr_intervals (or "5 samples").
+Actions: willneed cold pageout hugepage nohugepage lru_prio lru_deprio migrate_hot
+migrate_cold stat collapse. Filter types: anon active memcg young hugepage_size unmapped addr
+target. More: docs/damos.md.
+"""
+
+
+class _FormatHelp(argparse.Action):
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        print(FORMAT_HELP, end="")
+        parser.exit()
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,6 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_monitoring_options(p)
     g = p.add_argument_group("schemes (a file, or one scheme from damo-like options)")
     g.add_argument("--schemes", metavar="FILE", help="scheme file: damo text lines, JSON or YAML")
+    g.add_argument("--help-format", action=_FormatHelp, help="show the scheme file format and exit")
     g.add_argument("--damos_action", metavar="ACTION", help="e.g. pageout, cold, hugepage, stat")
     g.add_argument("--damos_access_rate", nargs=2, metavar=("MIN", "MAX"),
                    help="access rate range in percent (default 0 100)")  # fmt: skip
@@ -56,7 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--damos_quotas", nargs=3, metavar=("TIME", "SIZE", "RESET"),
                    help="time quota, size quota, reset interval (e.g. 10ms 128M 1s)")  # fmt: skip
     o = p.add_argument_group("run")
-    o.add_argument("--timeout", type=float, metavar="SECONDS",
+    o.add_argument("--timeout", type=positive_seconds, metavar="SECONDS",
                    help="stop after this long (monitor time; default 10 s for --sim)")  # fmt: skip
     o.add_argument("-o", "--record", metavar="FILE", help="also record the snapshots")
     o.add_argument("-q", "--quiet", action="store_true", help="no live stats line")
@@ -65,47 +112,64 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def schemes_from_args(args: argparse.Namespace) -> list[Any]:
-    try:
-        from pydamon import damos
-    except ImportError:
-        raise CliError("DAMOS is not available in this pydamon build", EXIT_UNSUPPORTED) from None
     if args.schemes and args.damos_action:
         raise CliError("give --schemes FILE or --damos_action, not both", EXIT_USAGE)
     if args.schemes:
-        import os
-
-        if not os.path.isfile(args.schemes):
-            raise CliError(f"no such scheme file: {args.schemes}", EXIT_USAGE)
-        try:
-            schemes = list(damos.load_schemes(args.schemes))
-        except FileNotFoundError:
-            raise CliError(f"no such scheme file: {args.schemes}", EXIT_USAGE) from None
-        except (OSError, ValueError) as err:
-            msg = str(err)
-            if args.schemes not in msg:
-                msg = f"{args.schemes}: {msg}"
-            raise CliError(f"bad scheme file {msg}", EXIT_USAGE) from None
-        if not schemes:
-            raise CliError(f"{args.schemes} defines no scheme", EXIT_USAGE)
-        return schemes
+        return load_scheme_file(args.schemes)
     if not args.damos_action:
         raise CliError("no scheme: give --schemes FILE or --damos_action ACTION", EXIT_USAGE)
+    return [scheme_from_options(args)]
+
+
+#: The option that sets a scheme field (damo's JSON layout names, as in a SchemeError).
+_OPTION_OF = {
+    "access_pattern.sz_bytes": "--damos_sz_region",
+    "access_pattern.nr_accesses": "--damos_access_rate",
+    "access_pattern.age": "--damos_age",
+    "quotas.time_ms": "--damos_quotas TIME",
+    "quotas.sz_bytes": "--damos_quotas SIZE",
+    "quotas.reset_interval_ms": "--damos_quotas RESET",
+}
+
+
+def scheme_from_options(args: argparse.Namespace) -> Any:
+    """One scheme from the ``--damos_*`` options; errors name the option."""
+    from pydamon.damos import AccessPattern, Quota, Scheme, SchemeError
+    from pydamon.damos.fields import read_percent, read_size, read_us
+    from pydamon.damos.kinds import AgeUnit, NrAccessesUnit, parse_action
+
+    def value(option: str, text: str, parse: Callable[[str], Any]) -> Any:
+        try:
+            return parse(text)
+        except ValueError as err:
+            raise CliError(f"bad {option}: {explain(text, err)}", EXIT_USAGE) from None
+
     sz = args.damos_sz_region or ["min", "max"]
     rate = args.damos_access_rate or ["0", "100"]
     age = args.damos_age or ["min", "max"]
-    line = " ".join([sz[0], sz[1], f"{rate[0]}%", f"{rate[1]}%", age[0], age[1], args.damos_action])
-    line = line.replace("%%", "%").replace("max%", "max").replace("min%", "min")
-    try:
-        scheme = damos.parse_scheme_line(line, "options")
-    except ValueError as err:
-        raise CliError(f"bad scheme options: {err}", EXIT_USAGE) from None
+    pattern = AccessPattern(
+        min_sz_bytes=value("--damos_sz_region MIN", sz[0], read_size),
+        max_sz_bytes=value("--damos_sz_region MAX", sz[1], read_size),
+        min_nr_accesses=value("--damos_access_rate MIN", rate[0], read_percent),
+        max_nr_accesses=value("--damos_access_rate MAX", rate[1], read_percent),
+        nr_accesses_unit=NrAccessesUnit.PERCENT,
+        min_age=value("--damos_age MIN", age[0], read_us),
+        max_age=value("--damos_age MAX", age[1], read_us),
+        age_unit=AgeUnit.USEC,
+    )
+    quota = Quota()
     if args.damos_quotas:
         # as in a scheme line, a quota may be min or max (damo's text_to_ms and text_to_bytes)
         t, s, r = args.damos_quotas
-        scheme.quota.ms = _quota_arg("TIME", t, parse_duration, "ms")
-        scheme.quota.sz = _quota_arg("SIZE", s, parse_size)
-        scheme.quota.reset_interval_ms = _quota_arg("RESET", r, parse_duration, "ms")
-    return [scheme]
+        quota.ms = _quota_arg("TIME", t, parse_duration, "ms")
+        quota.sz = _quota_arg("SIZE", s, parse_size)
+        quota.reset_interval_ms = _quota_arg("RESET", r, parse_duration, "ms")
+    action = value("--damos_action", args.damos_action, parse_action)
+    try:
+        return Scheme(pattern=pattern, action=action, quota=quota)
+    except SchemeError as err:
+        option = _OPTION_OF.get(err.field or "", "scheme options")
+        raise CliError(f"bad {option}: {err}", EXIT_USAGE) from None
 
 
 def _quota_arg(name: str, text: str, parse: Callable[..., int], *args: str) -> int:
@@ -113,6 +177,24 @@ def _quota_arg(name: str, text: str, parse: Callable[..., int], *args: str) -> i
         return parse(text, *args, allow_keywords=True)
     except ValueError as err:
         raise CliError(f"bad --damos_quotas {name}: {explain(text, err)}", EXIT_USAGE) from None
+
+
+def load_scheme_file(path: str) -> list[Any]:
+    """The schemes of a file (text, JSON or YAML); a missing or bad file is bad input (exit 1)."""
+    import os
+
+    from pydamon import damos
+
+    if not os.path.isfile(path):
+        raise CliError(f"no such scheme file: {path}")
+    try:
+        schemes = list(damos.load_schemes(path))
+    except (OSError, ValueError) as err:
+        msg = str(err) if path in str(err) else f"{path}: {err}"
+        raise CliError(f"bad scheme file {msg}") from None
+    if not schemes:
+        raise CliError(f"{path} defines no scheme")
+    return schemes
 
 
 def stats_rows(ctx: Any) -> list[dict[str, Any]]:
@@ -178,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         ctx.run(duration_us=duration)
     except (OSError, RuntimeError, NotImplementedError, ValueError) as err:
-        raise CliError(f"applying schemes failed: {err}") from None
+        raise CliError(f"applying schemes failed: {err}", failure_exit_code(err)) from None
     finally:
         for s, h in old.items():
             signal.signal(s, h)

@@ -26,6 +26,7 @@ from pydamon.damos.scheme_text import (
     parse_scheme_line,
     parse_schemes_text,
 )
+from pydamon.extras import install_hint
 
 if TYPE_CHECKING:
     from pydamon.core.attrs import Attrs
@@ -101,8 +102,8 @@ def parse_schemes_yaml(text: str, source: str = "<schemes>") -> list[Scheme]:
         import yaml
     except ImportError:
         raise SchemeFileError(
-            f"{source}: reading YAML needs PyYAML; install it (pip install 'pydamon[yaml]') or "
-            "use JSON"
+            f"{source}: reading YAML needs PyYAML; install it ({install_hint('pyyaml', 'yaml')}) "
+            "or use JSON"
         ) from None
     try:
         doc = yaml.safe_load(text)
@@ -132,7 +133,7 @@ def format_schemes_yaml(schemes: Iterable[Scheme]) -> str:
         import yaml
     except ImportError:
         raise SchemeFileError(
-            "writing YAML needs PyYAML; install it (pip install 'pydamon[yaml]') or use JSON"
+            f"writing YAML needs PyYAML; install it ({install_hint('pyyaml', 'yaml')}) or use JSON"
         ) from None
     return str(yaml.safe_dump([s.to_dict() for s in schemes], sort_keys=False))
 

@@ -23,6 +23,7 @@ from pydamon.core.operations import MAX_SCHEME_SCORE
 from pydamon.damos.fields import (
     DocPath,
     age_value,
+    check_keys,
     child,
     enum_parser,
     items,
@@ -35,6 +36,7 @@ from pydamon.damos.fields import (
     read_permil,
     read_size,
     read_us,
+    read_wmark,
 )
 from pydamon.damos.fields import field as get
 from pydamon.damos.kinds import (
@@ -50,6 +52,16 @@ from pydamon.damos.kinds import (
     parse_action,
     parse_wmark_metric,
 )
+from pydamon.damos.limits import (
+    FILTER_KEYS,
+    GOAL_KEYS,
+    QUOTA_KEYS,
+    SCHEME_KEYS,
+    SCHEME_OUTPUT_KEYS,
+    WMARKS_KEYS,
+    SchemeError,
+    check_scheme,
+)
 from pydamon.damos.state import QuotaState, Stats, TriedRegion
 from pydamon.units import ULONG_MAX
 
@@ -59,10 +71,6 @@ if TYPE_CHECKING:
 
 #: ``DAMOS_MAX_SCORE``: scores range 0..99 (the core's, which scores every region alike).
 DAMOS_MAX_SCORE = MAX_SCHEME_SCORE
-
-
-class SchemeError(ValueError):
-    """A scheme whose parameters the kernel would reject (one-line message)."""
 
 
 @dataclass
@@ -110,9 +118,11 @@ class AccessPattern:
     @classmethod
     def from_dict(cls, kv: Mapping[str, Any], path: DocPath) -> AccessPattern:
         """damo's ``access_pattern`` (units default to damo's: percent and usec)."""
+        check_keys(kv, path, ("sz_bytes", "nr_accesses", "nr_accesses_unit", "age", "age_unit"))
         pattern = cls()
         if "sz_bytes" in kv:
             sz, at = child(kv, "sz_bytes", path)
+            check_keys(sz, at, ("min", "max"))
             pattern.min_sz_bytes = get(sz, "min", at, read_size) if "min" in sz else 0
             if "max" in sz:
                 pattern.max_sz_bytes = get(sz, "max", at, read_size)
@@ -139,6 +149,7 @@ class AccessPattern:
         if name not in kv:
             return str(given or default_unit)
         bounds, at = child(kv, name, path)
+        check_keys(bounds, at, ("min", "max"))
         found = set()
         for key in ("min", "max"):
             if key in bounds:
@@ -199,6 +210,7 @@ class QuotaGoal:
 
     @classmethod
     def from_dict(cls, kv: Mapping[str, Any], path: DocPath) -> QuotaGoal:
+        check_keys(kv, path, GOAL_KEYS)
         goal = cls()
         if "metric" in kv:
             goal.metric = get(kv, "metric", path, enum_parser(GoalMetric, "quota goal metric"))
@@ -250,6 +262,8 @@ class Quota:
 
     @classmethod
     def from_dict(cls, kv: Mapping[str, Any], path: DocPath) -> Quota:
+        # effective_sz_bytes: damo's output of what the kernel computed, not an input
+        check_keys(kv, path, QUOTA_KEYS, ignored=("effective_sz_bytes",))
         q = cls()
         if "time_ms" in kv:
             q.ms = get(kv, "time_ms", path, read_ms)
@@ -259,6 +273,7 @@ class Quota:
             q.reset_interval_ms = get(kv, "reset_interval_ms", path, read_ms)
         if "weights" in kv:
             w, at = child(kv, "weights", path)
+            check_keys(w, at, ("sz_permil", "nr_accesses_permil", "age_permil"))
             for key, attr in (
                 ("sz_permil", "weight_sz_permil"),
                 ("nr_accesses_permil", "weight_nr_accesses_permil"),
@@ -307,6 +322,7 @@ class Watermarks:
 
     @classmethod
     def from_dict(cls, kv: Mapping[str, Any], path: DocPath) -> Watermarks:
+        check_keys(kv, path, WMARKS_KEYS)
         w = cls()
         if "metric" in kv:
             w.metric = get(kv, "metric", path, parse_wmark_metric)
@@ -315,7 +331,7 @@ class Watermarks:
         for key in ("high", "mid", "low"):
             for name in (f"{key}_permil", key):
                 if name in kv:
-                    setattr(w, key, get(kv, name, path, read_permil))
+                    setattr(w, key, get(kv, name, path, read_wmark))
         return w
 
     def to_dict(self) -> dict[str, Any]:
@@ -354,6 +370,7 @@ class Filter:
 
     @classmethod
     def from_dict(cls, kv: Mapping[str, Any], path: DocPath) -> Filter:
+        check_keys(kv, path, FILTER_KEYS)
         key = "filter_type" if "filter_type" in kv else "type"
         if key not in kv:
             raise (path / "filter_type").error("missing")
@@ -371,6 +388,7 @@ class Filter:
             if "address_range" not in kv:
                 raise (path / "address_range").error("an addr filter needs an address_range")
             ar, at = child(kv, "address_range", path)
+            check_keys(ar, at, ("start", "end"))
             for k in ("start", "end"):
                 if k not in ar:
                     raise (at / k).error("missing")
@@ -458,60 +476,20 @@ class Scheme:
         return sum(r.size for r in self.tried_regions)
 
     def validate(self) -> None:
-        """Raise :class:`SchemeError` for parameters the kernel rejects."""
-        p = self.pattern
-        if p.min_sz_bytes > p.max_sz_bytes:
-            raise SchemeError(
-                f"access pattern size range is empty (min {p.min_sz_bytes} > max {p.max_sz_bytes})"
-            )
-        if p.min_nr_accesses > p.max_nr_accesses:
-            raise SchemeError(
-                f"access pattern nr_accesses range is empty "
-                f"(min {p.min_nr_accesses} > max {p.max_nr_accesses})"
-            )
-        if p.min_age > p.max_age:
-            raise SchemeError(
-                f"access pattern age range is empty (min {p.min_age} > max {p.max_age})"
-            )
-        for value, name in (
-            (p.min_sz_bytes, "min size"),
-            (p.min_nr_accesses, "min nr_accesses"),
-            (p.min_age, "min age"),
-            (self.apply_interval_us, "apply interval"),
-            (self.quota.ms, "time quota"),
-            (self.quota.sz, "size quota"),
-            (self.quota.reset_interval_ms, "quota reset interval"),
-        ):
-            if value < 0:
-                raise SchemeError(f"{name} must not be negative (got {value})")
-        for goal in self.quota.goals:
-            if goal.target_value <= 0:
-                raise SchemeError(
-                    f"quota goal {goal.metric} needs a positive target value "
-                    f"(got {goal.target_value})"
-                )
-        w = self.wmarks
-        if w.metric != WmarkMetric.NONE and not (w.high >= w.mid >= w.low):
-            raise SchemeError(
-                f"watermarks must satisfy high >= mid >= low (got {w.high}, {w.mid}, {w.low})"
-            )
-        for f in self.filters:
-            if f.type == FilterType.ADDR and f.addr_end < f.addr_start:
-                raise SchemeError(
-                    f"addr filter range is inverted ({f.addr_start:#x} > {f.addr_end:#x})"
-                )
-            if f.type == FilterType.HUGEPAGE_SIZE and f.max_sz < f.min_sz:
-                raise SchemeError(
-                    f"hugepage_size filter range is inverted ({f.min_sz} > {f.max_sz})"
-                )
-            if f.type == FilterType.MEMCG and not f.memcg_path:
-                raise SchemeError("memcg filter needs a memcg_path (a cgroup v2 path)")
+        """Raise :class:`SchemeError` for parameters the kernel rejects or that cannot mean
+        anything (:func:`~pydamon.damos.limits.check_scheme`)."""
+        check_scheme(self)
 
     @classmethod
     def from_dict(cls, kv: object, path: DocPath | None = None) -> Scheme:
         """A scheme from damo's JSON layout (a dict); errors name the path of the bad field."""
         path = path or DocPath("<schemes>")
         kv = mapping(kv, path)
+        check_keys(kv, path, SCHEME_KEYS, ignored=SCHEME_OUTPUT_KEYS)
+        if kv.get("dests"):
+            # damo writes an empty list; weighted destinations are not modelled: refuse them
+            # rather than migrate somewhere else than asked
+            raise (path / "dests").error("weighted destinations are not supported; use target_nid")
 
         def part(key: str, part_type: Any, default: Any) -> Any:
             if kv.get(key) is None:
@@ -539,7 +517,10 @@ class Scheme:
                 else get(kv, "target_nid", path, read_count("a node id")),
             )
         except SchemeError as err:
-            raise path.error(str(err)) from None
+            at = path
+            for name in (err.field or "").split("."):
+                at = at / name if name else at
+            raise at.error(str(err)) from None
 
     def to_dict(self) -> dict[str, Any]:
         """damo's JSON layout (exact values: ints, ``max``, unit-suffixed strings)."""

@@ -26,9 +26,9 @@ from pydamon.damos.fields import (
     read_count,
     read_ms,
     read_percent,
-    read_permil,
     read_size,
     read_us,
+    read_wmark,
 )
 from pydamon.damos.kinds import AgeUnit, NrAccessesUnit, parse_action, parse_wmark_metric
 from pydamon.damos.scheme import AccessPattern, Quota, Scheme, SchemeError, Watermarks
@@ -39,6 +39,14 @@ if TYPE_CHECKING:
 
 _PATTERN_FIELDS = ("min size", "max size", "min frequency", "max frequency", "min age", "max age")
 _NR_FIELDS = (7, 9, 12, 17, 18)
+#: The line's field of a scheme field named in a :class:`SchemeError` (JSON layout names).
+_TEXT_FIELD_OF = {
+    "access_pattern.sz_bytes": "min size",
+    "access_pattern.nr_accesses": "min frequency",
+    "access_pattern.age": "min age",
+    "watermarks.interval_us": "watermark interval",
+    "watermarks": "high watermark",
+}
 
 
 def _line_field_names(n: int) -> list[str]:
@@ -100,14 +108,16 @@ def parse_scheme_line(line: str, where: str = "line 1") -> Scheme:
         wmarks = Watermarks(
             metric=field("watermark metric", parse_wmark_metric),
             interval_us=field("watermark interval", read_us),
-            high=field("high watermark", read_permil),
-            mid=field("mid watermark", read_permil),
-            low=field("low watermark", read_permil),
+            high=field("high watermark", read_wmark),
+            mid=field("mid watermark", read_wmark),
+            low=field("low watermark", read_wmark),
         )
     try:
         return Scheme(pattern=pattern, action=action, quota=quota, wmarks=wmarks)
     except SchemeError as err:
-        raise SchemeFileError(f"{where}: {err}") from None
+        name = _TEXT_FIELD_OF.get(err.field or "")
+        at = f" field {names.index(name) + 1} ({name}):" if name in names else ""
+        raise SchemeFileError(f"{where}:{at} {err}") from None
 
 
 def parse_schemes_text(text: str, source: str = "<schemes>") -> list[Scheme]:

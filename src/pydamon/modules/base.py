@@ -8,6 +8,7 @@ parameters online, inside the monitoring loop (the kernel modules' ``commit_inpu
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -160,8 +161,10 @@ class Module:
         for p in cls.params:
             if p.name == name:
                 return p
-        known = ", ".join(p.name for p in cls.params) or "none"
-        raise ParamError(f"{cls.name or cls.__name__} has no parameter {name!r} (known: {known})")
+        names = [p.name for p in cls.params]
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(names) or 'none'}"
+        raise ParamError(f"{cls.name or cls.__name__} has no parameter {name!r} ({hint})")
 
     @classmethod
     def parse_params(cls, values: Mapping[str, Any], base: Params | None = None) -> Params:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pydamon.core import Attrs, Context, Operations, Target
+from pydamon.damos.fields import MAX_WMARK_PERMIL
 from pydamon.damos.scheme import Quota, Watermarks, WmarkMetric
 from pydamon.modules.base import Module, Param, ParamError, Params
 from pydamon.modules.targets import check_target_params, make_ops_targets
@@ -51,10 +52,15 @@ def quota_params(ms: int, sz: int | None, reset_ms: int = 1000) -> tuple[Param, 
 
 def wmarks_params(high: int, mid: int, low: int) -> tuple[Param, ...]:
     return (
-        Param("wmarks_interval", int, 5_000_000, "watermarks check interval", unit="us", min=0),
-        Param("wmarks_high", int, high, "free memory rate above which to stop", unit="permil"),
-        Param("wmarks_mid", int, mid, "free memory rate below which to start", unit="permil"),
-        Param("wmarks_low", int, low, "free memory rate below which to stop", unit="permil"),
+        Param("wmarks_interval", int, 5_000_000, "watermarks check interval", unit="us", min=1),
+        *(
+            Param(f"wmarks_{key}", int, value, what, unit="permil", min=0, max=MAX_WMARK_PERMIL)
+            for key, value, what in (
+                ("high", high, "free memory rate above which to stop"),
+                ("mid", mid, "free memory rate below which to start"),
+                ("low", low, "free memory rate below which to stop"),
+            )
+        ),
     )
 
 

@@ -39,14 +39,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pydamon.core.errors import FeatureMissing
-from pydamon.core.operations import ApplyResult, Operations, update_regions_access
+from pydamon.core.operations import ApplyResult, update_regions_access
 from pydamon.core.regions import PAGE_SIZE, Regions, align_down, align_up
 from pydamon.damos.filters import needed_facts, ops_filters_pass
 from pydamon.damos.scheme import Filter, FilterType, Scheme
-from pydamon.damos.score import scheme_score
 from pydamon.ops import _native, _proc, _rmap, pagefacts
 from pydamon.ops.madvise import MADV, pidfd_open, process_madvise
 from pydamon.ops.probe import require
+from pydamon.ops.scoring import DamosOperations
 from pydamon.ops.vaddr import ActionUnsupported, evenly_split_init
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ def default_paddr_range() -> tuple[int, int]:
     return ram
 
 
-class PaddrOperations(Operations[Scheme]):
+class PaddrOperations(DamosOperations):
     """Monitor physical memory (``paddr``)."""
 
     name = "paddr"
@@ -151,12 +151,6 @@ class PaddrOperations(Operations[Scheme]):
                 nr = update_regions_access(ctx, t, np.zeros(len(t.regions), np.bool_))
             max_nr_accesses = max(max_nr_accesses, nr)
         return max_nr_accesses
-
-    def get_scheme_score(
-        self, ctx: Context, target: Target, region_index: int, scheme: Scheme
-    ) -> int:
-        # the kernel's ops sets score with ops-common's cold/hot scores
-        return scheme_score(ctx, target, region_index, scheme)
 
     def apply_scheme(
         self, ctx: Context, target: Target, start: int, end: int, scheme: Scheme

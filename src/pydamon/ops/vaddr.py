@@ -34,11 +34,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pydamon.core.errors import FeatureMissing, RealMemoryError, TargetGone
-from pydamon.core.operations import ApplyResult, Operations, update_regions_access
+from pydamon.core.operations import ApplyResult, update_regions_access
 from pydamon.core.regions import PAGE_SIZE, Regions, align_down, align_up
 from pydamon.damos.filters import needed_facts, ops_filters_pass, passing_ranges
 from pydamon.damos.scheme import Scheme
-from pydamon.damos.score import scheme_score
 from pydamon.ops import _native, _proc, pagefacts
 from pydamon.ops.madvise import (
     MADV,
@@ -49,6 +48,7 @@ from pydamon.ops.madvise import (
     process_madvise,
 )
 from pydamon.ops.probe import require
+from pydamon.ops.scoring import DamosOperations
 
 if TYPE_CHECKING:
     from pydamon.core.context import Context, Target
@@ -95,7 +95,7 @@ def evenly_split_init(regions: Regions, min_nr_regions: int, min_region_sz: int)
                 pass  # too small to split: keep it whole, as the kernel does
 
 
-class VaddrOperations(Operations[Scheme]):
+class VaddrOperations(DamosOperations):
     """Monitor processes' virtual address spaces (``vaddr``)."""
 
     name = "vaddr"
@@ -263,12 +263,6 @@ class VaddrOperations(Operations[Scheme]):
             for m in state.maps
             if m.start < end and start < m.end
         ]
-
-    def get_scheme_score(
-        self, ctx: Context, target: Target, region_index: int, scheme: Scheme
-    ) -> int:
-        # the kernel's ops sets score with ops-common's cold/hot scores
-        return scheme_score(ctx, target, region_index, scheme)
 
     def apply_scheme(
         self, ctx: Context, target: Target, start: int, end: int, scheme: Scheme

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pydamon.core.clock import Clock, VirtualClock
-from pydamon.core.operations import ApplyResult, Operations, update_regions_access
+from pydamon.core.operations import ApplyResult, update_regions_access
 from pydamon.core.regions import Regions
 from pydamon.core.snapshot import Snapshot
 from pydamon.damos.scheme import Scheme
-from pydamon.damos.score import scheme_score
+from pydamon.ops.scoring import DamosOperations
 from pydamon.ops.sim.access import IntArray
 from pydamon.ops.sim.effects import SimEffects
 from pydamon.ops.sim.metrics import SimMetrics
@@ -36,7 +36,7 @@ def vaddr_init_ranges(areas: list[tuple[int, int]]) -> list[tuple[int, int]]:
     ]
 
 
-class SimOperations(Operations[Scheme]):
+class SimOperations(DamosOperations):
     """Operations set over simulated address spaces (one workload per target, by index).
 
     ``seed`` fixes the workloads' accesses; by default it is the context's seed (or drawn from
@@ -143,12 +143,6 @@ class SimOperations(Operations[Scheme]):
         if not isinstance(space, SimSpace):
             return True
         return space.valid_at(ctx.clock.now_us())
-
-    def get_scheme_score(
-        self, ctx: Context, target: Target, region_index: int, scheme: Scheme
-    ) -> int:
-        # the kernel's ops sets score with ops-common's cold/hot scores
-        return scheme_score(ctx, target, region_index, scheme)
 
     def apply_scheme(
         self, ctx: Context, target: Target, start: int, end: int, scheme: Scheme

@@ -13,6 +13,7 @@ import pydamon.ops  # noqa: F401 - registers the operations sets
 from pydamon.cli.main import EXIT_UNSUPPORTED, EXIT_USAGE, CliError
 from pydamon.core import Attrs, AttrsError, Context, Target
 from pydamon.core.operations import Operations, OperationsUnavailable, select_operations
+from pydamon.runstate import pid_alive
 from pydamon.units import (
     explain,
     format_bytes,
@@ -265,16 +266,6 @@ class MonitorSetup:
         return self.targets[0].pid if self.targets else None
 
 
-def pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def setup_targets(args: argparse.Namespace, *, start_command: bool = True) -> MonitorSetup:
     """Resolve the target options into an operations set and targets (may start a command)."""
     import subprocess
@@ -316,7 +307,7 @@ def setup_targets(args: argparse.Namespace, *, start_command: bool = True) -> Mo
         return MonitorSetup("sim", ops, [Target(ranges=ranges)], [f"sim:{name}"])
     if getattr(args, "target_pid", None):
         pid = args.target_pid
-        if pid <= 0 or not pid_exists(pid):
+        if pid <= 0 or not pid_alive(pid):
             raise CliError(f"no process with pid {pid}; check the pid (ps -p {pid})", EXIT_USAGE)
         ops_name = ops_name or "vaddr"
         ops = make_ops(ops_name)

@@ -18,13 +18,13 @@ from pydamon.cli.common import (
     attrs_from_args,
     is_tty,
     make_context,
-    pid_exists,
     positive_seconds,
     setup_targets,
 )
 from pydamon.cli.main import EXIT_UNSUPPORTED, EXIT_USAGE, CliError
 from pydamon.core import Context
 from pydamon.core.errors import FeatureMissing
+from pydamon.runstate import pid_alive
 from pydamon.units import format_bytes, format_duration_us
 
 DEFAULT_OUTPUT = "pydamon.data"
@@ -266,7 +266,7 @@ def record(
             c.stop()
             return
         pid = setup.pid
-        if setup.process is None and pid is not None and not pid_exists(pid):
+        if setup.process is None and pid is not None and not pid_alive(pid):
             stop_reason[0] = f"process {pid} exited"
             c.stop()
 
@@ -290,7 +290,7 @@ def record(
             # the operations set may notice the exit before our own check does
             if setup.process is not None and setup.process.poll() is not None:
                 stop_reason[0] = f"command exited ({setup.process.returncode})"
-            elif setup.process is None and setup.pid is not None and not pid_exists(setup.pid):
+            elif setup.process is None and setup.pid is not None and not pid_alive(setup.pid):
                 stop_reason[0] = f"process {setup.pid} exited"
             elif duration_us and monitored >= duration_us:
                 stop_reason[0] = "timeout"

@@ -17,11 +17,11 @@ from pydamon.cli.common import (
     attrs_from_args,
     is_tty,
     make_context,
-    pid_exists,
     positive_seconds,
     setup_targets,
 )
 from pydamon.cli.main import EXIT_USAGE, CliError, failure_exit_code
+from pydamon.runstate import pid_alive
 from pydamon.units import explain, format_bytes, format_duration_us, parse_duration, parse_size
 
 EPILOG = """\
@@ -237,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
         if setup.process is not None and setup.process.poll() is not None:
             c.stop()
             return
-        if setup.process is None and setup.pid is not None and not pid_exists(setup.pid):
+        if setup.process is None and setup.pid is not None and not pid_alive(setup.pid):
             c.stop()
             return
         now = time.monotonic()

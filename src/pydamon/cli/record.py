@@ -93,6 +93,9 @@ def add_options(p: argparse.ArgumentParser) -> None:
         "--compress", type=compress_level, default=0, metavar="LEVEL", help="zlib level 1-9 (0)"
     )
     g.add_argument(
+        "--force", action="store_true", help="overwrite an existing output (default: keep OUT.old)"
+    )
+    g.add_argument(
         "--timeout",
         type=positive_seconds,
         metavar="SECONDS",
@@ -216,6 +219,28 @@ def record(
     *,
     state: Any = None,
 ) -> int:
+    from pydamon.record import RecordError
+    from pydamon.record.ownership import claim_output
+
+    holder = f"pydamon start {os.path.basename(state.path)}" if state else "pydamon record"
+    try:  # the output is ours while we write it; an existing one is kept as .old
+        owner = claim_output(out, holder=holder, force=getattr(args, "force", False))
+    except RecordError as err:
+        raise CliError(str(err)) from None
+    with owner:
+        return _record(args, setup, attrs, schemes, out, mode, state=state)
+
+
+def _record(
+    args: argparse.Namespace,
+    setup: MonitorSetup,
+    attrs: Any,
+    schemes: list[Any],
+    out: str,
+    mode: int,
+    *,
+    state: Any = None,
+) -> int:
     from pydamon.record import export_record, read_record
     from pydamon.record.recorder import Recorder
 
@@ -249,6 +274,7 @@ def record(
         footprints=setup.ops_name != "sim",
         compress=max(0, min(args.compress, 9)),
         on_snapshot=on_snapshot,
+        lock=stream_path != out,  # ``out`` is locked already; a ``.part`` gets its own lock
     )
     recorder_box.append(recorder)
     os.chmod(stream_path, mode)

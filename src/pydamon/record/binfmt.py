@@ -216,6 +216,10 @@ class RecordWriter:
     Every :meth:`add` appends one checksummed block and hands it to the OS (``flush``), so the
     file survives the recorder being killed. ``fsync_every`` > 0 additionally fsyncs after that
     many snapshots (for power loss).
+
+    The writer owns the file while it writes (:class:`pydamon.record.ownership.OutputLock` on
+    ``<path>.lock``, naming ``holder``): a second writer of the same file is refused with a
+    :class:`~pydamon.record.ownership.RecordBusy`. ``lock=False`` when the caller holds it.
     """
 
     def __init__(
@@ -226,18 +230,31 @@ class RecordWriter:
         compress: int = 0,
         fsync_every: int = 0,
         mode: int = 0o644,
+        lock: bool = True,
+        holder: str = "pydamon",
     ) -> None:
+        from pydamon.record.ownership import OutputLock
+
         self.path = os.fspath(path)
+        self._lock = OutputLock(self.path, holder) if lock else None
         self.meta = dict(meta)
         self.meta.setdefault("format", "pydamon-record")
         self.compress = compress
         self.fsync_every = fsync_every
         self.nr_snapshots = 0
         self.nr_regions_total = 0
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        except BaseException:
+            self._release()
+            raise
         self._file: BinaryIO | None = os.fdopen(fd, "wb")
         self._file.write(header_bytes(self.meta))
         self._file.flush()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
 
     def add(self, part: Record) -> None:
         """Append the snapshots of ``part`` (usually one) as one block."""
@@ -263,11 +280,14 @@ class RecordWriter:
             return
         self._file.close()
         self._file = None
-        if consolidate:
-            finalize_file(self.path, summary or {}, compress=self.compress)
-        else:
-            with open(self.path, "ab") as f:
-                f.write(chunk_bytes(TAG_END, json.dumps(summary or {}).encode()))
+        try:
+            if consolidate:
+                finalize_file(self.path, summary or {}, compress=self.compress)
+            else:
+                with open(self.path, "ab") as f:
+                    f.write(chunk_bytes(TAG_END, json.dumps(summary or {}).encode()))
+        finally:
+            self._release()
 
     def __enter__(self) -> RecordWriter:
         return self

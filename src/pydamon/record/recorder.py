@@ -23,6 +23,7 @@ class Recorder:
     Footprints (target RSS/VSZ from ``/proc/PID/statm``, system free memory) are read at each
     aggregation unless ``footprints=False`` (simulations, whose processes do not exist).
     ``on_snapshot(ctx, record_part)`` is called after each write (progress, status files).
+    ``lock``/``holder``: see :class:`pydamon.record.binfmt.RecordWriter` (the file is owned).
     """
 
     def __init__(
@@ -34,6 +35,8 @@ class Recorder:
         footprints: bool = True,
         compress: int = 0,
         on_snapshot: Callable[[Context, Record], None] | None = None,
+        lock: bool = True,
+        holder: str = "pydamon",
     ) -> None:
         self.ctx = ctx
         self.path = os.fspath(path)
@@ -65,7 +68,9 @@ class Recorder:
                 for i, t in enumerate(ctx.targets)
             ],
         )
-        self.writer = RecordWriter(self.path, full_meta, compress=compress)
+        self.writer = RecordWriter(
+            self.path, full_meta, compress=compress, lock=lock, holder=holder
+        )
         self.nr_snapshots = 0
         self.last_part: Record | None = None
         ctx.add_callback("after_aggregation", self._after_aggregation)

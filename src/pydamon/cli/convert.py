@@ -38,21 +38,38 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pydamon.record import RecordError, export_record, read_record, write_record
+    from pydamon.record import (
+        CorruptColumn,
+        RecordError,
+        export_record,
+        read_record,
+        write_record,
+    )
 
     if os.path.abspath(args.input) == os.path.abspath(args.out):
         raise CliError("input and output are the same file; choose another -o", EXIT_USAGE)
-    try:
-        rec = read_record(args.input)
-    except RecordError as err:
-        raise CliError(str(err)) from None
-    try:
-        if args.output_type == "pydamon":
-            write_record(args.out, rec, compress=max(0, min(args.compress, 9)))
-        else:
-            export_record(rec, args.out, args.output_type)
-    except RuntimeError as err:  # a missing extra (pyarrow)
-        raise CliError(str(err), EXIT_UNSUPPORTED) from None
+    verify = False
+    while True:
+        try:
+            rec = read_record(args.input, verify=verify)
+        except RecordError as err:
+            raise CliError(str(err)) from None
+        for w in rec.warnings:
+            print(f"pydamon convert: note: {args.input}: {w}", file=sys.stderr)
+        try:
+            if args.output_type == "pydamon":
+                write_record(args.out, rec, compress=max(0, min(args.compress, 9)))
+            else:
+                export_record(rec, args.out, args.output_type)
+            break
+        except CorruptColumn as err:  # a mapped record's damage, found when used
+            if verify:
+                raise CliError(str(err)) from None
+            verify = True  # again, leaving out the damaged snapshots
+        except RuntimeError as err:  # a missing extra (pyarrow)
+            raise CliError(str(err), EXIT_UNSUPPORTED) from None
+        except MemoryError:
+            raise CliError(f"out of memory writing {args.out}") from None
     print(f"{args.input} ({rec.source_format}, {rec.nr_snapshots} snapshots) -> {args.out} "
           f"({args.output_type})", file=sys.stderr)  # fmt: skip
     return 0

@@ -351,9 +351,16 @@ def _record(
         else:
             raise error
     if args.output_type != "pydamon":
-        rec = read_record(stream_path)
-        export_record(rec, out, args.output_type)
-        os.chmod(out, mode)
+        try:
+            export_record(read_record(stream_path), out, args.output_type)
+            os.chmod(out, mode)
+        except (OSError, ValueError, MemoryError, RuntimeError) as err:
+            why = "out of memory" if isinstance(err, MemoryError) else str(err)
+            raise CliError(
+                f"writing {args.output_type} failed ({why}); the record is kept in {stream_path}"
+                f" (a pydamon record: 'pydamon report ... -i {stream_path}', 'pydamon convert "
+                f"{stream_path} -o {out}')"
+            ) from None
         os.unlink(stream_path)
     summary = {
         "output": out,

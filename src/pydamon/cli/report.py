@@ -17,7 +17,7 @@ import numpy as np
 
 from pydamon.cli.common import address, human_bytes, human_time_us, is_tty, size_bytes, time_us
 from pydamon.cli.main import EXIT_USAGE, CliError
-from pydamon.record import Record, RecordError, read_record
+from pydamon.record import CorruptColumn, Record, RecordError, read_record
 from pydamon.report import access, footprints, percentiles, render, spans, times, wss
 from pydamon.report.heatmap import Heatmap, heatmap
 from pydamon.report.info import record_info
@@ -105,7 +105,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="absolute",
         help="digits: access rate 0..100%% (absolute) or the map's min..max (relative, damo's)",
     )
-    hm.set_defaults(func=report_heatmap)
+    hm.set_defaults(func=_salvaging(report_heatmap))
 
     ws = rsub.add_parser(
         "wss",
@@ -132,7 +132,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     ws.add_argument("--plot", metavar="FILE", help="plot the distribution to an image")
     ws.add_argument("--all_wss", action="store_true", help="print every snapshot's wss")
-    ws.set_defaults(func=report_wss)
+    ws.set_defaults(func=_salvaging(report_wss))
 
     ac = rsub.add_parser(
         "access",
@@ -157,13 +157,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     ac.add_argument("--top", type=int, metavar="N", help="only the first N regions after sorting")
     ac.add_argument("--raw_form", action="store_true", help="damo's raw form")
-    ac.set_defaults(func=report_access)
+    ac.set_defaults(func=_salvaging(report_access))
 
     fp = rsub.add_parser("footprints", help="memory footprint (RSS, VSZ, system used) over time")
     common(fp)
     distribution_options(fp)
     fp.add_argument("--plot", metavar="FILE", help="plot RSS over time to an image")
-    fp.set_defaults(func=report_footprints)
+    fp.set_defaults(func=_salvaging(report_footprints))
 
     tm = rsub.add_parser(
         "times",
@@ -177,21 +177,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     tm.add_argument("--access_rate", nargs=2, metavar=("MIN", "MAX"), help="percent range")
     tm.add_argument("--age", nargs=2, metavar=("MIN", "MAX"), help="age range (e.g. 1s max)")
     tm.add_argument("--address", nargs=2, type=address, metavar=("START", "END"))
-    tm.set_defaults(func=report_times)
+    tm.set_defaults(func=_salvaging(report_times))
 
     nr = rsub.add_parser("nr_regions", help="distribution of the number of regions")
     common(nr)
     distribution_options(nr)
-    nr.set_defaults(func=report_nr_regions)
+    nr.set_defaults(func=_salvaging(report_nr_regions))
 
     raw = rsub.add_parser("raw", help="every snapshot in damo's raw text form")
     common(raw)
     raw.add_argument("--max_snapshots", type=int, metavar="N")
-    raw.set_defaults(func=report_raw)
+    raw.set_defaults(func=_salvaging(report_raw))
 
     info = rsub.add_parser("info", help="what a record holds (format, targets, time, size)")
     common(info, targets=False)
-    info.set_defaults(func=report_info)
+    info.set_defaults(func=_salvaging(report_info))
+
+
+def _salvaging(report: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``report``, run again on the intact snapshots if a mapped record's column turns out
+    damaged while it runs (checksums are checked on first use; the notes name what is lost)."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return report(args)
+        except CorruptColumn as err:
+            if getattr(args, "verify", False):
+                raise CliError(str(err)) from None
+            args.verify = True
+            return report(args)
+
+    return run
 
 
 def _no_type(p: argparse.ArgumentParser) -> int:
@@ -211,7 +227,7 @@ def load(args: argparse.Namespace) -> Record:
                 EXIT_USAGE,
             )
     try:
-        rec = read_record(path)
+        rec = read_record(path, verify=getattr(args, "verify", False))
     except RecordError as err:
         raise CliError(str(err)) from None
     for w in rec.warnings:
@@ -225,7 +241,7 @@ def load(args: argparse.Namespace) -> Record:
             )
         rec = rec.for_target(target)
     if not rec.nr_snapshots:
-        raise CliError(f"{path} holds no snapshots")
+        raise CliError(f"{path} holds no snapshots" + (" that are intact" if rec.damage else ""))
     return rec
 
 
@@ -562,15 +578,18 @@ def report_access(args: argparse.Namespace) -> int:
 def report_raw(args: argparse.Namespace) -> int:
     rec = load(args)
     if args.json:
-        from pydamon.record.damo import record_to_damo_kvpairs
+        from pydamon.record.damo_write import damo_json_pieces
 
-        _emit_json(record_to_damo_kvpairs(rec))
+        for piece in damo_json_pieces(rec, indent=1):  # snapshot by snapshot, as damo's json
+            sys.stdout.write(piece)
+        sys.stdout.write("\n")
         return 0
     print(render.raw_form(rec, max_snapshots=args.max_snapshots))
     return 0
 
 
 def report_info(args: argparse.Namespace) -> int:
+    args.verify = True  # every checksum: what is damaged is part of what the record holds
     rec = load(args)
     path = args.input or ("pydamon.data" if os.path.exists("pydamon.data") else "damon.data")
     info = record_info(rec, path)
@@ -587,4 +606,6 @@ def report_info(args: argparse.Namespace) -> int:
     )
     for t in info["targets"]:
         print(f"target {t['index']}:    id {t['target_id']} pid {t['pid']} {t['name']}")
+    for d in rec.damage:
+        print(f"damaged:     {d.describe()}")
     return 0

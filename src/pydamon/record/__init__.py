@@ -17,14 +17,26 @@ from pydamon.record.binfmt import (
 )
 from pydamon.record.damo import detect_damo_format, read_damo_record, write_damo_record
 from pydamon.record.footprint import read_footprint
-from pydamon.record.model import UNKNOWN, Footprint, Record, RecordError, TargetInfo
+from pydamon.record.model import (
+    UNKNOWN,
+    CorruptColumn,
+    Damage,
+    Footprint,
+    Record,
+    RecordError,
+    TargetInfo,
+)
 
 #: Output formats of :func:`export_record` (and ``pydamon record --output_type``).
 EXPORT_FORMATS = ("pydamon", "json_compressed", "json", "parquet")
 
 
-def read_record(path: str | os.PathLike[str]) -> Record:
-    """Read a pydamon or damo record file. Raises :class:`RecordError` with a one-line reason."""
+def read_record(path: str | os.PathLike[str], *, verify: bool = False) -> Record:
+    """Read a pydamon or damo record file. Raises :class:`RecordError` with a one-line reason.
+
+    Damaged parts are skipped (``Record.damage``, ``Record.warnings``). A mapped (version 2)
+    record checks its columns when they are first used and raises :class:`CorruptColumn` then;
+    ``verify=True`` checks them all at once and leaves the damaged snapshots out."""
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
@@ -38,7 +50,7 @@ def read_record(path: str | os.PathLike[str]) -> Record:
     if not head:
         raise RecordError(f"{path}: empty file, not a record")
     if is_pydamon_record(head):
-        return RecordReader(path).read()
+        return RecordReader(path).read(verify=verify)
     if detect_damo_format(head):
         return read_damo_record(path)
     if head[:4] == b"PAR1":
@@ -63,6 +75,8 @@ def export_record(rec: Record, path: str, fmt: str) -> None:
 __all__ = [
     "EXPORT_FORMATS",
     "UNKNOWN",
+    "CorruptColumn",
+    "Damage",
     "Footprint",
     "Record",
     "RecordError",

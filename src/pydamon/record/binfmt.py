@@ -21,14 +21,14 @@ from dataclasses import asdict
 from typing import Any, BinaryIO
 
 from pydamon.record.blocks import (
-    block_shape,
     counts_fit_int32,
     decode_block,
     decode_into,
     empty_record,
     encode_block,
+    parse_block,
 )
-from pydamon.record.model import Record, RecordError, TargetInfo
+from pydamon.record.model import Damage, Record, RecordError, TargetInfo
 
 MAGIC = b"PYDAMREC"
 #: Newest version this reader reads. Version 1 files hold only ``BLK1`` blocks (streamed files,
@@ -43,15 +43,56 @@ TAG_BLOCK = b"BLK1"
 TAG_COLUMN = b"COL2"
 TAG_EVENT = b"JSN1"
 TAG_END = b"END1"
+KNOWN_TAGS = (TAG_BLOCK, TAG_COLUMN, TAG_EVENT, TAG_END)
 
 #: Snapshots per block when a file is finalized: big enough that per-chunk overhead vanishes,
 #: small enough that a block decodes in a few milliseconds.
 FINAL_BLOCK_SNAPSHOTS = 2048
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and v == v and abs(v) < 1e300
+
+
+#: Header metadata fields readers use, with what each must be (other fields are kept as they are).
+_META_FIELDS: dict[str, tuple[str, Any]] = {
+    "ops": ("a string", lambda v: v is None or isinstance(v, str)),
+    "attrs": ("an object of integers", lambda v: v is None or (
+        isinstance(v, dict) and all(_is_int(x) for x in v.values()))),
+    "targets": ("a list of objects", lambda v: isinstance(v, list) and all(
+        isinstance(t, dict) for t in v)),
+    "start_time_unix": ("a number", _is_number),
+    "start_clock_us": ("an integer", _is_int),
+}  # fmt: skip
+_TARGET_FIELDS: dict[str, tuple[str, Any]] = {
+    "index": ("an integer", lambda v: _is_int(v) and 0 <= v < 2**31),
+    "target_id": ("an integer", lambda v: v is None or (_is_int(v) and abs(v) < 2**63)),
+    "pid": ("an integer", lambda v: v is None or (_is_int(v) and 0 <= v < 2**31)),
+    "name": ("a string", lambda v: isinstance(v, str)),
+}
+
+
+def check_meta(meta: Any) -> dict[str, Any]:
+    """``meta`` if the fields readers use have the right types, else a one-line RecordError."""
+    if not isinstance(meta, dict):
+        raise RecordError("record header metadata is not a JSON object")
+    for key, (want, ok) in _META_FIELDS.items():
+        if key in meta and not ok(meta[key]):
+            raise RecordError(f"record header field {key!r} is not {want}")
+    for t in meta.get("targets") or []:
+        for key, (want, ok) in _TARGET_FIELDS.items():
+            if key in t and not ok(t[key]):
+                raise RecordError(f"record header field 'targets[].{key}' is not {want}")
+    return meta
+
+
 def targets_from_meta(meta: dict[str, Any]) -> list[TargetInfo]:
     out = []
-    for i, t in enumerate(meta.get("targets", [])):
+    for i, t in enumerate(meta.get("targets") or []):
         out.append(
             TargetInfo(
                 index=int(t.get("index", i)),
@@ -88,6 +129,7 @@ class RecordReader:
                 size = os.fstat(f.fileno()).st_size
                 # mapped, not read: block columns are used in place (zero copy)
                 buf: Any = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+                self._buf = buf
                 self._data = memoryview(buf)
         except FileNotFoundError:
             raise RecordError(f"{self.path}: no such record file") from None
@@ -106,7 +148,9 @@ class RecordReader:
         if len(meta_raw) != meta_len or zlib.crc32(meta_raw) != meta_crc:
             raise RecordError(f"{self.path}: record header is truncated or corrupted")
         try:
-            self.meta: dict[str, Any] = json.loads(meta_raw)
+            self.meta: dict[str, Any] = check_meta(json.loads(meta_raw))
+        except RecordError as err:
+            raise RecordError(f"{self.path}: {err}") from None
         except ValueError:
             raise RecordError(f"{self.path}: record header is not valid JSON") from None
         self.targets = targets_from_meta(self.meta)
@@ -116,52 +160,91 @@ class RecordReader:
         self.footer: dict[str, Any] = {}
         self.events: list[dict[str, Any]] = []
         self.warnings: list[str] = []
+        self.damaged = []
+
+    #: Byte ranges skipped as damaged: (first byte, end byte, chunks read before).
+    damaged: list[tuple[int, int, int]]
 
     def _chunks(self) -> Iterator[tuple[bytes, memoryview]]:
         """(tag, payload) of every complete, checksummed chunk, in file order."""
         for tag, _pos, body in self._chunks_at():
             yield tag, body
 
-    def _chunks_at(self) -> Iterator[tuple[bytes, int, memoryview]]:
-        """(tag, payload offset, payload) of every complete chunk. A ``COL2`` chunk's CRC covers
-        its descriptor; its data has per-segment CRCs, checked when first used."""
+    def _chunk_at(self, pos: int) -> tuple[bytes, int, memoryview] | str:
+        """(tag, length, payload) of the checksummed chunk at ``pos``, or why there is none."""
         from pydamon.record.columnar import descriptor_length
 
-        data, pos, end = self._data, self._first_chunk, len(self._data)
+        data, end = self._data, len(self._data)
+        if end - pos < CHUNK.size:
+            return "partial chunk header"
+        tag, length, crc = CHUNK.unpack_from(data, pos)
+        body = data[pos + CHUNK.size : pos + CHUNK.size + length]
+        if len(body) != length:
+            return "partial chunk"
+        covered = body[: descriptor_length(body)] if tag == TAG_COLUMN else body
+        if zlib.crc32(covered) != crc:
+            return "bad checksum"
+        return tag, length, body
+
+    def _resync(self, pos: int) -> int | None:
+        """Offset of the next checksummed chunk of a known kind after ``pos``, if any."""
+        buf = self._buf
+        nxt = {t: buf.find(t, pos + 1) for t in KNOWN_TAGS}
+        while True:
+            live = [p for p in nxt.values() if p >= 0]
+            if not live:
+                return None
+            cand = min(live)
+            if not isinstance(self._chunk_at(cand), str):
+                return cand
+            for t, p in nxt.items():
+                if p == cand:
+                    nxt[t] = buf.find(t, cand + 1)
+
+    def _chunks_at(self) -> Iterator[tuple[bytes, int, memoryview]]:
+        """(tag, payload offset, payload) of every complete, checksummed chunk. A ``COL2``
+        chunk's CRC covers its descriptor; its data has per-segment CRCs, checked when first
+        used. A bad chunk is skipped: the walk resumes at the next good chunk and notes the
+        damaged byte range in :attr:`damaged`; a bad chunk with nothing good after it is a torn
+        tail (a file cut short or still being written)."""
+        pos, end = self._first_chunk, len(self._data)
         nr_chunks = 0
         # a new walk: what the last one noted is noted again
         self.events, self.warnings, self.complete, self.footer = [], [], False, {}
+        self.damaged = []
         while pos < end:
-            if end - pos < CHUNK.size:
-                self.warnings.append(f"torn tail after {nr_chunks} chunks (partial chunk header)")
-                return
-            tag, length, crc = CHUNK.unpack_from(data, pos)
-            body = data[pos + CHUNK.size : pos + CHUNK.size + length]
-            if len(body) != length:
-                self.warnings.append(f"torn tail after {nr_chunks} chunks (partial chunk)")
-                return
-            next_pos = pos + CHUNK.size + length
-            covered = body[: descriptor_length(body)] if tag == TAG_COLUMN else body
-            if zlib.crc32(covered) != crc:
-                if next_pos >= end:
-                    self.warnings.append(f"torn tail after {nr_chunks} chunks (bad checksum)")
+            got = self._chunk_at(pos)
+            if isinstance(got, str):
+                nxt = self._resync(pos)
+                if nxt is None:
+                    self.warnings.append(f"torn tail after {nr_chunks} chunks ({got})")
                     return
-                raise RecordError(
-                    f"{self.path}: corrupted chunk at byte {pos} (checksum mismatch); "
-                    f"'pydamon report raw' shows what is readable before it"
-                )
-            if tag == TAG_EVENT:
-                self.events.append(json.loads(bytes(body)))
-            elif tag == TAG_END:
-                self.complete = True
-                self.footer = json.loads(bytes(body))
+                self.damaged.append((pos, nxt, nr_chunks))
+                pos = nxt
+                continue
+            tag, length, body = got
+            if tag in (TAG_EVENT, TAG_END):
+                try:
+                    obj = json.loads(bytes(body))
+                except ValueError:
+                    obj = None
+                if not isinstance(obj, dict):
+                    self.damaged.append((pos, pos + CHUNK.size + length, nr_chunks))
+                    pos += CHUNK.size + length
+                    continue
+                if tag == TAG_EVENT:
+                    self.events.append(obj)
+                else:
+                    self.complete = True
+                    self.footer = obj
             yield tag, pos + CHUNK.size, body
             nr_chunks += 1
-            pos = next_pos
+            pos += CHUNK.size + length
 
     def blocks(self) -> Iterator[Record]:
-        """Decode the snapshot blocks in file order (unknown chunk tags are skipped); a columnar
-        (version 2) record comes in slices of :data:`FINAL_BLOCK_SNAPSHOTS` snapshots."""
+        """Decode the snapshot blocks in file order (unknown chunk tags and damaged blocks are
+        skipped); a columnar (version 2) record comes in slices of
+        :data:`FINAL_BLOCK_SNAPSHOTS` snapshots."""
         if self.version >= VERSION_COLUMNS:
             rec = self.read()
             for lo in range(0, rec.nr_snapshots, FINAL_BLOCK_SNAPSHOTS):
@@ -169,45 +252,84 @@ class RecordReader:
             return
         for tag, body in self._chunks():
             if tag == TAG_BLOCK:
-                yield decode_block(body, self.meta, self.targets)
+                try:
+                    yield decode_block(body, self.meta, self.targets)
+                except RecordError as err:
+                    self.warnings.append(f"a damaged snapshot block skipped ({err})")
 
-    def read(self) -> Record:
+    def read(self, *, verify: bool = False) -> Record:
         """The whole record: blocks are decoded straight into preallocated columns; the columns
-        of a version 2 record are mapped, not read (decoded per snapshot range when used)."""
+        of a version 2 record are mapped, not read (decoded per snapshot range when used, their
+        checksums checked then; ``verify``: check every column now and leave out the snapshots
+        of damaged ones). Damaged chunks are skipped and listed in ``Record.damage``."""
         try:
             chunks = list(self._chunks_at())
-            bodies = [body for tag, _pos, body in chunks if tag == TAG_BLOCK]
+            blocks = [(pos, body) for tag, pos, body in chunks if tag == TAG_BLOCK]
             columns = [(pos, body) for tag, pos, body in chunks if tag == TAG_COLUMN]
             if columns:
                 from pydamon.record.columnar import read_columns
 
-                if bodies:
+                if blocks:
                     raise RecordError("record mixes snapshot blocks and columns")
-                rec = read_columns(self.path, columns, self.meta, self.targets)
+                rec = read_columns(
+                    self.path, columns, self.meta, self.targets, verify=verify,
+                    damaged=self.damaged,
+                )  # fmt: skip
+                chunk_damage = [Damage(a, b, "bad checksum", 0) for a, b, _ in self.damaged]
+                rec.damage[:0] = chunk_damage
             else:
-                rec = self._read_blocks(bodies)
+                rec = self._read_blocks(chunks)
         except RecordError as err:
             msg = str(err)
             raise RecordError(msg if msg.startswith(self.path) else f"{self.path}: {msg}") from None
         rec.complete = self.complete
-        rec.warnings = list(self.warnings)
+        rec.warnings = list(self.warnings) + [d.describe() for d in rec.damage]
         rec.source_format = "pydamon"
         return rec
 
-    def _read_blocks(self, bodies: list[memoryview]) -> Record:
-        shapes = [block_shape(b) for b in bodies]
-        small = all(counts_fit_int32(b) for b in bodies)
-        rec = empty_record(
-            sum(n for n, _ in shapes),
-            sum(m for _, m in shapes),
-            self.meta,
-            self.targets,
-            small,
-        )
+    def _read_blocks(self, chunks: list[tuple[bytes, int, memoryview]]) -> Record:
+        parsed = []
+        damage: list[tuple[int, int, str, int]] = []  # first byte, end byte, what, chunk index
+        for j, (tag, pos, body) in enumerate(chunks):
+            if tag != TAG_BLOCK:
+                continue
+            try:
+                parsed.append((j, parse_block(body)))
+            except RecordError as err:
+                damage.append((pos - CHUNK.size, pos + len(body), str(err), j))
+        damage += [(a, b, "bad checksum", j) for a, b, j in self.damaged]
+        small = all(counts_fit_int32(cols) for _, (_n, _m, cols) in parsed)
+        n = sum(p[1][0] for p in parsed)
+        m = sum(p[1][1] for p in parsed)
+        rec = empty_record(n, m, self.meta, self.targets, small)
         n0 = m0 = 0
-        for body in bodies:
-            n0, m0 = decode_into(body, rec, n0, m0)
+        before: list[int] = []  # snapshots read before chunk j
+        for j, block in parsed:
+            before += [n0] * (j + 1 - len(before))
+            n0, m0 = decode_into(block, rec, n0, m0)
+        before += [n0] * (len(chunks) + 1 - len(before))
+        rec.damage = _describe_damage(rec, damage, before, self.footer)
         return rec
+
+
+def _describe_damage(
+    rec: Record,
+    damage: list[tuple[int, int, str, int]],
+    before: list[int],
+    footer: dict[str, Any],
+) -> list[Damage]:
+    """Damage entries of a block record: where, the snapshots and time lost if known."""
+    out = []
+    expected = footer.get("nr_snapshots")
+    lost_total = expected - rec.nr_snapshots if isinstance(expected, int) else None
+    origin = int(rec.snap_start_us.min()) if rec.nr_snapshots else 0
+    for first, end, what, j in sorted(damage):
+        i = before[min(j, len(before) - 1)]
+        lost = lost_total if len(damage) == 1 and lost_total is not None else None
+        gap_from = int(rec.snap_end_us[i - 1]) - origin if i > 0 else None
+        gap_to = int(rec.snap_start_us[i]) - origin if i < rec.nr_snapshots else None
+        out.append(Damage(first, end, what, i, lost, gap_from, gap_to))
+    return out
 
 
 class RecordWriter:

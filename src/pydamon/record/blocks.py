@@ -102,42 +102,73 @@ def encode_block(part: Record, compress: int = 0) -> bytes:
     return b"".join(out)
 
 
-def block_shape(payload: memoryview) -> tuple[int, int]:
-    try:
-        n, m, _flags, _nr_columns, _ = _BLOCK.unpack_from(payload, 0)
-    except struct.error:
-        raise RecordError("bad snapshot block (short header)") from None
-    return int(n), int(m)
+#: zlib cannot inflate more than this many bytes out of one (its format's limit is ~1032).
+_ZLIB_MAX_RATIO = 1100
+#: Sizes are stored shifted right by at most this many bits (pydamon writes 0 or 12).
+_MAX_SHIFT = 48
+_REGION_COLS = (COL_SIZE, COL_NR_ACCESSES, COL_AGE)
 
 
-def _block_columns(payload: memoryview) -> tuple[int, int, dict[int, tuple[np.ndarray, int]]]:
-    """The columns of a block as (narrow array, shift); zero-copy unless compressed."""
+Columns = dict[int, tuple[np.ndarray, int]]
+
+
+def _inflate(raw: memoryview, limit: int) -> bytes:
+    """zlib data, refusing more than ``limit`` bytes out (a corrupted block's claim)."""
+    d = zlib.decompressobj()
+    out = d.decompress(raw, limit + 1)
+    if len(out) > limit:
+        raise RecordError("compressed column holds more than its block says")
+    return out
+
+
+def parse_block(payload: memoryview) -> tuple[int, int, Columns]:
+    """The columns of a block as (narrow array, shift), zero-copy unless compressed, after
+    checking every count and length against the payload (nothing is allocated from a claim
+    the data cannot back) and the regions' columns against each other."""
     try:
         n, m, _flags, nr_columns, _ = _BLOCK.unpack_from(payload, 0)
         pos = _BLOCK.size
-        cols: dict[int, tuple[np.ndarray, int]] = {}
+        cols: Columns = {}
         for _ in range(nr_columns):
             col_id, dtype_code, shift, codec, nbytes = _COLUMN.unpack_from(payload, pos)
             pos += _COLUMN.size
             raw = payload[pos : pos + nbytes]
             if len(raw) != nbytes:
                 raise RecordError("column runs past its block")
+            if dtype_code >= len(DTYPES) or codec not in (_CODEC_RAW, _CODEC_ZLIB):
+                raise RecordError("column of an unknown type")
+            if shift > _MAX_SHIFT:
+                raise RecordError(f"column shifted by {shift} bits")
             pos += nbytes
-            data: bytes | memoryview = zlib.decompress(raw) if codec == _CODEC_ZLIB else raw
-            cols[col_id] = (np.frombuffer(data, dtype=DTYPES[dtype_code]), shift)
-    except (struct.error, zlib.error, IndexError, ValueError) as err:
-        if isinstance(err, RecordError):
-            raise
+            dtype = np.dtype(DTYPES[dtype_code])
+            want = n if col_id < COL_GAP_INDEX else m
+            if want * dtype.itemsize > max(nbytes, 64) * _ZLIB_MAX_RATIO:
+                raise RecordError("block claims more values than its size allows")
+            data: bytes | memoryview = raw
+            if codec == _CODEC_ZLIB:
+                data = _inflate(raw, want * dtype.itemsize)
+            if len(data) % dtype.itemsize:
+                raise RecordError("column length is not a whole number of values")
+            cols[col_id] = (np.frombuffer(data, dtype=dtype), shift)
+    except struct.error:
+        raise RecordError("bad snapshot block (short header or column)") from None
+    except zlib.error as err:
         raise RecordError(f"bad snapshot block ({err})") from None
     if any(c not in cols for c in range(COL_AGE + 1)):
         raise RecordError("snapshot block lacks a column")
+    nr_regions = cols[COL_NR_REGIONS][0]
     if not (
-        len(cols[COL_START][0]) == n
-        and len(cols[COL_SIZE][0]) == m
-        and int(cols[COL_NR_REGIONS][0].sum(dtype=np.int64)) == m
+        all(len(cols[c][0]) == n for c in range(COL_NR_REGIONS + 1))
+        and all(len(cols[c][0]) == m for c in _REGION_COLS)
+        and len(cols[COL_GAP_INDEX][0]) == len(cols[COL_GAP_VALUE][0]) <= m
+        and not (nr_regions.dtype.kind == "i" and n and int(nr_regions.min()) < 0)
+        and int(nr_regions.sum(dtype=np.int64)) == m
     ):
         raise RecordError("snapshot block columns disagree in length")
-    return n, m, cols
+    gap_index = cols[COL_GAP_INDEX][0]
+    if len(gap_index) and (int(gap_index.min()) < 0 or int(gap_index.max()) >= m):
+        raise RecordError("snapshot block gap index out of range")
+    return int(n), int(m), cols
 
 
 _SNAP_COLUMNS = (
@@ -172,10 +203,10 @@ def empty_record(
     )  # fmt: skip
 
 
-def decode_into(payload: memoryview, out: Record, n0: int, m0: int) -> tuple[int, int]:
-    """Decode one block into ``out``'s arrays at snapshot ``n0``/region ``m0``; a few passes
-    over the regions, no intermediate arrays of the block's size."""
-    n, m, cols = _block_columns(payload)
+def decode_into(block: tuple[int, int, Columns], out: Record, n0: int, m0: int) -> tuple[int, int]:
+    """Decode one :func:`parse_block` d block into ``out``'s arrays at snapshot ``n0``/region
+    ``m0``; a few passes over the regions, no intermediate arrays of the block's size."""
+    n, m, cols = block
     n1, m1 = n0 + n, m0 + m
     for col_id, name in _SNAP_COLUMNS:
         getattr(out, name)[n0:n1] = cols[col_id][0]
@@ -201,25 +232,14 @@ def decode_into(payload: memoryview, out: Record, n0: int, m0: int) -> tuple[int
     return n1, m1
 
 
-def counts_fit_int32(payload: memoryview) -> bool:
-    """Whether a block's nr_accesses and age columns are stored in at most 16 bits."""
-    try:
-        _n, _m, _flags, nr_columns, _ = _BLOCK.unpack_from(payload, 0)
-        pos = _BLOCK.size
-        for _ in range(nr_columns):
-            col_id, dtype_code, _shift, _codec, nbytes = _COLUMN.unpack_from(payload, pos)
-            pos += _COLUMN.size + nbytes
-            if col_id in (COL_NR_ACCESSES, COL_AGE) and DTYPES[dtype_code] not in (
-                "|u1", "<u2", "|i1", "<i2", "<i4",
-            ):  # fmt: skip
-                return False
-    except struct.error:
-        return False
-    return True
+def counts_fit_int32(cols: Columns) -> bool:
+    """Whether a parsed block's nr_accesses and age columns are stored in at most 16 bits."""
+    small = ("|u1", "<u2", "|i1", "<i2", "<i4")
+    return all(cols[c][0].dtype.str in small for c in (COL_NR_ACCESSES, COL_AGE))
 
 
 def decode_block(payload: memoryview, meta: dict[str, Any], targets: list[TargetInfo]) -> Record:
-    n, m = block_shape(payload)
-    out = empty_record(n, m, meta, targets)
-    decode_into(payload, out, 0, 0)
+    block = parse_block(payload)
+    out = empty_record(block[0], block[1], meta, targets)
+    decode_into(block, out, 0, 0)
     return out

@@ -20,7 +20,7 @@ import numpy as np
 
 from pydamon.core.snapshot import Snapshot
 from pydamon.record.footprint import SYSTEM_PAGE_SIZE
-from pydamon.record.model import UNKNOWN, Footprint, Record, RecordError, TargetInfo
+from pydamon.record.model import Record, RecordError, TargetInfo
 from pydamon.units import parse_duration, parse_number, parse_percent, parse_size
 
 
@@ -274,124 +274,10 @@ def _attach_footprints(rec: Record, path: str) -> None:
                 rec.sys_total_bytes[i] = int(sysfp["total"]) * 1024
 
 
-# -- writing ---------------------------------------------------------------------------------------
-def record_to_damo_kvpairs(rec: Record) -> list[dict[str, Any]]:
-    """damo's JSON record list, with numbers in damo's raw (machine-friendly) form."""
-    out = []
-    for tidx in rec.target_indexes() or [t.index for t in rec.targets]:
-        idxs = np.nonzero(rec.snap_target == tidx)[0]
-        first = int(idxs[0]) if len(idxs) else None
-        sample_us = int(rec.snap_sample_us[first]) if first is not None else 5000
-        aggr_us = int(rec.snap_aggr_us[first]) if first is not None else 100000
-        ops_update_us = int((rec.meta.get("attrs") or {}).get("ops_update_interval_us", 1000000))
-        target_id = rec.target_id_of(tidx)
-        snaps = []
-        for i in idxs.tolist():
-            lo, hi = int(rec.region_offsets[i]), int(rec.region_offsets[i + 1])
-            s_aggr = int(rec.snap_aggr_us[i])
-            s_sample = int(rec.snap_sample_us[i]) or 1
-            max_nr = max(s_aggr // s_sample, 1)
-            regions = [
-                {
-                    "start": str(s),
-                    "end": str(e),
-                    "nr_accesses": {"samples": n, "percent": n * 100 // max_nr},
-                    "age": {"usec": str(a * s_aggr), "aggr_intervals": str(a)},
-                    "sz_filter_passed": "0",
-                }
-                for s, e, n, a in zip(
-                    rec.starts[lo:hi].tolist(),
-                    rec.ends[lo:hi].tolist(),
-                    rec.nr_accesses[lo:hi].tolist(),
-                    rec.age[lo:hi].tolist(),
-                )
-            ]
-            snaps.append(
-                {
-                    "start_time": str(int(rec.snap_start_us[i]) * 1000),
-                    "end_time": str(int(rec.snap_end_us[i]) * 1000),
-                    "regions": regions,
-                    "total_bytes": str(int((rec.ends[lo:hi] - rec.starts[lo:hi]).sum())),
-                }
-            )
-        out.append(
-            {
-                "kdamond_idx": 0,
-                "context_idx": 0,
-                "intervals": {
-                    "sample_us": str(sample_us),
-                    "aggr_us": str(aggr_us),
-                    "ops_update_us": str(ops_update_us),
-                },
-                "scheme_idx": None,
-                "target_id": target_id if target_id is not None else tidx,
-                "scheme_filters": [],
-                "snapshots": snaps,
-            }
-        )
-    return out
+# -- writing: pydamon.record.damo_write (streamed snapshot by snapshot) ------------------------
+from pydamon.record.damo_write import (  # noqa: E402  (re-exported: the module's old API)
+    record_to_damo_kvpairs,
+    write_damo_record,
+)
 
-
-def write_damo_record(
-    rec: Record, path: str, fmt: str = "json_compressed", *, footprints: bool = True
-) -> None:
-    """Write ``rec`` in damo's ``json`` or ``json_compressed`` form (temp + rename)."""
-    if fmt not in ("json", "json_compressed"):
-        raise ValueError(f"unsupported damo format {fmt!r}; use json or json_compressed")
-    text = json.dumps(record_to_damo_kvpairs(rec), indent=4)
-    data = zlib.compress(text.encode()) if fmt == "json_compressed" else text.encode()
-    _atomic_write(path, data)
-    if footprints and np.any(rec.rss_bytes != UNKNOWN) | np.any(rec.sys_free_bytes != UNKNOWN):
-        _atomic_write(path + ".mem_footprint", json.dumps(_damo_footprints(rec)).encode())
-
-
-def _damo_footprints(rec: Record) -> list[dict[str, Any]]:
-    base = float(rec.meta.get("start_time_unix", 0.0))
-    t0 = int(rec.snap_end_us.min()) if rec.nr_snapshots else 0
-    entries = []
-    for i in range(rec.nr_snapshots):
-        fp: Footprint = rec.footprint(i)
-        tidx = int(rec.snap_target[i])
-        pid = next((t.pid for t in rec.targets if t.index == tidx), None)
-        fps: list[dict[str, Any]] = []
-        if pid is not None and fp.rss_bytes != UNKNOWN:
-            fps.append(
-                {
-                    "pid": pid,
-                    "footprint": {
-                        "size": max(fp.vsz_bytes, 0) // SYSTEM_PAGE_SIZE,
-                        "resident": fp.rss_bytes // SYSTEM_PAGE_SIZE,
-                        "shared": 0,
-                        "trs": 0,
-                        "lrs": 0,
-                        "drs": 0,
-                        "dt": 0,
-                    },
-                }
-            )
-        if fp.sys_free_bytes != UNKNOWN:
-            fps.append(
-                {
-                    "pid": None,
-                    "footprint": {
-                        "total": max(fp.sys_total_bytes, 0) // 1024,
-                        "free": fp.sys_free_bytes // 1024,
-                        "available": None,
-                        "buffers": None,
-                        "cached": None,
-                    },
-                }
-            )
-        entries.append({"time": base + (int(rec.snap_end_us[i]) - t0) / 1e6, "footprints": fps})
-    return entries
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+__all__ = ["read_damo_record", "record_to_damo_kvpairs", "write_damo_record"]

@@ -25,6 +25,40 @@ class RecordError(ValueError):
     """A record file that cannot be read (truncated header, corrupted, unknown format)."""
 
 
+class CorruptColumn(RecordError):
+    """A checksum mismatch in a column of a mapped (version 2) record, found when first used:
+    read the record again with ``verify=True`` to skip the damaged snapshots."""
+
+
+@dataclass
+class Damage:
+    """A damaged part of a record file that the reader skipped."""
+
+    first_byte: int
+    end_byte: int
+    #: What was wrong: "bad checksum", "bad snapshot block (...)", "corrupted size column", ...
+    what: str
+    #: Snapshots read before it (the index, among those read, of the first one after it).
+    after_snapshot: int
+    #: Snapshots lost there, if known (the footer's count, or the snapshots of the columns).
+    nr_snapshots: int | None = None
+    #: Monitor time (µs since the record start) of the gap it left, if known.
+    gap_from_us: int | None = None
+    gap_to_us: int | None = None
+
+    def describe(self) -> str:
+        lost = "snapshots" if self.nr_snapshots is None else f"{self.nr_snapshots} snapshot(s)"
+        gap = ""
+        if self.gap_from_us is not None or self.gap_to_us is not None:
+            lo = "start" if self.gap_from_us is None else f"{self.gap_from_us / 1e6:.3f} s"
+            hi = "end" if self.gap_to_us is None else f"{self.gap_to_us / 1e6:.3f} s"
+            gap = f", {lo} to {hi}"
+        return (
+            f"bytes {self.first_byte}-{self.end_byte} damaged ({self.what}), skipped: {lost} "
+            f"lost after the first {self.after_snapshot} snapshots{gap}"
+        )
+
+
 @dataclass
 class Footprint:
     """Memory footprint at one snapshot: the target's RSS/VSZ and the system's free memory."""
@@ -123,6 +157,8 @@ class Record:
         self.source_format = source_format
         #: Non-fatal remarks of the reader (e.g. "stopped at a torn tail after 120 snapshots").
         self.warnings: list[str] = list(warnings) if warnings else []
+        #: Damaged parts of the file the reader skipped (see :class:`Damage`).
+        self.damage: list[Damage] = []
         if store is None and (starts is None or ends is None or nr_accesses is None or age is None):
             raise TypeError("a Record needs starts, ends, nr_accesses and age, or a store")
         self._store = store

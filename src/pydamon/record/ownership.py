@@ -46,7 +46,8 @@ class OutputLock:
             try:
                 fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as err:
-                raise RecordError(f"{self.lock_file}: cannot create lock file ({err.strerror})")
+                msg = f"{self.lock_file}: cannot create lock file ({err.strerror})"
+                raise RecordError(msg) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -29,4 +30,5 @@ def record_info(rec: Record, path: str) -> dict[str, Any]:
         "sample_interval_us": sorted({int(x) for x in np.unique(rec.snap_sample_us)}),
         "aggr_interval_us": sorted({int(x) for x in np.unique(rec.snap_aggr_us)}),
         "warnings": rec.warnings,
+        "damage": [asdict(d) for d in rec.damage],
     }

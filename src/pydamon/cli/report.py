@@ -19,7 +19,7 @@ from pydamon.cli.common import address, human_bytes, human_time_us, is_tty, size
 from pydamon.cli.main import EXIT_USAGE, CliError
 from pydamon.record import CorruptColumn, Record, RecordError, read_record
 from pydamon.report import access, footprints, percentiles, render, spans, times, wss
-from pydamon.report.heatmap import Heatmap, heatmap
+from pydamon.report.heatmap import Heatmap, check_resolution, heatmap
 from pydamon.report.info import record_info
 
 REPORT_TYPES = ("heatmap", "wss", "access", "footprints", "times", "nr_regions", "raw", "info")
@@ -284,6 +284,10 @@ def heatmap_of(args: argparse.Namespace, rec: Record) -> Heatmap:
     rows, cols = args.resol if args.resol else ((300, 500) if image else (30, 80))
     if rows <= 0 or cols <= 0:
         raise CliError("--resol needs positive numbers", EXIT_USAGE)
+    try:
+        check_resolution(rows, cols)
+    except ValueError as err:
+        raise CliError(f"--resol {rows} {cols}: {err}", EXIT_USAGE) from None
     return heatmap(
         rec, time_range=time_range, address_range=addr_range, time_bins=rows, address_bins=cols
     )
@@ -350,6 +354,11 @@ def _percentiles_json(values: np.ndarray, pcts: list[int]) -> dict[str, int]:
 
 
 def report_wss(args: argparse.Namespace) -> int:
+    if not 0 <= args.min_access_rate <= 100:  # also refuses nan
+        raise CliError(f"--min_access_rate {args.min_access_rate}: give 0..100 (percent)",
+                       EXIT_USAGE)  # fmt: skip
+    if args.exclude_samples < 0:
+        raise CliError(f"--exclude_samples {args.exclude_samples}: give 0 or more", EXIT_USAGE)
     rec = load(args)
     pcts = _percentiles(args.range)
     out_json = []
@@ -534,6 +543,8 @@ def report_access(args: argparse.Namespace) -> int:
             rec = rec.for_target(args.target)
     else:
         rec = load(args)
+    if args.top is not None and args.top < 0:
+        raise CliError(f"--top {args.top}: give 0 or more", EXIT_USAGE)
     n = rec.nr_snapshots
     i = args.snapshot if args.snapshot >= 0 else n + args.snapshot
     if not 0 <= i < n:
@@ -576,6 +587,8 @@ def report_access(args: argparse.Namespace) -> int:
 
 # -- raw / info ------------------------------------------------------------------------------------
 def report_raw(args: argparse.Namespace) -> int:
+    if args.max_snapshots is not None and args.max_snapshots < 0:
+        raise CliError(f"--max_snapshots {args.max_snapshots}: give 0 or more", EXIT_USAGE)
     rec = load(args)
     if args.json:
         from pydamon.record.damo_write import damo_json_pieces

@@ -99,7 +99,9 @@ def read_damo_record(path: str, fmt: str | None = None) -> Record:
         raise RecordError(f"{path}: damo record is not valid JSON ({err})") from None
     try:
         rec = records_from_damo_kvpairs(kvpairs, fmt_name)
-    except (KeyError, TypeError, ValueError, IndexError) as err:
+    except DamoLayoutError as err:
+        raise RecordError(f"{path}: not a damo record ({err})") from None
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as err:
         raise RecordError(
             f"{path}: not a damo record (unexpected JSON layout: {type(err).__name__} {err})"
         ) from None
@@ -107,38 +109,78 @@ def read_damo_record(path: str, fmt: str | None = None) -> Record:
     return rec
 
 
+class DamoLayoutError(ValueError):
+    """A damo JSON record whose layout or values pydamon cannot take (the reason in one line)."""
+
+
+#: Values are kept in int64 columns: addresses, times and counts must fit.
+_INT64_MAX = 2**63 - 1
+
+
+def _fits(value: Any, what: str, lo: int = -_INT64_MAX) -> Any:
+    """``value`` if it is None or an integer in ``lo..2**63-1``, else a DamoLayoutError."""
+    if value is None:
+        return None
+    if not lo <= value <= _INT64_MAX:
+        raise DamoLayoutError(f"{what} {value} is out of range ({lo}..2**63-1)")
+    return int(value)
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise DamoLayoutError(f"{what} is a {type(value).__name__}, not an object")
+    return value
+
+
+def _list(value: Any, what: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise DamoLayoutError(f"{what} is a {type(value).__name__}, not a list")
+    return value
+
+
 def records_from_damo_kvpairs(kvpairs: Any, source_format: str = "damo-json") -> Record:
     if not isinstance(kvpairs, list):
-        raise ValueError("top level is not a list of records")
+        raise DamoLayoutError("top level is not a list of records")
     snapshots: list[Snapshot] = []
     targets: list[TargetInfo] = []
     for index, rec in enumerate(kvpairs):
-        intervals = rec.get("intervals") or {}
-        sample_us = parse_us(intervals.get("sample_us")) or 0
-        aggr_us = parse_us(intervals.get("aggr_us")) or 0
+        where = f"record {index}"
+        rec = _object(rec, where)
+        intervals = _object(rec.get("intervals"), f"'intervals' of {where}")
+        sample_us = _fits(parse_us(intervals.get("sample_us")), "sample_us", 0) or 0
+        aggr_us = _fits(parse_us(intervals.get("aggr_us")), "aggr_us", 0) or 0
         target_id = rec.get("target_id")
+        if target_id is not None and (
+            not isinstance(target_id, int) or isinstance(target_id, bool)
+        ):
+            raise DamoLayoutError(f"'target_id' of {where} is not an integer")
+        _fits(target_id, "target_id")
         targets.append(TargetInfo(index=index, target_id=target_id, name=f"target {target_id}"))
-        for snap in rec["snapshots"]:
-            end_ns = parse_ns(snap["end_time"])
-            start_ns = parse_ns(snap.get("start_time"))
+        for snap in _list(rec["snapshots"], f"'snapshots' of {where}"):
+            snap = _object(snap, f"a snapshot of {where}")
+            end_ns = _fits(parse_ns(snap["end_time"]), "end_time")
+            start_ns = _fits(parse_ns(snap.get("start_time")), "start_time")
             if end_ns is None:
-                raise ValueError("snapshot without end_time")
-            s_sample = parse_us(snap.get("sample_interval_us")) or sample_us
+                raise DamoLayoutError("snapshot without end_time")
+            s_sample = _fits(parse_us(snap.get("sample_interval_us")), "sample_us", 0) or sample_us
             if start_ns is None:
                 start_ns = end_ns - aggr_us * 1000
             s_aggr = aggr_us or max((end_ns - start_ns) // 1000, 1)
             max_nr = max(s_aggr // s_sample, 1) if s_sample else 1
-            regions = snap["regions"]
+            regions = _list(snap["regions"], f"'regions' of a snapshot of {where}")
             n = len(regions)
             starts = np.empty(n, np.int64)
             ends = np.empty(n, np.int64)
             nr = np.empty(n, np.int64)
             age = np.empty(n, np.int64)
             for i, r in enumerate(regions):
-                starts[i] = parse_bytes(r["start"]) or 0
-                ends[i] = parse_bytes(r["end"]) or 0
-                nr[i] = _region_nr_accesses(r.get("nr_accesses"), max_nr)
-                age[i] = _region_age(r.get("age"), s_aggr)
+                r = _object(r, "a region")
+                starts[i] = _fits(parse_bytes(r["start"]), "region start", 0) or 0
+                ends[i] = _fits(parse_bytes(r["end"]), "region end", 0) or 0
+                nr[i] = _fits(_region_nr_accesses(r.get("nr_accesses"), max_nr), "nr_accesses")
+                age[i] = _fits(_region_age(r.get("age"), s_aggr), "age")
             if n == 1 and starts[0] == 0 and ends[0] == 0 and nr[0] == -1:
                 continue  # damo's fake snapshot for start time deduction
             snapshots.append(

@@ -69,6 +69,22 @@ class Heatmap:
         return out
 
 
+#: Cells a heatmap may have (its grids take ~24 bytes a cell): 2048 x 2048, far beyond any
+#: screen or image, where a typo like ``--resol 100000 100000`` would ask for 74 GiB.
+MAX_CELLS = 1 << 22
+
+
+def check_resolution(time_bins: int, address_bins: int) -> None:
+    """A ValueError unless the grid has 1..:data:`MAX_CELLS` cells."""
+    if time_bins < 1 or address_bins < 1:
+        raise ValueError("a heatmap needs at least one time bin and one address bin")
+    if time_bins * address_bins > MAX_CELLS:
+        raise ValueError(
+            f"a heatmap of {time_bins} x {address_bins} cells is too big: at most {MAX_CELLS} "
+            "cells (e.g. 2048 x 2048)"
+        )
+
+
 def heatmap(
     rec: Record,
     *,
@@ -86,8 +102,7 @@ def heatmap(
     ``collapse_gaps``, split at holes bigger than ``gap_ratio`` of the monitored size; else one
     span from the lowest to the highest address), clipped to ``address_range`` if given.
     """
-    if time_bins < 1 or address_bins < 1:
-        raise ValueError("a heatmap needs at least one time bin and one address bin")
+    check_resolution(time_bins, address_bins)
     if time_range is None:
         has = rec.nr_snapshots > 0
         time_range = (int(rec.snap_start_us.min()), int(rec.snap_end_us.max())) if has else (0, 1)
@@ -123,6 +138,7 @@ class HeatGrid:
         self.spans = spans
         self.t0, t1 = time_range
         self.t1 = max(t1, self.t0 + 1)
+        check_resolution(int(time_bins), int(address_bins))
         self.nt, self.na = int(time_bins), int(address_bins)
         self.time_edges = np.linspace(self.t0, self.t1, self.nt + 1)
         self.total = sum(b - a for a, b in spans)

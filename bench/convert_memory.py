@@ -3,8 +3,9 @@
 Builds synthetic records through the public :class:`pydamon.record.RecordWriter` (as ``pydamon
 record`` streams them, then finalized), in /tmp: the full size is a 10-minute record at 100 ms
 aggregation with ~1300 regions per snapshot (6000 snapshots, 7.7 M regions), plus 1/4 and 1/2
-of it. Each is converted in a fresh subprocess (``python -m pydamon.cli.main convert``); peak
-RSS is that child's ``ru_maxrss`` (``os.wait4``), time its wall clock.
+of it. Each is converted in a fresh subprocess (pydamon's ``main``, ``convert ... --output_type
+json_compressed``); peak RSS is that process's ``VmHWM`` at its end (a forked child's
+``ru_maxrss`` would count the parent's pages from before the exec), time its wall clock.
 
     python bench/convert_memory.py                  # 1/4, 1/2 and full size
     python bench/convert_memory.py --snapshots 1000 --sizes 1
@@ -52,17 +53,23 @@ def build(path: str, nr_snapshots: int, nr_regions: int, seed: int = 1) -> int:
     return total
 
 
+PEAK_RSS = (
+    "import sys\nfrom pydamon.cli.main import main\nrc = main(sys.argv[1:])\n"
+    "hwm = open('/proc/self/status').read().split('VmHWM:')[1].split()[0]\n"
+    "print('peak_kib', hwm, file=sys.stderr)\nsys.exit(rc)\n"
+)
+
+
 def convert(src: str, out: str) -> tuple[float, float, int]:
     """(wall s, peak RSS MiB, exit code) of converting ``src`` in a fresh process."""
-    cmd = [sys.executable, "-m", "pydamon.cli.main", "convert", src, "-o", out,
+    cmd = [sys.executable, "-c", PEAK_RSS, "convert", src, "-o", out,
            "--output_type", "json_compressed"]  # fmt: skip
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _pid, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = time.monotonic() - t0
-    if proc.stderr is not None:
-        proc.stderr.close()
-    return wall, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)
+    last = proc.stderr.strip().splitlines()[-1:] or [""]
+    peak = float(last[0].split()[1]) / 1024 if last[0].startswith("peak_kib") else float("nan")
+    return wall, peak, proc.returncode
 
 
 def main() -> int:

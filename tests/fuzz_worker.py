@@ -37,28 +37,29 @@ def _on_alarm(_signum: int, _frame: object) -> None:
     raise CaseTimeout()
 
 
-def run_case(argv: list[str], time_limit: float) -> str | None:
-    """What went wrong running ``argv``, or None."""
+def run_case(argv: list[str], time_limit: float) -> tuple[int | None, str | None]:
+    """(exit code, what went wrong running ``argv`` or None)."""
     from pydamon.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     signal.setitimer(signal.ITIMER_REAL, time_limit)
+    rc: int | None = None
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            main(argv)
-    except SystemExit:
-        pass  # argparse's usage errors
+            rc = main(argv)
+    except SystemExit as exc:  # argparse's usage errors
+        rc = exc.code if isinstance(exc.code, int) else 2
     except CaseTimeout:
-        return f"hang: still running after {time_limit} s"
+        return None, f"hang: still running after {time_limit} s"
     except MemoryError:
-        return "memory: over the limit\n" + traceback.format_exc(limit=-6)
+        return None, "memory: over the limit\n" + traceback.format_exc(limit=-6)
     except BaseException:
-        return "exception:\n" + traceback.format_exc(limit=-6)
+        return None, "exception:\n" + traceback.format_exc(limit=-6)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
     if "Traceback" in err.getvalue():
-        return "traceback printed:\n" + err.getvalue()[-2000:]
-    return None
+        return rc, "traceback printed:\n" + err.getvalue()[-2000:]
+    return rc, None
 
 
 def main_worker(cases_path: str) -> int:
@@ -71,10 +72,13 @@ def main_worker(cases_path: str) -> int:
     limit = _vm_size() + MEMORY_HEADROOM
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     signal.signal(signal.SIGALRM, _on_alarm)
+    exit_codes: dict[str, int] = {}
     for case in spec["cases"]:
-        problem = run_case(case["argv"], spec["time_limit"])
+        rc, problem = run_case(case["argv"], spec["time_limit"])
+        exit_codes[str(rc)] = exit_codes.get(str(rc), 0) + 1
         if problem is not None:
             print(json.dumps({**case, "problem": problem}), flush=True)
+    print(json.dumps({"exit_codes": exit_codes}), flush=True)
     return 0
 
 

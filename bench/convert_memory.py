@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -60,16 +61,19 @@ PEAK_RSS = (
 )
 
 
-def convert(src: str, out: str) -> tuple[float, float, int]:
-    """(wall s, peak RSS MiB, exit code) of converting ``src`` in a fresh process."""
+def convert(src: str, out: str) -> tuple[float, float, float, int]:
+    """(wall s, CPU s, peak RSS MiB, exit code) of converting ``src`` in a fresh process."""
     cmd = [sys.executable, "-c", PEAK_RSS, "convert", src, "-o", out,
            "--output_type", "json_compressed"]  # fmt: skip
     t0 = time.monotonic()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = time.monotonic() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     last = proc.stderr.strip().splitlines()[-1:] or [""]
     peak = float(last[0].split()[1]) / 1024 if last[0].startswith("peak_kib") else float("nan")
-    return wall, peak, proc.returncode
+    return wall, cpu, peak, proc.returncode
 
 
 def main() -> int:
@@ -79,26 +83,22 @@ def main() -> int:
     ap.add_argument("--sizes", default="0.25,0.5,1", help="fractions of the full size")
     ap.add_argument("--dir", default=tempfile.gettempdir())
     args = ap.parse_args()
-    rows = []
-    print(
-        "| record | snapshots | regions | record MiB | json_compressed MiB | convert s "
-        "| s per M regions | peak RSS MiB |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
+    print("| record | snapshots | regions | record MiB | json_compressed MiB | wall s | CPU s "
+          "| CPU s per M regions | peak RSS MiB |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
     for frac in (float(x) for x in args.sizes.split(",")):
         n = max(1, int(args.snapshots * frac))
         src = os.path.join(args.dir, f"convert-bench-{n}.data")
         out = os.path.join(args.dir, f"convert-bench-{n}.json.z")
         try:
             regions = build(src, n, args.regions)
-            wall, rss, rc = convert(src, out)
+            wall, cpu, rss, rc = convert(src, out)
             if rc:
                 print(f"convert of {n} snapshots failed (exit {rc})", file=sys.stderr)
                 return 1
-            rows.append((frac, n, regions, wall, rss))
             print(f"| {frac:g} | {n} | {regions / 1e6:.2f} M | {os.path.getsize(src) / 2**20:.0f} "
-                  f"| {os.path.getsize(out) / 2**20:.0f} | {wall:.1f} "
-                  f"| {wall / (regions / 1e6):.2f} | {rss:.0f} |", flush=True)  # fmt: skip
+                  f"| {os.path.getsize(out) / 2**20:.0f} | {wall:.1f} | {cpu:.1f} "
+                  f"| {cpu / (regions / 1e6):.2f} | {rss:.0f} |", flush=True)  # fmt: skip
         finally:
             for p in (src, out, src + ".old"):
                 if os.path.exists(p):

@@ -375,6 +375,18 @@ def test_a_missing_optional_package_names_an_install_that_works(monkeypatch):
     assert "pip install pyyaml" in str(info.value)
 
 
+def test_a_missing_matplotlib_exits_1_with_an_install_that_works(tmp_path, monkeypatch, capsys):
+    # finding 8: a missing optional package is no kernel feature (exit 3 is for those)
+    record = tmp_path / "r.data"
+    assert main(["record", "--sim", "hotcold", "--timeout", "2", "-o", str(record), "-q"]) == 0
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    capsys.readouterr()
+    code = main(["report", "heatmap", "-i", str(record), "--output", str(tmp_path / "h.png")])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "needs matplotlib" in one_line_error(err) and "pip install matplotlib" in err
+
+
 # -- finding 9: help that helps -------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from pydamon.cli.common import address, human_bytes, human_time_us, is_tty, size_bytes, time_us
-from pydamon.cli.main import EXIT_USAGE, CliError
+from pydamon.cli.main import EXIT_FAILURE, EXIT_USAGE, CliError
 from pydamon.record import CorruptColumn, Record, RecordError, read_record
 from pydamon.report import access, footprints, percentiles, render, spans, times, wss
 from pydamon.report.heatmap import Heatmap, check_resolution, heatmap
@@ -317,8 +317,8 @@ def report_heatmap(args: argparse.Namespace) -> int:
     elif args.output:
         try:
             render.heatmap_image(hm, args.output, time_origin_us=origin)
-        except RuntimeError as err:
-            raise CliError(str(err), 3) from None
+        except RuntimeError as err:  # matplotlib missing: an environment problem, exit 1
+            raise CliError(str(err), EXIT_FAILURE) from None
         except ValueError as err:
             raise CliError(f"cannot write {args.output}: {err}", EXIT_USAGE) from None
         print(f"heatmap written to {args.output}", file=sys.stderr)
@@ -399,8 +399,8 @@ def report_wss(args: argparse.Namespace) -> int:
 def _plot(xs: np.ndarray, ys: np.ndarray, path: str, xlabel: str, ylabel: str) -> None:
     try:
         render.line_plot(xs, ys, path, xlabel=xlabel, ylabel=ylabel)
-    except RuntimeError as err:
-        raise CliError(str(err), 3) from None
+    except RuntimeError as err:  # matplotlib missing: an environment problem, exit 1
+        raise CliError(str(err), EXIT_FAILURE) from None
     except ValueError as err:
         raise CliError(f"cannot write {path}: {err}", EXIT_USAGE) from None
 

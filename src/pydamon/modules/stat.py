@@ -31,6 +31,7 @@ from pydamon.core import (
     Operations,
     Target,
 )
+from pydamon.extras import install_hint
 from pydamon.modules.base import Module, ModuleError, Param, Params
 from pydamon.modules.targets import TARGET_PARAMS, check_target_params, make_ops_targets
 from pydamon.units import format_bytes
@@ -220,7 +221,8 @@ class StatModule(Module):
             from prometheus_client.core import GaugeMetricFamily
         except ImportError:
             raise ModuleError(
-                "Prometheus metrics need prometheus-client: pip install 'pydamon[metrics]'"
+                "Prometheus metrics need prometheus-client: "
+                + install_hint("prometheus-client", "metrics")
             ) from None
         module = self
 

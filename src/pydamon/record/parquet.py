@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from pydamon.extras import install_hint
 from pydamon.record.model import Record
 
 
@@ -20,7 +21,9 @@ def write_parquet(rec: Record, path: str) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
-        raise RuntimeError("Parquet export needs pyarrow: pip install 'pydamon[parquet]'") from None
+        raise RuntimeError(
+            f"Parquet export needs pyarrow: {install_hint('pyarrow', 'parquet')}"
+        ) from None
     per_region = rec.region_snapshot
     sizes = rec.sizes
     max_nr = rec.max_nr_accesses[per_region]

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from pydamon.extras import install_hint
 from pydamon.record.model import Record
 from pydamon.report.heatmap import FloatArray, Heatmap
 from pydamon.report.wss import WssStats
@@ -158,7 +159,9 @@ def _pyplot() -> Any:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise RuntimeError("image output needs matplotlib: pip install 'pydamon[plot]'") from None
+        raise RuntimeError(
+            f"image output needs matplotlib: {install_hint('matplotlib', 'plot')}"
+        ) from None
     return plt
 
 

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pydamon.core.regions import PAGE_SIZE
+from pydamon.extras import install_hint
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -200,7 +201,9 @@ def load_workload(path: str) -> WorkloadSpec:
         try:
             import yaml
         except ImportError:
-            raise WorkloadError("YAML workloads need pyyaml: pip install 'pydamon[yaml]'") from None
+            raise WorkloadError(
+                f"YAML workloads need pyyaml: {install_hint('pyyaml', 'yaml')}"
+            ) from None
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as err:

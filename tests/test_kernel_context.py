@@ -354,7 +354,7 @@ def test_tried_regions_of_several_targets_use_target_filters(tmp_path: Path) -> 
 
 
 def test_set_attrs_commits_online_and_stats_never_go_backwards(tmp_path: Path) -> None:
-    kernel, tracefs = kernel_with_tracefs(tmp_path, 4)
+    kernel, tracefs = kernel_with_tracefs(tmp_path, 3)
     scheme = Scheme(action=Action.STAT)
     kernel.kernel_stats[(0, 0, 0)] = {"nr_tried": 10, "sz_applied": 100}
     ctx = context(kernel, tracefs, schemes=[scheme])
@@ -375,11 +375,16 @@ def test_set_attrs_commits_online_and_stats_never_go_backwards(tmp_path: Path) -
             assert (intervals / "aggr_us").read_text().strip() == "400000"
             # an older kernel recreated the scheme on commit: its counters start again
             kernel.kernel_stats[(0, 0, 0)] = {"nr_tried": 3, "sz_applied": 30}
+            # aggregation 2 was traced before the commit (the fake's times are long past);
+            # aggregation 3 comes after it, on the monotonic clock the instance traces with
+            instance = os.listdir(tracefs.root / "instances")[0]
+            assert tracefs.read(f"instances/{instance}/trace_clock").strip() == "mono"
+            tracefs.emit(aggregation_lines(PID, time.monotonic() + 1, regions_of(3)))
 
     ctx.add_callback("after_aggregation", after)
     ctx.run(nr_aggregations=4)
     assert (0, "commit") in kernel.commands
-    assert [a for a, _ in seen] == [200_000, 200_000, 400_000, 400_000]
+    assert [a for a, _ in seen] == [200_000, 200_000, 200_000, 400_000]
     assert [n for _, n in seen] == [0, 10, 13, 13]
     assert scheme.stats.nr_tried == 13 and scheme.stats.sz_applied == 130
     assert ctx.attrs.aggr_interval_us == 400_000

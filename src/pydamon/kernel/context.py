@@ -91,6 +91,9 @@ class KernelContext:
         if not self.targets:
             raise KernelConfigError("a kernel DAMON context needs at least one target")
         self._attrs = attrs
+        #: (monotonic µs from when, attrs) of each commit: a result ended before a commit, but
+        #: read after it, was made with the attrs before.
+        self._attrs_since: list[tuple[int, Attrs]] = []
         self.schemes: list[Scheme] = list(schemes)
         self.root = root
         self.sysfs = DamonSysfs(root, io)
@@ -140,6 +143,8 @@ class KernelContext:
             if self._running and self.kdamond is not None and self._kdamond_on():
                 self._remember_stats()
                 self.sysfs.commit(self.kdamond, self._contexts(attrs), self.caps)
+                self._attrs_since.append((time.monotonic_ns() // 1000, self._attrs))
+                del self._attrs_since[:-16]  # results older than that are long read
             self._attrs = attrs
             if isinstance(self._source, TriedRegionsResults):
                 self._source.attrs = attrs
@@ -381,7 +386,7 @@ class KernelContext:
 
     def _deliver(self, result: RegionsResult) -> None:
         previous_end = self._snapshots[0].end_us if self._snapshots else None
-        attrs = self._attrs
+        attrs = self._attrs_at(result.end_us)
         start_us = (
             previous_end if previous_end is not None else result.end_us - attrs.aggr_interval_us
         )
@@ -401,6 +406,14 @@ class KernelContext:
             for i, t in enumerate(self.targets)
         ]
         self.nr_aggregations += 1
+
+    def _attrs_at(self, end_us: int) -> Attrs:
+        if self._source is None or not self._source.monotonic:
+            return self._attrs
+        for since_us, before in self._attrs_since:
+            if end_us < since_us:
+                return before
+        return self._attrs
 
     def _kdamond_on(self) -> bool:
         if self.kdamond is None:

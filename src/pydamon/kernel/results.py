@@ -55,6 +55,10 @@ class TracefsResults:
     def open(self) -> None:
         self.instance.open()
 
+    @property
+    def monotonic(self) -> bool:
+        return self.instance.monotonic
+
     def started(self, kdamond_pid: int | None) -> None:
         self.assembler.pid = kdamond_pid
         if kdamond_pid is not None:
@@ -114,6 +118,9 @@ class TriedRegionsResults:
         self._next_us = 0
         #: every scheme's tried regions of the last read (the user's schemes come first)
         self.last_tried: list[list[TriedRegion]] = []
+
+    #: end_us is time.monotonic()'s
+    monotonic = True
 
     def open(self) -> None:
         pass

@@ -217,6 +217,8 @@ class TraceInstance:
         self.path = os.path.join(root, "instances", self.name)
         self._fd: int | None = None
         self._partial = b""
+        #: Whether the events' timestamps are CLOCK_MONOTONIC (``trace_clock`` took ``mono``).
+        self.monotonic = False
 
     def open(self, kdamond_pid: int | None = None) -> None:
         """Make the instance, enable the tracepoint in it and open its pipe."""
@@ -228,7 +230,7 @@ class TraceInstance:
             raise _error("make the trace instance", self.path, err) from None
         try:
             # CLOCK_MONOTONIC, so that the events' times are time.monotonic()'s
-            self._try_write("trace_clock", "mono")
+            self.monotonic = self._try_write("trace_clock", "mono")
             if kdamond_pid is not None:
                 self.set_pid(kdamond_pid)
             self._write(f"{EVENT_DIR}/enable", "1")
@@ -248,11 +250,12 @@ class TraceInstance:
         except OSError as err:
             raise _error(f"write {value!r} to", path, err) from None
 
-    def _try_write(self, rel: str, value: str) -> None:
+    def _try_write(self, rel: str, value: str) -> bool:
         try:
             self.io.write(os.path.join(self.path, rel), value)
         except OSError:
-            pass  # optional: the reader does without
+            return False  # optional: the reader does without
+        return True
 
     def read_lines(self, timeout_s: float) -> list[str]:
         """The whole lines that arrived within ``timeout_s`` (none if nothing did)."""

@@ -168,27 +168,15 @@ def test_set_attrs_online_keeps_the_results(hotcold) -> None:
     assert all(s.aggr_interval_us == 500_000 for s in after)
     gaps = np.diff([s.end_us for s in after]) / 500_000
     assert 0.5 <= float(np.median(gaps)) <= 2.5, gaps
-    # the regions and their ages were kept: the cold area's age (in aggregations) goes on from
-    # where it was (6.7+ rescales it to the new interval, older kernels keep the count)
-    cold = hotcold.areas["cold"]
-
-    def cold_age(s: Snapshot) -> float:
-        overlap = np.clip(np.minimum(s.ends, cold[1]) - np.maximum(s.starts, cold[0]), 0, None)
-        return float((overlap * s.age).sum() / max(int(overlap.sum()), 1))
-
-    ages = [cold_age(s) for s in snaps]
-    assert cold_age(before[-1]) >= 3, ages
-    # not started again (a merge or split may move the mean a little, never to 0)
-    assert cold_age(after[1]) >= 0.7 * cold_age(before[-1]), ages
-    assert oldest(after[1], cold) >= oldest(before[-1], cold), ages
+    # the regions and their ages were kept: the oldest regions' age (in aggregations) goes on
+    # from where it was (6.7+ rescales it to the new interval, older kernels keep the count);
+    # a commit that rebuilt the regions would start every age at 0
+    oldest = [int(s.age.max()) for s in snaps]
+    assert oldest[len(before) - 1] >= 5, oldest
+    assert min(oldest[len(before) + 1 :]) >= 0.8 * oldest[len(before) - 1], oldest
     assert after[1].nr_regions >= ATTRS.min_nr_regions // 2
     hot = [weighted_access(s, *hotcold.areas["hot"]) for s in after[1:]]
     assert max(hot) >= 0.2 * faster.max_nr_accesses, hot
-
-
-def oldest(s: Snapshot, area: tuple[int, int]) -> int:
-    inside = (s.ends > area[0]) & (s.starts < area[1])
-    return int(s.age[inside].max())
 
 
 def sysfs_files(top: str) -> dict[str, str]:

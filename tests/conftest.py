@@ -15,7 +15,8 @@ DAMON, damo; marked ``changes_system``) never run natively outside the guest, ev
 machine has page_idle: they go to the guest, or skip saying why.
 
 ``PYDAMON_GUEST=off`` skips guest tests; ``PYDAMON_GUEST_MEM`` (default ``2G``),
-``PYDAMON_GUEST_CPUS`` (2) and ``PYDAMON_GUEST_TIMEOUT`` (seconds, 900) tune the guest.
+``PYDAMON_GUEST_CPUS`` (2) and ``PYDAMON_GUEST_TIMEOUT`` (seconds, 900) tune the guest;
+``PYDAMON_GUEST_KERNEL`` boots another kernel image (e.g. the test bed's ``bzImage-6.1``).
 See docs/testing.md.
 """
 
@@ -243,9 +244,11 @@ def _boot_guest(config: pytest.Config) -> None:
         results = results_dir / "results.jsonl"
         files = sorted({nodeid.split("::")[0] for nodeid in run.nodeids})
         timeout_s = int(os.environ.get("PYDAMON_GUEST_TIMEOUT", "900"))
+        kernel = os.environ.get("PYDAMON_GUEST_KERNEL")
         cmd = [
             "bash",
             str(testbed_dir() / "run-in-vm.sh"),
+            *(["-k", kernel] if kernel else []),
             "-m",
             os.environ.get("PYDAMON_GUEST_MEM", "2G"),
             "-c",

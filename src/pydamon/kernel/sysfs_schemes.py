@@ -177,8 +177,11 @@ def read_tried_regions(fs: Sysfs, scheme_dir: str, nr_targets: int) -> list[Trie
     d = join(scheme_dir, "tried_regions")
     if not fs.isdir(d):
         return []
-    numbers = sorted(int(n) for n in fs.listdir(d) if n.isdigit() and fs.isdir(join(d, n)))
+    # read once an aggregation by the kernel backend's snapshots: no stat per region (the
+    # numbered entries are the region directories) and one look for the optional field
+    numbers = sorted(int(n) for n in fs.listdir(d) if n.isdigit())
     target_index = 0 if nr_targets == 1 else -1
+    has_passed = bool(numbers) and fs.exists(join(d, numbers[0], "sz_filter_passed"))
     regions = []
     for n in numbers:
         r = join(d, n)
@@ -190,7 +193,7 @@ def read_tried_regions(fs: Sysfs, scheme_dir: str, nr_targets: int) -> list[Trie
                 end=fs.read_int(join(r, "end")),
                 nr_accesses=fs.read_int(join(r, "nr_accesses")),
                 age=fs.read_int(join(r, "age")),
-                sz_filter_passed=fs.read_int(passed) if fs.exists(passed) else 0,
+                sz_filter_passed=fs.read_int(passed) if has_passed else 0,
             )
         )
     return regions

@@ -19,7 +19,6 @@ from pydamon.ops.probe import (
     AccessCheckPath,
     Feature,
     access_check_path,
-    measure_access_check,
     page_features,
     require,
 )
@@ -110,7 +109,6 @@ def detect() -> dict[str, Feature]:
         _check_root(),
         *page_features().values(),
         _check_c_helper(),
-        measure_access_check(),
         _check_swap(),
         _check_thp(),
         _check_psi(),

@@ -15,7 +15,7 @@ DAMON, damo; marked ``changes_system``) never run natively outside the guest, ev
 machine has page_idle: they go to the guest, or skip saying why.
 
 ``PYDAMON_GUEST=off`` skips guest tests; ``PYDAMON_GUEST_MEM`` (default ``2G``),
-``PYDAMON_GUEST_CPUS`` (2) and ``PYDAMON_GUEST_TIMEOUT`` (seconds, 900) tune the guest;
+``PYDAMON_GUEST_CPUS`` (2) and ``PYDAMON_GUEST_TIMEOUT`` (seconds, 1800) tune the guest;
 ``PYDAMON_GUEST_KERNEL`` boots another kernel image (e.g. the test bed's ``bzImage-6.1``).
 See docs/testing.md.
 """
@@ -243,7 +243,7 @@ def _boot_guest(config: pytest.Config) -> None:
         select.write_text("\n".join(run.nodeids) + "\n")
         results = results_dir / "results.jsonl"
         files = sorted({nodeid.split("::")[0] for nodeid in run.nodeids})
-        timeout_s = int(os.environ.get("PYDAMON_GUEST_TIMEOUT", "900"))
+        timeout_s = int(os.environ.get("PYDAMON_GUEST_TIMEOUT", "1800"))
         kernel = os.environ.get("PYDAMON_GUEST_KERNEL")
         cmd = [
             "bash",

@@ -21,6 +21,8 @@ ALLOWED: dict[str, set[str]] = {
     "record": {"core", "units", "pydamon", "extras"},
     "report": {"core", "record", "units", "extras"},
     "features": {"core", "ops", "kernel"},
+    # chooses and builds the engine (user-space or kernel) of a configuration
+    "backend": {"core", "damos", "ops", "kernel", "units", "runstate", "pydamon"},
     "runstate": set(),
     "workload": {"core", "ops", "units", "pydamon"},
     "modules": {
@@ -28,6 +30,7 @@ ALLOWED: dict[str, set[str]] = {
         "damos",
         "ops",
         "kernel",
+        "backend",
         "record",
         "units",
         "runstate",
@@ -39,6 +42,7 @@ ALLOWED: dict[str, set[str]] = {
         "damos",
         "ops",
         "kernel",
+        "backend",
         "record",
         "report",
         "modules",

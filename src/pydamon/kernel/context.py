@@ -28,6 +28,7 @@ from pydamon.core.snapshot import Snapshot
 from pydamon.damos.scheme import Scheme, Stats, TriedRegion
 from pydamon.kernel.capabilities import KernelCapabilities, probe, require
 from pydamon.kernel.config import ContextConfig
+from pydamon.kernel.pool import KdamondPool
 from pydamon.kernel.results import (
     RESULT_SOURCES,
     TRACEFS,
@@ -63,7 +64,9 @@ class KernelContext:
 
     ``results``: ``"auto"`` (tracefs if usable, else tried regions), ``"tracefs"`` or
     ``"tried_regions"``. ``tracefs``: the tracefs mount point(s) to look at. ``io`` and
-    ``tracefs_io`` do the file access (host tests emulate the kernel with them).
+    ``tracefs_io`` do the file access (host tests emulate the kernel with them). ``pool``: take
+    a kdamond from pydamon's shared pool (several pydamon contexts at once, orphans found after
+    a ``kill -9``) instead of adding one of its own.
     """
 
     def __init__(
@@ -79,6 +82,7 @@ class KernelContext:
         tracefs: str | Sequence[str] | None = None,
         tracefs_io: TracefsIO | None = None,
         poll_s: float = 0.2,
+        pool: KdamondPool | None = None,
     ) -> None:
         attrs = (attrs or Attrs()).with_aggr_samples()
         attrs.validate()
@@ -103,6 +107,7 @@ class KernelContext:
         )
         self._tracefs_io = tracefs_io or TracefsIO()
         self.poll_s = poll_s
+        self.pool = pool
         self.callbacks: dict[str, list[KernelCallback]] = {
             "after_aggregation": [],
             "before_terminate": [],
@@ -159,6 +164,7 @@ class KernelContext:
             "kdamond": self.kdamond,
             "kdamond_pid": self.kdamond_pid,
             "root": self.sysfs.fs.root,
+            "pool": self.pool.path if self.pool is not None else None,
             "dropped_aggregations": self.dropped_aggregations,
         }
 
@@ -434,6 +440,8 @@ class KernelContext:
         for i, t in enumerate(self.targets):
             if t.pid is not None and not pid_alive(t.pid):
                 raise TargetGone(f"target {i}: process {t.pid} does not exist")
+        if self.pool is not None:  # refuses foreign kdamonds; owned: the pool's
+            self.kdamond = self.pool.acquire(self.sysfs)
         nr = self.sysfs.nr_kdamonds()
         foreign = [k for k in range(nr) if k not in self.sysfs.owned]
         if foreign:
@@ -443,12 +451,14 @@ class KernelContext:
                 "create; pydamon leaves the kernel's DAMON alone (writing nr_kdamonds would "
                 "recreate them)"
             )
-        self.caps = probe(self.root, self.sysfs.fs.io, stage=True, owned=self.sysfs.owned)
+        spare = self.sysfs.owned if self.kdamond is None else {self.kdamond}
+        self.caps = probe(self.root, self.sysfs.fs.io, stage=True, owned=spare)
         self._choose_results(self.caps)
         contexts = self._contexts(self._attrs)
         require(self.caps, contexts)
         self._nr_kdamonds_before = nr
-        self.kdamond = self.sysfs.add_kdamonds(1)[0]
+        if self.kdamond is None:
+            self.kdamond = self.sysfs.add_kdamonds(1)[0]
         self.sysfs.write(self.kdamond, contexts, self.caps)
         if self.results == TRACEFS:
             root = find_tracefs(self._tracefs_mounts, self._tracefs_io)
@@ -517,6 +527,9 @@ class KernelContext:
             raise errors[0]
 
     def _remove_kdamond(self, k: int) -> None:
+        if self.pool is not None:
+            self.pool.release(self.sysfs, k)
+            return
         fs = self.sysfs.fs
         nr = self.sysfs.nr_kdamonds()
         mine = all(i in self.sysfs.owned for i in range(nr))

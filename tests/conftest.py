@@ -47,6 +47,15 @@ def in_guest() -> bool:
     return os.environ.get(IN_GUEST_ENV) == "1"
 
 
+#: This host runs a DAMON of its own: the CLI's kernel backend (default --backend auto) of host
+#: tests looks at a DAMON root that does not exist, so nothing can ever write the host's sysfs.
+HOST_DAMON_ROOT = "/nonexistent/pydamon-host-tests/damon"
+if not in_guest():
+    os.environ["PYDAMON_DAMON_ROOT"] = HOST_DAMON_ROOT
+elif os.environ.get("PYDAMON_DAMON_ROOT") == HOST_DAMON_ROOT:
+    del os.environ["PYDAMON_DAMON_ROOT"]
+
+
 def page_idle_usable() -> bool:
     return os.access(PAGE_IDLE_BITMAP, os.R_OK | os.W_OK)
 

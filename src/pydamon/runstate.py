@@ -23,6 +23,12 @@ def base_run_dir() -> str:
     return f"/tmp/pydamon-{os.getuid()}"
 
 
+def kdamond_pool_path() -> str:
+    """The record of pydamon's own kdamonds (:mod:`pydamon.kernel.pool`); absent when it has none,
+    so that ``status`` knows without importing the kernel backend."""
+    return os.path.join(base_run_dir(), "kdamonds.json")
+
+
 def pid_alive(pid: int) -> bool:
     """Whether process ``pid`` runs (a zombie counts as gone)."""
     try:

@@ -74,6 +74,41 @@ def positive_seconds(text: str) -> float:
     return parse(text)
 
 
+#: The kernel backend's default sysfs root (pydamon.kernel's DEFAULT_ROOT; not imported so that
+#: 'status' and 'stop' stay light).
+DAMON_ROOT = "/sys/kernel/mm/damon/admin"
+
+
+def _add_backend_filter(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("backend")
+    g.add_argument(
+        "--backend",
+        choices=("auto", "kernel", "user"),
+        default="auto",
+        help="user: background monitors only; kernel: also pydamon's kdamonds whose pydamon"
+        " died (kill -9); auto (default): both",
+    )
+    g.add_argument(
+        "--damon-root",
+        dest="damon_root",
+        metavar="DIR",
+        default=os.environ.get("PYDAMON_DAMON_ROOT") or DAMON_ROOT,
+        help="DAMON sysfs directory of the kernel backend (default $PYDAMON_DAMON_ROOT, else "
+        f"{DAMON_ROOT})",
+    )
+
+
+def _pool_slots(args: argparse.Namespace) -> list[Any]:
+    """pydamon's kdamonds at --damon-root (none looked for without a pool record)."""
+    from pydamon.runstate import kdamond_pool_path
+
+    if getattr(args, "backend", "auto") == "user" or not os.path.exists(kdamond_pool_path()):
+        return []
+    from pydamon.cli.engine import orphan_slots
+
+    return orphan_slots(args.damon_root)
+
+
 def _register_control(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser(
         "stop",
@@ -84,6 +119,7 @@ def _register_control(sub: argparse._SubParsersAction) -> None:
     s.add_argument("name", nargs="?", help="instance (optional when only one runs)")
     s.add_argument("--all", action="store_true", help="stop every instance")
     s.add_argument("--timeout", type=positive_seconds, default=30.0, help="seconds to wait (30)")
+    _add_backend_filter(s)
     s.set_defaults(func=run_stop)
 
     st = sub.add_parser(
@@ -94,6 +130,7 @@ def _register_control(sub: argparse._SubParsersAction) -> None:
     )
     st.add_argument("name", nargs="?", help="only this instance")
     st.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_backend_filter(st)
     st.set_defaults(func=run_status)
 
 
@@ -113,6 +150,7 @@ def _register_tune(sub: argparse._SubParsersAction) -> None:
     t.add_argument(
         "--timeout", type=positive_seconds, default=30.0, help="seconds to wait for it to apply"
     )
+    _add_backend_filter(t)
     t.set_defaults(func=run_tune)
 
 
@@ -126,6 +164,7 @@ class InstanceState:
         self.tune_requested = False
         self.started = time.time()
         self.last_applied_tune = 0
+        self.backend: dict[str, Any] = {}
         with open(os.path.join(path, "pid"), "w") as f:
             f.write(str(os.getpid()))
 
@@ -134,13 +173,16 @@ class InstanceState:
         ctx.add_callback("after_aggregation", self._apply_tune)
         # the first status appears once the operations set initialized (the target is
         # monitorable): 'start' waits for it, or for the monitor's exit with an error
-        ops_init = ctx.ops.init
+        from pydamon.cli.engine import ops_of
+
+        ops = ops_of(ctx)
+        ops_init = ops.init
 
         def init_then_report(c: Any) -> None:
             ops_init(c)
             self._write_status(c, None, 0, "running")
 
-        ctx.ops.init = init_then_report
+        ops.init = init_then_report
 
     def _on_usr1(self, _signum: int, _frame: Any) -> None:
         self.tune_requested = True
@@ -185,6 +227,7 @@ class InstanceState:
             "nr_regions": ctx.nr_regions,
             "monitor_cpu_s": round(ctx.monitor_cpu_s, 3),
             "record": self.out,
+            **self.backend,
             "attrs": {
                 "sample_interval_us": a.sample_interval_us,
                 "aggr_interval_us": a.aggr_interval_us,
@@ -351,6 +394,17 @@ def _pick(name: str | None, *, alive_only: bool = True) -> list[rundir.Instance]
 
 def run_stop(args: argparse.Namespace) -> int:
     insts = _pick(args.name, alive_only=False)
+    orphans = [] if args.name else [s for s in _pool_slots(args) if s.orphan]
+    if orphans:
+        from pydamon.cli.engine import stop_orphans
+
+        for slot in stop_orphans(args.damon_root):
+            print(
+                f"stopped orphan kdamond {slot.index} at {slot.root} "
+                f"(its pydamon, pid {slot.owner_pid}, was gone)"
+            )
+        if not insts:
+            return 0
     if not insts:
         raise CliError("no background monitor runs", EXIT_USAGE)
     if len(insts) > 1 and not args.all and not args.name:
@@ -388,10 +442,17 @@ def run_status(args: argparse.Namespace) -> int:
     for s in statuses:
         if not s["running"]:
             s["state"] = "dead (killed?)"
+    slots = [] if args.name else _pool_slots(args)
     if args.json:
-        print(json.dumps(statuses, indent=1))
+        kdamonds = [{"name": f"kdamond-{k.index}", **k.to_dict()} for k in slots]
+        print(json.dumps(statuses + kdamonds, indent=1))
         return 0
-    if not statuses:
+    if slots:
+        from pydamon.cli.engine import describe_slot
+
+        for slot in slots:
+            print(describe_slot(slot))
+    if not statuses and not slots:
         print("no background monitors (start one with 'pydamon start')")
         return 0
     for s in statuses:
@@ -410,6 +471,8 @@ def run_status(args: argparse.Namespace) -> int:
             )
         if "wss_bytes" in s:
             print(f"  last snapshot: wss {s['wss_bytes']} of {s['total_bytes']} bytes")
+        if "backend" in s:
+            print(f"  backend: {s['backend']} ({s.get('backend_reason', '')})")
         print(f"  record: {s.get('record')}")
     return 0
 

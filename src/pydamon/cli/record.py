@@ -17,10 +17,10 @@ from pydamon.cli.common import (
     add_target_options,
     attrs_from_args,
     is_tty,
-    make_context,
     positive_seconds,
     setup_targets,
 )
+from pydamon.cli.engine import add_backend_options, make_cli_context
 from pydamon.cli.main import EXIT_UNSUPPORTED, EXIT_USAGE, CliError
 from pydamon.core import Context
 from pydamon.core.errors import FeatureMissing
@@ -72,6 +72,7 @@ def reparse_after_keyword(args: argparse.Namespace, parser: argparse.ArgumentPar
 def add_options(p: argparse.ArgumentParser) -> None:
     add_target_options(p)
     add_monitoring_options(p)
+    add_backend_options(p)
     g = p.add_argument_group("output")
     g.add_argument(
         "-o", "--out", default=DEFAULT_OUTPUT, help=f"record file (default {DEFAULT_OUTPUT})"
@@ -244,9 +245,7 @@ def _record(
     from pydamon.record import export_record, read_record
     from pydamon.record.recorder import Recorder
 
-    ctx = make_context(setup, attrs, args.seed, getattr(args, "sim_speed", None))
-    if schemes:
-        ctx.set_schemes(schemes)
+    ctx, backend = make_cli_context(args, setup, attrs, schemes)
     stream_path = out if args.output_type == "pydamon" else f"{out}.part"
     meta = {
         "ops": setup.ops_name,
@@ -256,6 +255,7 @@ def _record(
             for i, t in enumerate(setup.targets)
         ],
     }
+    meta.update(backend.meta())
     if setup.ops_name == "sim":
         meta["sim_workload"] = args.sim
     progress = Progress(is_tty() and not args.quiet and not state)
@@ -298,6 +298,7 @@ def _record(
 
     ctx.add_callback("after_aggregation", check_target)
     if state is not None:
+        state.backend = backend.meta()
         state.attach(ctx)
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     duration_us = None

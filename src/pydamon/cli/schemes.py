@@ -16,10 +16,10 @@ from pydamon.cli.common import (
     add_target_options,
     attrs_from_args,
     is_tty,
-    make_context,
     positive_seconds,
     setup_targets,
 )
+from pydamon.cli.engine import add_backend_options, make_cli_context
 from pydamon.cli.main import EXIT_USAGE, CliError, failure_exit_code
 from pydamon.runstate import pid_alive
 from pydamon.units import explain, format_bytes, format_duration_us, parse_duration, parse_size
@@ -90,6 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_target_options(p)
     add_monitoring_options(p)
+    add_backend_options(p)
     g = p.add_argument_group("schemes (a file, or one scheme from damo-like options)")
     g.add_argument("--schemes", metavar="FILE", help="scheme file: damo text lines, JSON or YAML")
     g.add_argument("--help-format", action=_FormatHelp, help="show the scheme file format and exit")
@@ -221,13 +222,12 @@ def run(args: argparse.Namespace) -> int:
     attrs = attrs_from_args(args)
     schemes = schemes_from_args(args)
     setup = setup_targets(args)
-    ctx = make_context(setup, attrs, args.seed, getattr(args, "sim_speed", None))
-    ctx.set_schemes(schemes)
+    ctx, backend = make_cli_context(args, setup, attrs, schemes)
     recorder = None
     if args.record:
         from pydamon.record.recorder import Recorder
 
-        recorder = Recorder(ctx, args.record, meta={"ops": setup.ops_name},
+        recorder = Recorder(ctx, args.record, meta={"ops": setup.ops_name, **backend.meta()},
                             footprints=setup.ops_name != "sim")  # fmt: skip
     live = is_tty() and not args.quiet
     last = [0.0]

@@ -3,10 +3,11 @@
 Writing ``nr_kdamonds`` recreates every kdamond directory and fails with ``EBUSY`` while one
 runs, so kdamonds cannot be added one at a time while another pydamon context runs. The pool
 therefore creates :data:`POOL_SLOTS` kdamonds at once, only when ``nr_kdamonds`` is 0 (or every
-existing one is pydamon's own and all are off), records them in ``kdamonds.json`` of
-:func:`pydamon.runstate.base_run_dir` with each slot's owner pid, and hands out a free slot to each
-context. When the last slot is released, ``nr_kdamonds`` goes back to 0. A kdamond pydamon did
-not create is never changed: the pool refuses in one line (:class:`KdamondNotOwned`).
+existing one is pydamon's own and all are off), records them in
+:func:`pydamon.runstate.kdamond_pool_path` with each slot's owner pid, and hands out a free
+slot to each context. When the last slot is released, ``nr_kdamonds`` goes back to 0. A
+kdamond pydamon did not create is never changed: the pool refuses in one line
+(:class:`KdamondNotOwned`).
 
 The record is only believed while ``nr_kdamonds`` still equals what the pool wrote: someone else
 writing it recreated the directories, and they are no longer pydamon's.
@@ -27,14 +28,10 @@ from typing import Any
 
 from pydamon.kernel.sysfs import DamonSysfs
 from pydamon.kernel.sysfs_common import KdamondNotOwned, KernelSysfsError, join
-from pydamon.runstate import base_run_dir, pid_alive
+from pydamon.runstate import kdamond_pool_path, pid_alive
 
 #: Kdamonds created at once: enough for several pydamon contexts (and modules) at a time.
 POOL_SLOTS = 4
-
-
-def pool_path() -> str:
-    return os.path.join(base_run_dir(), "kdamonds.json")
 
 
 @dataclass
@@ -64,10 +61,11 @@ class PoolSlot:
 
 
 class KdamondPool:
-    """The pool file at ``path`` (default :func:`pool_path`), one entry per sysfs root."""
+    """The pool file at ``path`` (default :func:`pydamon.runstate.kdamond_pool_path`), one
+    entry per sysfs root."""
 
     def __init__(self, path: str | None = None, slots: int = POOL_SLOTS) -> None:
-        self.path = path or pool_path()
+        self.path = path or kdamond_pool_path()
         self.slots = slots
 
     # -- the file ---------------------------------------------------------------------------------
@@ -80,7 +78,10 @@ class KdamondPool:
             data = self._read()
             before = json.dumps(data, sort_keys=True)
             yield data
-            if json.dumps(data, sort_keys=True) != before:
+            if not data:  # no kdamond left: no file (``status`` then looks no further)
+                if os.path.exists(self.path):
+                    os.unlink(self.path)
+            elif json.dumps(data, sort_keys=True) != before:
                 tmp = f"{self.path}.tmp.{os.getpid()}"
                 with open(tmp, "w") as f:
                     json.dump(data, f, indent=1)

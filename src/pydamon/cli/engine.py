@@ -1,0 +1,169 @@
+"""The CLI's choice of engine: ``--backend auto|kernel|user`` and ``--damon-root DIR``.
+
+Monitoring commands build their context here (:func:`make_cli_context`): the user-space engine
+(:class:`pydamon.core.Context`) or the kernel's DAMON on a kdamond of pydamon's pool
+(:class:`CliKernelContext`), and say in one line on stderr which one and why. ``status`` and
+``stop`` find pool kdamonds whose pydamon died (``kill -9``) through :func:`orphan_slots`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydamon.backend import BACKENDS, BackendError, choose_backend
+from pydamon.cli.main import EXIT_USAGE, CliError
+from pydamon.core.clock import RealClock
+from pydamon.core.errors import FeatureMissing
+from pydamon.kernel.context import KernelContext
+from pydamon.kernel.pool import KdamondPool, PoolSlot
+from pydamon.kernel.sysfs import DamonSysfs
+from pydamon.kernel.sysfs_common import DEFAULT_ROOT, KernelSysfsError
+
+
+def add_backend_options(p: argparse.ArgumentParser, *, monitoring: bool = True) -> None:
+    g = p.add_argument_group("backend")
+    if monitoring:
+        g.add_argument(
+            "--backend",
+            choices=BACKENDS,
+            default="auto",
+            help="engine: the kernel's DAMON, pydamon's user-space one, or auto (the kernel when"
+            " it has what is needed and no foreign kdamond exists; default auto)",
+        )
+    else:
+        g.add_argument(
+            "--backend",
+            choices=BACKENDS,
+            default="auto",
+            help="which monitors to look at: kernel (pydamon's kdamonds) or user; default both",
+        )
+    g.add_argument(
+        "--damon-root",
+        dest="damon_root",
+        metavar="DIR",
+        default=os.environ.get("PYDAMON_DAMON_ROOT") or DEFAULT_ROOT,
+        help="DAMON sysfs directory of the kernel backend (default $PYDAMON_DAMON_ROOT, else "
+        f"{DEFAULT_ROOT})",
+    )
+
+
+@dataclass
+class BackendInfo:
+    backend: str
+    reason: str
+    damon_root: str
+
+    def meta(self) -> dict[str, str]:
+        return {
+            "backend": self.backend,
+            "backend_reason": self.reason,
+            "damon_root": self.damon_root,
+        }
+
+
+class _KernelOps:
+    """Stands in for an operations-set object where the CLI looks at one (``name``; ``init``
+    runs once the kdamond is on, as the user engine's ops ``init`` runs once the target is)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.init: Callable[[Any], None] = lambda ctx: None
+
+
+class CliKernelContext(KernelContext):
+    """A :class:`KernelContext` with the few attributes of a core context the commands read
+    (``clock``, ``seed``, ``monitor_cpu_s``, ``aggregation_start_us``, ``ops.init``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.clock = RealClock()
+        self.seed = None
+        self.kernel_ops = _KernelOps(self.ops)
+        self._started_us = self.clock.now_us()
+
+    @property
+    def monitor_cpu_s(self) -> float:
+        return self.reader_cpu_s
+
+    @property
+    def aggregation_start_us(self) -> int:
+        return self._started_us
+
+    def set_schemes(self, schemes: Any) -> None:
+        self.schemes = list(schemes)
+        self._stats_base = [type(s.stats)() for s in self.schemes]
+        self._stats_last = [type(s.stats)() for s in self.schemes]
+
+    def _setup(self) -> None:
+        super()._setup()
+        self._started_us = self.clock.now_us()
+        self.kernel_ops.init(self)
+
+
+def ops_of(ctx: Any) -> Any:
+    """The object whose ``init`` runs when monitoring begins (either engine)."""
+    return ctx.kernel_ops if isinstance(ctx, CliKernelContext) else ctx.ops
+
+
+def make_cli_context(
+    args: argparse.Namespace, setup: Any, attrs: Any, schemes: Any = ()
+) -> tuple[Any, BackendInfo]:
+    """The context of a monitoring command and which backend it runs on (said on stderr)."""
+    from pydamon.cli.common import make_context
+
+    kind = getattr(args, "backend", "user") or "auto"
+    root = getattr(args, "damon_root", DEFAULT_ROOT) or DEFAULT_ROOT
+    try:
+        if setup.ops_name == "sim" and kind != "kernel":
+            backend, reason = "user", "the simulated address space (--sim) runs in pydamon"
+        else:
+            backend, reason = choose_backend(
+                kind, setup.ops_name, attrs, setup.targets, schemes, damon_root=root
+            )
+    except BackendError as err:
+        raise CliError(str(err), EXIT_USAGE) from None
+    info = BackendInfo(backend, reason, root)
+    if not getattr(args, "quiet", False) or kind != "user":
+        print(f"pydamon: backend {backend}: {reason}", file=sys.stderr)
+    if backend == "user":
+        ctx = make_context(setup, attrs, args.seed, getattr(args, "sim_speed", None))
+        if schemes:
+            ctx.set_schemes(schemes)
+        return ctx, info
+    kctx = CliKernelContext(
+        setup.ops_name, setup.targets, attrs, schemes=list(schemes), root=root, pool=KdamondPool()
+    )
+    return kctx, info
+
+
+def orphan_slots(root: str) -> list[PoolSlot]:
+    """pydamon's pool kdamonds at ``root`` (reads only); [] where there is no DAMON sysfs."""
+    try:
+        return KdamondPool().slots_of(DamonSysfs(root))
+    except (FeatureMissing, KernelSysfsError, OSError):
+        return []
+
+
+def stop_orphans(root: str) -> list[PoolSlot]:
+    """Turn off the kdamonds whose pydamon died; a one-line error on failure."""
+    try:
+        return KdamondPool().stop_orphans(DamonSysfs(root))
+    except PermissionError:
+        raise CliError(f"no permission to stop kdamonds at {root}; use sudo", 3) from None
+    except (FeatureMissing, KernelSysfsError, OSError) as err:
+        raise CliError(f"cannot stop orphan kdamonds at {root}: {err}") from None
+
+
+def describe_slot(slot: PoolSlot) -> str:
+    if slot.orphan:
+        return (
+            f"kdamond {slot.index} at {slot.root}: orphan (its pydamon, pid {slot.owner_pid}, is "
+            f"gone), state {slot.state}, kdamond pid {slot.kdamond_pid}; 'pydamon stop' ends it"
+        )
+    who = f"pydamon pid {slot.owner_pid}" if slot.owner_pid else "free"
+    return f"kdamond {slot.index} at {slot.root}: {who}, state {slot.state}"

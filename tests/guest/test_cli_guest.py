@@ -34,8 +34,9 @@ def test_record_a_running_process_and_report(workload, tmp_path, capsys):
     path = str(tmp_path / "real.data")
     # 15 s: the adaptive regions need ~8-10 aggregations (one region covers all areas and
     # the libraries around them at first) before a region holds only hot or only cold pages
-    rc = main(["record", "-p", str(wl.pid), "-s", "50ms", "-a", "500ms", "--timeout", "15",
-               "-o", path, "-q", "--json"])  # fmt: skip
+    # the user-space engine on real memory (the kernel backend: test_kernel_cli.py)
+    rc = main(["record", "--backend", "user", "-p", str(wl.pid), "-s", "50ms", "-a", "500ms",
+               "--timeout", "15", "-o", path, "-q", "--json"])  # fmt: skip
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["stop_reason"] == "timeout" and summary["monitor_cpu_s"] > 0
@@ -70,8 +71,8 @@ def _run_main(capsys, argv: list[str]) -> str:
 def test_record_a_command_until_it_exits(tmp_path):
     """As a user types it: the recorder starts the command and stops when it exits."""
     out = subprocess.run(
-        [sys.executable, "-m", "pydamon.cli.main", "record", "-s", "50ms", "-a", "500ms",
-         "--timeout", "120", "-o", "cmd.data", "--json", "--",
+        [sys.executable, "-m", "pydamon.cli.main", "record", "--backend", "user", "-s", "50ms",
+         "-a", "500ms", "--timeout", "120", "-o", "cmd.data", "--json", "--",
          sys.executable, "-m", "pydamon.workload", "hotcold", "--size", "16M",
          "--duration", "4", "--no-stdin"],
         capture_output=True, text=True, cwd=tmp_path, timeout=240,

@@ -11,11 +11,12 @@ why. This module sits above core, ops and kernel (like the CLI, it only combines
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pydamon.ops  # noqa: F401 - registers the user-space operations sets
 from pydamon.core.attrs import Attrs
+from pydamon.core.clock import RealClock
 from pydamon.core.context import Context, Target
 from pydamon.core.errors import FeatureMissing
 from pydamon.core.operations import select_operations
@@ -38,6 +39,69 @@ BACKENDS = ("auto", "kernel", "user")
 
 class BackendError(ValueError):
     """The asked backend cannot run this configuration (one line naming why)."""
+
+
+class _KernelOps:
+    """Stands in for an operations-set object where callers look at one: ``name``, and
+    ``init``, run once the kdamond is on (as the user engine's ops ``init`` once the target is)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.init: Callable[[Any], None] = lambda ctx: None
+
+
+class KernelEngineContext(KernelContext):
+    """A :class:`KernelContext` with the rest of what commands and modules use of a core
+    context: ``clock``, ``seed``, ``monitor_cpu_s``, ``aggregation_start_us``, ``set_schemes``,
+    ``call``, ``commit_schemes`` and ``after_wmarks_check`` callbacks (accepted, never called:
+    the kernel checks the watermarks itself)."""
+
+    schemes_runner = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.clock = RealClock()
+        self.seed = None
+        self.kernel_ops = _KernelOps(self.ops)
+        self._started_us = self.clock.now_us()
+
+    @property
+    def monitor_cpu_s(self) -> float:
+        return self.reader_cpu_s
+
+    @property
+    def aggregation_start_us(self) -> int:
+        return self._started_us
+
+    def add_callback(self, kind: Any, fn: Any) -> None:
+        if kind != "after_wmarks_check":
+            super().add_callback(kind, fn)
+
+    def set_schemes(self, schemes: Sequence[Any]) -> None:
+        if self.is_running:
+            raise RuntimeError("the kernel backend takes new schemes before it starts")
+        self.schemes = list(schemes)
+        self._stats_base = [type(s.stats)() for s in self.schemes]
+        self._stats_last = [type(s.stats)() for s in self.schemes]
+
+    def commit_schemes(self) -> None:
+        """Commit the schemes' changed inputs (quotas, watermarks, patterns) online."""
+        self.set_attrs(self.attrs)
+
+    def call(self, fn: Callable[[Any], Any]) -> Any:
+        """Run ``fn(self)`` now: the kernel context's changes are thread-safe commits."""
+        with self._lock:
+            return fn(self)
+
+    def _setup(self) -> None:
+        super()._setup()
+        self._started_us = self.clock.now_us()
+        self.kernel_ops.init(self)
+
+
+def ops_of(ctx: Any) -> Any:
+    """The object whose ``init`` runs when monitoring begins, on either engine."""
+    return ctx.kernel_ops if isinstance(ctx, KernelEngineContext) else ctx.ops
 
 
 def choose_backend(
@@ -140,7 +204,7 @@ def make_context(
     seed: int | None = None,
     clock: Any = None,
     **kernel_options: Any,
-) -> tuple[Context | KernelContext, str, str]:
+) -> tuple[Context | KernelEngineContext, str, str]:
     """(context, backend, reason). ``user_ops``: the operations-set object for the user-space
     engine (else one made from ``ops``); ``kernel_options`` go to :class:`KernelContext`
     (``results``, ``tracefs``, ``tracefs_io``, ``poll_s``)."""
@@ -157,7 +221,7 @@ def make_context(
         tracefs_io=kernel_options.get("tracefs_io"),
     )
     if backend == "kernel":
-        kctx = KernelContext(
+        kctx = KernelEngineContext(
             ops,
             targets,
             attrs,

@@ -2,8 +2,9 @@
 
 Monitoring commands build their context here (:func:`make_cli_context`): the user-space engine
 (:class:`pydamon.core.Context`) or the kernel's DAMON on a kdamond of pydamon's pool
-(:class:`CliKernelContext`), and say in one line on stderr which one and why. ``status`` and
-``stop`` find pool kdamonds whose pydamon died (``kill -9``) through :func:`orphan_slots`.
+(:class:`pydamon.backend.KernelEngineContext`), and say in one line on stderr which one and
+why. ``status`` and ``stop`` find pool kdamonds whose pydamon died (``kill -9``) through
+:func:`orphan_slots`.
 """
 
 from __future__ import annotations
@@ -11,18 +12,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydamon.backend import BACKENDS, BackendError, choose_backend
+__all__ = ["add_backend_options", "make_cli_context", "ops_of", "orphan_slots", "stop_orphans"]
+
+from pydamon.backend import BACKENDS, BackendError, KernelEngineContext, choose_backend, ops_of
 from pydamon.cli.main import EXIT_USAGE, CliError
-from pydamon.core.clock import RealClock
 from pydamon.core.errors import FeatureMissing
-from pydamon.kernel.context import KernelContext
 from pydamon.kernel.pool import KdamondPool, PoolSlot
 from pydamon.kernel.sysfs import DamonSysfs
 from pydamon.kernel.sysfs_common import DEFAULT_ROOT, KernelSysfsError
+from pydamon.kernel.tracefs import TRACEFS_MOUNTS
 
 
 def add_backend_options(p: argparse.ArgumentParser, *, monitoring: bool = True) -> None:
@@ -66,50 +67,6 @@ class BackendInfo:
         }
 
 
-class _KernelOps:
-    """Stands in for an operations-set object where the CLI looks at one (``name``; ``init``
-    runs once the kdamond is on, as the user engine's ops ``init`` runs once the target is)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.init: Callable[[Any], None] = lambda ctx: None
-
-
-class CliKernelContext(KernelContext):
-    """A :class:`KernelContext` with the few attributes of a core context the commands read
-    (``clock``, ``seed``, ``monitor_cpu_s``, ``aggregation_start_us``, ``ops.init``)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.clock = RealClock()
-        self.seed = None
-        self.kernel_ops = _KernelOps(self.ops)
-        self._started_us = self.clock.now_us()
-
-    @property
-    def monitor_cpu_s(self) -> float:
-        return self.reader_cpu_s
-
-    @property
-    def aggregation_start_us(self) -> int:
-        return self._started_us
-
-    def set_schemes(self, schemes: Any) -> None:
-        self.schemes = list(schemes)
-        self._stats_base = [type(s.stats)() for s in self.schemes]
-        self._stats_last = [type(s.stats)() for s in self.schemes]
-
-    def _setup(self) -> None:
-        super()._setup()
-        self._started_us = self.clock.now_us()
-        self.kernel_ops.init(self)
-
-
-def ops_of(ctx: Any) -> Any:
-    """The object whose ``init`` runs when monitoring begins (either engine)."""
-    return ctx.kernel_ops if isinstance(ctx, CliKernelContext) else ctx.ops
-
-
 def make_cli_context(
     args: argparse.Namespace, setup: Any, attrs: Any, schemes: Any = ()
 ) -> tuple[Any, BackendInfo]:
@@ -135,7 +92,7 @@ def make_cli_context(
         if schemes:
             ctx.set_schemes(schemes)
         return ctx, info
-    kctx = CliKernelContext(
+    kctx = KernelEngineContext(
         setup.ops_name, setup.targets, attrs, schemes=list(schemes), root=root, pool=KdamondPool()
     )
     return kctx, info
@@ -152,11 +109,21 @@ def orphan_slots(root: str) -> list[PoolSlot]:
 def stop_orphans(root: str) -> list[PoolSlot]:
     """Turn off the kdamonds whose pydamon died; a one-line error on failure."""
     try:
-        return KdamondPool().stop_orphans(DamonSysfs(root))
+        stopped = KdamondPool().stop_orphans(DamonSysfs(root))
     except PermissionError:
         raise CliError(f"no permission to stop kdamonds at {root}; use sudo", 3) from None
     except (FeatureMissing, KernelSysfsError, OSError) as err:
         raise CliError(f"cannot stop orphan kdamonds at {root}: {err}") from None
+    if root == DEFAULT_ROOT:  # the real kernel's: its pydamon's trace instance is left too
+        for slot in stopped:
+            for mount in TRACEFS_MOUNTS:
+                instance = os.path.join(mount, "instances", f"pydamon-{slot.owner_pid}")
+                if os.path.isdir(instance):
+                    try:
+                        os.rmdir(instance)  # tracefs removes an instance with rmdir
+                    except OSError as err:
+                        print(f"pydamon: cannot remove {instance}: {err}", file=sys.stderr)
+    return stopped
 
 
 def describe_slot(slot: PoolSlot) -> str:

@@ -127,6 +127,20 @@ def add_runner_options(g: Any) -> None:
     )
     g.add_argument("--format", choices=("text", "json"), default="text", help="stats output (text)")
     g.add_argument(
+        "--backend",
+        choices=("auto", "kernel", "user"),
+        default="auto",
+        help="engine: a pydamon-owned kdamond of the kernel's DAMON (never the kernel modules'"
+        " parameters), pydamon's user-space one, or auto (default)",
+    )
+    g.add_argument(
+        "--damon-root",
+        dest="damon_root",
+        metavar="DIR",
+        default=os.environ.get("PYDAMON_DAMON_ROOT") or "/sys/kernel/mm/damon/admin",
+        help="DAMON sysfs directory of the kernel backend",
+    )
+    g.add_argument(
         "--report-interval",
         type=_seconds_or_zero,
         default=None,
@@ -149,7 +163,15 @@ def split_params(
     base = argparse.Namespace(
         **{
             k: getattr(given, k)
-            for k in ("instance", "run_dir", "duration", "format", "report_interval")
+            for k in (
+                "instance",
+                "run_dir",
+                "duration",
+                "format",
+                "report_interval",
+                "backend",
+                "damon_root",
+            )
             if hasattr(given, k)
         }  # fmt: skip
     )
@@ -252,7 +274,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cls = _load(args.module)
     ref = os.path.abspath(args.module) if args.module not in BUILTIN_MODULES else args.module
     try:
-        module = cls(**params)
+        module = cls(backend=opts.backend, damon_root=opts.damon_root, **params)
     except ParamError as err:
         raise CliError(str(err), 2) from None
     files = _instance_files(opts.run_dir, opts.instance or module.name)
@@ -267,6 +289,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             runner.start()
         except (ModuleError, ParamError) as err:
             raise CliError(str(err)) from None
+        print(f"pydamon: backend {module.backend_used}: {module.backend_reason}", file=sys.stderr)
         serve(
             runner,
             files,

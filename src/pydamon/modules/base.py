@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from pydamon import units
 from pydamon.core import Attrs, Context, Operations, Target
 from pydamon.damos.scheme import Scheme
+from pydamon.kernel.sysfs_common import DEFAULT_ROOT
 
 #: Scheme fields that are inputs (the rest is run-time state the engine keeps).
 _SCHEME_INPUTS = ("pattern", "apply_interval_us", "quota", "wmarks", "filters", "target_nid")
@@ -151,9 +152,17 @@ class Module:
     #: How often ``pydamon module run`` prints the stats (seconds of wall time).
     report_interval_s: ClassVar[float] = 5.0
 
-    def __init__(self, **values: Any) -> None:
+    def __init__(
+        self, *, backend: str = "user", damon_root: str = DEFAULT_ROOT, **values: Any
+    ) -> None:
         self.p = self.parse_params(values)
         self.contexts: list[Context] = []
+        #: ``user`` (pydamon's engine, the default), ``kernel`` (a pydamon-owned kdamond,
+        #: never the kernel modules' parameters) or ``auto``; what ran, and why, after build().
+        self.backend = backend
+        self.damon_root = damon_root
+        self.backend_used = ""
+        self.backend_reason = ""
 
     # -- parameters --------------------------------------------------------------------------
     @classmethod
@@ -204,7 +213,24 @@ class Module:
         # The module's seed (where it has one) also seeds the loop's randomness (sampling
         # addresses, region splits): without it a seeded simulation is not reproducible.
         seed = self.p.as_dict().get("seed")
-        return [Context(ops, targets, self.make_attrs(), schemes=self.make_schemes(), seed=seed)]
+        if self.backend == "user":
+            self.backend_used, self.backend_reason = "user", "user-space engine, as asked"
+            return [
+                Context(ops, targets, self.make_attrs(), schemes=self.make_schemes(), seed=seed)
+            ]
+        from pydamon.backend import make_context
+
+        ctx, self.backend_used, self.backend_reason = make_context(
+            self.backend,
+            str(getattr(ops, "name", "")),
+            targets,
+            self.make_attrs(),
+            self.make_schemes(),
+            damon_root=self.damon_root,
+            user_ops=ops,
+            seed=seed,
+        )
+        return [ctx]  # type: ignore[list-item]  # the kernel's has the same API
 
     def commit(self, ctx: Context, old: Params) -> None:
         """Apply ``self.p`` (just changed from ``old``) to ``ctx``, inside its monitoring loop.
@@ -228,6 +254,9 @@ class Module:
                         setattr(installed, name, getattr(new, name))
             if ctx.schemes_runner is not None:
                 ctx.schemes_runner.attrs_changed(ctx)
+            commit_schemes = getattr(ctx, "commit_schemes", None)  # the kernel backend's
+            if commit_schemes is not None:
+                commit_schemes()
         elif schemes or ctx.schemes:
             ctx.set_schemes(schemes)
 

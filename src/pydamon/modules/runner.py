@@ -112,7 +112,7 @@ class ModuleRunner:
             attrs = ctx.attrs
             contexts.append(
                 {
-                    "ops": ctx.ops.name,
+                    "ops": getattr(ctx.ops, "name", ctx.ops),  # the kernel's: its name
                     "running": ctx.is_running,
                     "nr_targets": len(ctx.targets),
                     "nr_regions": ctx.nr_regions,
@@ -132,6 +132,8 @@ class ModuleRunner:
             "params": _jsonable(self.module.p.as_dict()),
             "stats": _jsonable(self.module.stats()),
             "contexts": contexts,
+            "backend": self.module.backend_used,
+            "backend_reason": self.module.backend_reason,
         }
 
 

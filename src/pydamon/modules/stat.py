@@ -32,6 +32,7 @@ from pydamon.core import (
     Target,
 )
 from pydamon.extras import install_hint
+from pydamon.kernel.context import KernelContext
 from pydamon.modules.base import Module, ModuleError, Param, Params
 from pydamon.modules.targets import TARGET_PARAMS, check_target_params, make_ops_targets
 from pydamon.units import format_bytes
@@ -70,12 +71,19 @@ def idle_ms_percentiles(sizes: np.ndarray, idle_ms: np.ndarray) -> list[int]:
 def compute_stats(ctx: Context) -> dict[str, Any]:
     """DAMON_STAT's numbers over every target of ``ctx`` (call after an aggregation)."""
     aggr_us = ctx.attrs.aggr_interval_us
-    sizes = [t.regions.sizes for t in ctx.targets if t.valid]
+    if isinstance(ctx, KernelContext):  # the kdamond's regions: the last aggregation's
+        snaps = ctx.snapshots()
+        sizes = [s.ends - s.starts for s in snaps]
+        nrs, ages = [s.nr_accesses for s in snaps], [s.age for s in snaps]
+    else:
+        valid = [t for t in ctx.targets if t.valid]
+        sizes = [t.regions.sizes for t in valid]
+        nrs, ages = [t.regions.nr_accesses for t in valid], [t.regions.age for t in valid]
     if not sizes:
         return {}
     size = np.concatenate(sizes)
-    nr = np.concatenate([t.regions.nr_accesses for t in ctx.targets if t.valid])
-    age = np.concatenate([t.regions.age for t in ctx.targets if t.valid])
+    nr = np.concatenate(nrs)
+    age = np.concatenate(ages)
     return {
         "estimated_memory_bandwidth": estimated_memory_bandwidth(size, nr, aggr_us),
         "memory_idle_ms_percentiles": idle_ms_percentiles(size, idle_time_ms(nr, age, aggr_us)),

@@ -3,8 +3,8 @@
 Monitoring commands build their context here (:func:`make_cli_context`): the user-space engine
 (:class:`pydamon.core.Context`) or the kernel's DAMON on a kdamond of pydamon's pool
 (:class:`pydamon.backend.KernelEngineContext`), and say in one line on stderr which one and
-why. ``status`` and ``stop`` find pool kdamonds whose pydamon died (``kill -9``) through
-:func:`orphan_slots`.
+why, once monitoring runs. ``status`` and ``stop`` find pool kdamonds whose pydamon died
+(``kill -9``) through :func:`orphan_slots`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,14 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["add_backend_options", "make_cli_context", "ops_of", "orphan_slots", "stop_orphans"]
+__all__ = [
+    "add_backend_options",
+    "make_cli_context",
+    "ops_of",
+    "orphan_slots",
+    "say_when_monitoring",
+    "stop_orphans",
+]
 
 from pydamon.backend import BACKENDS, BackendError, KernelEngineContext, choose_backend, ops_of
 from pydamon.cli.main import EXIT_USAGE, CliError
@@ -85,17 +92,31 @@ def make_cli_context(
     except BackendError as err:
         raise CliError(str(err), EXIT_USAGE) from None
     info = BackendInfo(backend, reason, root)
-    if not getattr(args, "quiet", False) or kind != "user":
-        print(f"pydamon: backend {backend}: {reason}", file=sys.stderr)
+    ctx: Any
     if backend == "user":
         ctx = make_context(setup, attrs, args.seed, getattr(args, "sim_speed", None))
         if schemes:
             ctx.set_schemes(schemes)
-        return ctx, info
-    kctx = KernelEngineContext(
-        setup.ops_name, setup.targets, attrs, schemes=list(schemes), root=root, pool=KdamondPool()
-    )
-    return kctx, info
+    else:
+        ctx = KernelEngineContext(
+            setup.ops_name, setup.targets, attrs, schemes=list(schemes), root=root,
+            pool=KdamondPool(),
+        )  # fmt: skip
+    if setup.ops_name != "sim":  # a simulation has no choice (the record's metadata says so)
+        say_when_monitoring(ctx, f"pydamon: backend {backend}: {reason}")
+    return ctx, info
+
+
+def say_when_monitoring(ctx: Any, line: str) -> None:
+    """Print ``line`` once monitoring runs (so that an error before stays the only line)."""
+    ops = ops_of(ctx)
+    init = ops.init
+
+    def init_then_say(c: Any) -> None:
+        init(c)
+        print(line, file=sys.stderr)
+
+    ops.init = init_then_say
 
 
 def orphan_slots(root: str) -> list[PoolSlot]:

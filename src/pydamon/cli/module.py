@@ -285,11 +285,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     runner = ModuleRunner(module, duration_s=opts.duration, ref=ref)
     interval = cls.report_interval_s if opts.report_interval is None else opts.report_interval
     try:
+        _say_backend_when_monitoring(module)
         try:
             runner.start()
         except (ModuleError, ParamError) as err:
             raise CliError(str(err)) from None
-        print(f"pydamon: backend {module.backend_used}: {module.backend_reason}", file=sys.stderr)
         serve(
             runner,
             files,
@@ -306,6 +306,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         files.release()
     return 0
+
+
+def _say_backend_when_monitoring(module: Module) -> None:
+    """Once the module's first context monitors, say on which backend (one line on stderr)."""
+    from pydamon.cli.engine import say_when_monitoring
+
+    build = module.build
+
+    def build_and_say() -> list[Any]:
+        contexts = build()
+        if contexts and module.p.as_dict().get("ops") != "sim":
+            line = f"pydamon: backend {module.backend_used}: {module.backend_reason}"
+            say_when_monitoring(contexts[0], line)
+        return contexts
+
+    module.build = build_and_say  # type: ignore[method-assign]
 
 
 def cmd_start(args: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pydamon.core.budget import DEFAULT_REAL_CPU_BUDGET_PERCENT
 from pydamon.core.errors import FeatureMissing, RealMemoryError, TargetGone
 from pydamon.core.operations import ApplyResult, update_regions_access
 from pydamon.core.regions import PAGE_SIZE, Regions, align_down, align_up
@@ -110,6 +111,10 @@ class VaddrOperations(DamosOperations):
         self.phys: pagefacts.PhysPages | None = None
         #: ranges an action failed on, per errno (counted, never fatal)
         self.apply_errors: dict[int, int] = {}
+
+    def default_cpu_budget(self) -> float | None:
+        # real memory: bounded cost by default (docs/real-memory.md says why 5%)
+        return DEFAULT_REAL_CPU_BUDGET_PERCENT
 
     # -- setup -----------------------------------------------------------------------------------
     def init(self, ctx: Context) -> None:

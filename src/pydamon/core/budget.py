@@ -1,0 +1,149 @@
+"""A CPU budget for the monitoring engine: the whole process's CPU kept within a share of one CPU.
+
+The kernel has no such thing (kdamond's cost is a few per cent); the user-space engine pays
+system calls per region-sample and can take half a CPU on a busy process. The budget steers the
+way intervals auto-tuning (:mod:`pydamon.core.tuning`) steers toward its access goal: at the end
+of an aggregation, once at least :data:`MIN_PERIOD_S` of wall time passed since the last step,
+the process's CPU share (``time.process_time()``: every thread) over that time scales a
+slow-down factor ``F`` (the asked cost over the allowed one). ``F`` stretches the sampling and
+aggregation intervals together (the aggregation keeps its sample count, so nr_accesses keeps its
+range) up to ``max_stretch`` times the asked ones; past that, ``max_nr_regions`` is lowered
+(down to ``min_nr_regions``), and at that floor the intervals stretch further. Under budget, the
+regions come back first, then the intervals, never beyond what was asked.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+from pydamon.core.attrs import Attrs
+
+#: The default budget on real memory (per cent of one CPU); see docs/real-memory.md.
+DEFAULT_REAL_CPU_BUDGET_PERCENT = 5.0
+
+#: Wall time (s) a budget step measures over at least: shorter reads are CPU-time noise.
+MIN_PERIOD_S = 1.0
+
+#: Within this ratio of the budget nothing changes (each change rescales the results).
+DEADBAND = 0.1
+
+#: One step scales F by at most this (either way), against a noisy measurement's overshoot.
+MAX_STEP = 8.0
+
+
+class CpuBudgetError(ValueError):
+    """A CPU budget out of range (one-line message)."""
+
+
+@dataclass(frozen=True)
+class CpuBudget:
+    """The CPU the monitoring process may use: ``percent`` of one CPU (0: no budget)."""
+
+    percent: float
+    #: how many times the asked sampling interval may be stretched before regions are lowered
+    max_stretch: float = 10.0
+
+    def validate(self) -> None:
+        if not math.isfinite(self.percent) or self.percent < 0:
+            raise CpuBudgetError(f"CPU budget {self.percent!r}: must be a number of per cent >= 0")
+        if not math.isfinite(self.max_stretch) or self.max_stretch < 1:
+            raise CpuBudgetError(f"CPU budget max_stretch {self.max_stretch!r}: must be >= 1")
+
+    @property
+    def enabled(self) -> bool:
+        return self.percent > 0
+
+
+def as_budget(value: CpuBudget | float | None) -> CpuBudget | None:
+    """A :class:`CpuBudget` from a budget, a number of per cent, or None (no budget)."""
+    if value is None:
+        return None
+    budget = value if isinstance(value, CpuBudget) else CpuBudget(float(value))
+    budget.validate()
+    return budget if budget.enabled else None
+
+
+class BudgetGovernor:
+    """Keeps one context within its CPU budget by choosing its attrs (see the module doc)."""
+
+    def __init__(self, budget: CpuBudget, asked: Attrs) -> None:
+        self.budget = budget
+        #: the attrs asked (by the user, or by intervals tuning), before any stretch
+        self.asked = asked
+        #: the slow-down factor: asked cost over allowed cost (1: as asked)
+        self.factor = 1.0
+        #: the process's CPU share (per cent of one CPU) of the last period, once measured
+        self.usage_percent: float | None = None
+        self._mark = (time.monotonic(), time.process_time())
+
+    @property
+    def percent(self) -> float:
+        return self.budget.percent
+
+    def start(self) -> None:
+        """Measure from now (the loop starts)."""
+        self._mark = (time.monotonic(), time.process_time())
+
+    def chosen(self) -> Attrs:
+        """The asked attrs under the current factor."""
+        asked = self.asked
+        floor = asked.min_nr_regions
+        stretch = min(self.factor, self.budget.max_stretch)
+        goal = asked.intervals_goal
+        if goal.enabled and asked.sample_interval_us:
+            stretch = min(stretch, max(goal.max_sample_us / asked.sample_interval_us, 1.0))
+        max_nr = asked.max_nr_regions
+        if self.factor > stretch:
+            max_nr = max(floor, int(asked.max_nr_regions * stretch / self.factor))
+            # at the regions' floor the intervals stretch on: the budget comes first
+            stretch = max(stretch, self.factor * max_nr / asked.max_nr_regions)
+            if goal.enabled and asked.sample_interval_us:
+                stretch = min(stretch, max(goal.max_sample_us / asked.sample_interval_us, 1.0))
+        if stretch == 1.0 and max_nr == asked.max_nr_regions:
+            return asked
+        # both intervals stretched alike: the aggregation keeps its number of samples
+        return replace(
+            asked,
+            sample_interval_us=int(asked.sample_interval_us * stretch),
+            aggr_interval_us=int(asked.aggr_interval_us * stretch),
+            max_nr_regions=max_nr,
+        )
+
+    def step(self) -> Attrs | None:
+        """At an aggregation's end: the attrs to use from now, or None to keep them."""
+        now, cpu = time.monotonic(), time.process_time()
+        wall = now - self._mark[0]
+        if wall < MIN_PERIOD_S:
+            return None
+        usage = (cpu - self._mark[1]) / wall * 100
+        self._mark = (now, cpu)
+        self.usage_percent = usage
+        ratio = usage / self.budget.percent
+        if abs(ratio - 1) <= DEADBAND:
+            return None
+        ratio = min(max(ratio, 1 / MAX_STEP), MAX_STEP)
+        factor = max(self.factor * ratio, 1.0)
+        if factor == self.factor:
+            return None
+        self.factor = factor
+        return self.chosen()
+
+    def summary(self, current: Attrs) -> dict[str, Any]:
+        """What the budget chose, for status files and record metadata."""
+        asked = self.asked
+        return {
+            "cpu_budget_percent": self.budget.percent,
+            "cpu_usage_percent": None
+            if self.usage_percent is None
+            else round(self.usage_percent, 2),
+            "stretch": round(current.sample_interval_us / (asked.sample_interval_us or 1), 3),
+            "asked_sample_interval_us": asked.sample_interval_us,
+            "asked_aggr_interval_us": asked.aggr_interval_us,
+            "asked_max_nr_regions": asked.max_nr_regions,
+            "sample_interval_us": current.sample_interval_us,
+            "aggr_interval_us": current.aggr_interval_us,
+            "max_nr_regions": current.max_nr_regions,
+        }

@@ -221,7 +221,13 @@ def run(args: argparse.Namespace) -> int:
     attrs = attrs_from_args(args)
     schemes = schemes_from_args(args)
     setup = setup_targets(args)
-    ctx = make_context(setup, attrs, args.seed, getattr(args, "sim_speed", None))
+    ctx = make_context(
+        setup,
+        attrs,
+        args.seed,
+        getattr(args, "sim_speed", None),
+        getattr(args, "cpu_budget", None),
+    )
     ctx.set_schemes(schemes)
     recorder = None
     if args.record:

@@ -17,9 +17,12 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydamon.core.attrs import Attrs
+
+if TYPE_CHECKING:
+    from pydamon.core.context import Context
 
 #: The default budget on real memory (per cent of one CPU); see docs/real-memory.md.
 DEFAULT_REAL_CPU_BUDGET_PERCENT = 5.0
@@ -147,3 +150,19 @@ class BudgetGovernor:
             "aggr_interval_us": current.aggr_interval_us,
             "max_nr_regions": current.max_nr_regions,
         }
+
+
+def achieved(ctx: Context) -> dict[str, Any]:
+    """What a context's loop achieved (samples, the last aggregation's real length and mean
+    access window, CPU per sample and per region-sample) beside what was asked, and what its
+    CPU budget chose (None without one): for status files, summaries and record metadata."""
+    attrs = ctx.attrs
+    asked = attrs if ctx.budget is None else ctx.budget.asked
+    out = ctx.pacer.stats(attrs.sample_interval_us)
+    out.update(
+        aggr_interval_us=attrs.aggr_interval_us,
+        asked_sample_interval_us=asked.sample_interval_us,
+        asked_aggr_interval_us=asked.aggr_interval_us,
+        cpu_budget=None if ctx.budget is None else ctx.budget.summary(attrs),
+    )
+    return out

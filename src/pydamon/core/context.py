@@ -517,8 +517,9 @@ class Context:
             # refreshed once per aggregation (not per sample), before the callbacks read it
             self.monitor_cpu_s = time.thread_time() - self._cpu_start_s
             end_us = clock.now_us()
+            # with a budget, work beyond the interval is the budget's to fix (it stretches it)
             warning = self.pacer.aggregation_ended(
-                self.aggregation_start_us, end_us, sample_interval
+                self.aggregation_start_us, end_us, sample_interval, warn=self.budget is None
             )
             if warning is not None:
                 self.on_warning(warning)

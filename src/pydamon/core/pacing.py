@@ -55,6 +55,10 @@ class SamplePacer:
         self.window_sum_us = 0
         #: the loop's own wall time in the current aggregation (all but the sleeps)
         self.sleep_sum_us = 0
+        #: the last aggregation's sample count, mean window and duration (us), once one ended
+        self.last_nr_samples = UNKNOWN
+        self.last_window_us = UNKNOWN
+        self.last_aggregation_us = UNKNOWN
         #: the one-line warning given (once per context), or None
         self.warning: str | None = None
         #: totals over the whole run, for status and summaries
@@ -98,18 +102,25 @@ class SamplePacer:
         samples, region_samples = self.total_samples, self.total_region_samples
         return {
             "nr_samples": samples,
-            "mean_access_window_us": self.run_mean_window_us,
             "sample_interval_us": sample_interval_us,
+            "last_aggregation_us": self.last_aggregation_us,
+            "last_nr_samples": self.last_nr_samples,
+            "last_mean_access_window_us": self.last_window_us,
             "cpu_per_sample_us": round(cpu_us / samples, 1) if samples else None,
             "cpu_per_region_sample_us": round(cpu_us / region_samples, 2)
             if region_samples
             else None,
         }
 
-    def aggregation_ended(self, start_us: int, end_us: int, interval_us: int) -> str | None:
-        """Check the aggregation just ended; the one-line warning the first time work does not
-        fit in the sampling interval (None otherwise, and ever after)."""
-        if self.warning is not None or not self.nr_samples or interval_us <= 0:
+    def aggregation_ended(
+        self, start_us: int, end_us: int, interval_us: int, warn: bool = True
+    ) -> str | None:
+        """Note the aggregation just ended; the one-line warning the first time (if ``warn``)
+        work does not fit in the sampling interval (None otherwise, and ever after)."""
+        self.last_nr_samples = self.nr_samples
+        self.last_window_us = self.mean_window_us
+        self.last_aggregation_us = end_us - start_us
+        if not warn or self.warning is not None or not self.nr_samples or interval_us <= 0:
             return None
         work_us = (end_us - start_us - self.sleep_sum_us) // self.nr_samples
         window_us = self.mean_window_us

@@ -39,13 +39,16 @@ class SlowOps(Operations[object]):
             t.regions = Regions([(0, 64 * MIB)])
             t.regions.evenly_split(0, ctx.attrs.min_nr_regions, 4096)
 
-    def _work(self) -> None:
+    def _work(self, share: float = 0.5) -> None:
+        # half before the region's write/read and half after: the stand-in's pages are
+        # touched mid-way through their share of the walk, as a real walk's are on average
+        seconds = self.per_region_s * share
         if self.burn:
-            end = time.thread_time() + self.per_region_s
+            end = time.thread_time() + seconds
             while time.thread_time() < end:
                 pass
         else:
-            time.sleep(self.per_region_s)
+            time.sleep(seconds)
 
     def prepare_access_checks(self, ctx: Context) -> None:
         self.writes = []
@@ -53,12 +56,14 @@ class SlowOps(Operations[object]):
             for _ in range(len(t.regions)):
                 self._work()
                 self.writes.append(time.monotonic())  # the region's "idle-bit write"
+                self._work()
 
     def check_accesses(self, ctx: Context) -> int:
         i = 0
         nr = 0
         for t in ctx.targets:
             for _ in range(len(t.regions)):
+                self._work()
                 if i < len(self.writes):
                     self.windows.append(time.monotonic() - self.writes[i])  # its "read"
                 i += 1
@@ -89,19 +94,21 @@ def test_snapshots_carry_the_real_sample_count_and_the_measured_window():
     ops = SlowOps(0.001)
     interval = 30_000
     ctx = Context(
-        ops, [Target()], _fixed_regions(10, sample_interval_us=interval, aggr_interval_us=150_000)
+        ops, [Target()], _fixed_regions(10, sample_interval_us=interval, aggr_interval_us=300_000)
     )
     seen = []
     warnings: list[str] = []
     ctx.on_warning = warnings.append
     for snaps in ctx.aggregations(nr_aggregations=3):
         seen.append(snaps[0])
-    assert [s.nr_samples for s in seen] == [5, 5, 5]
-    truth_us = float(np.mean(ops.windows)) * 1e6
-    for s in seen:
-        assert s.mean_window_us == pytest.approx(truth_us, rel=0.15)
-        assert s.mean_window_us == pytest.approx(interval, rel=0.15)
-        assert s.to_dict()["nr_samples"] == 5
+    assert [s.nr_samples for s in seen] == [10, 10, 10]
+    assert all(s.to_dict()["nr_samples"] == 10 for s in seen)
+    # after the first aggregation (whose first sample has no check time to go by yet)
+    truth_us = float(np.mean(ops.windows[100:])) * 1e6
+    for s in seen[1:]:
+        # (a loaded shared host delays single sleeps: 20% leaves room for that)
+        assert s.mean_window_us == pytest.approx(truth_us, rel=0.2)
+        assert s.mean_window_us == pytest.approx(interval, rel=0.2)
     assert warnings == []  # 10 ms of prepare and check fit in 30 ms
 
 

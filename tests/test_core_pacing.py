@@ -78,9 +78,10 @@ def _fixed_regions(n: int, **kw: int) -> Attrs:
 
 
 def test_access_windows_are_the_sampling_interval_not_interval_plus_work():
-    # 20 regions x 1.5 ms: ~30 ms of prepare and ~30 ms of check per 40 ms interval; a loop
-    # sleeping the whole interval after the prepare gives windows of ~70 ms
-    ops = SlowOps(0.0015)
+    # 20 regions x 1 ms: ~20 ms of prepare and ~20 ms of check per 40 ms interval (room for
+    # a slower machine before the work itself overruns); a loop sleeping the whole interval
+    # after the prepare gives windows of ~60 ms
+    ops = SlowOps(0.001)
     interval = 40_000
     ctx = Context(
         ops, [Target()], _fixed_regions(20, sample_interval_us=interval, aggr_interval_us=400_000)

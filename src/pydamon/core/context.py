@@ -506,7 +506,7 @@ class Context:
         self.passed_sample_intervals += 1
         max_nr_accesses = self.ops.check_accesses(self)
         times = SampleTimes(prepare_start, prepare_end, check_start, clock.now_us())
-        self.pacer.sampled(times, self.nr_regions)
+        self.pacer.sampled(times, self.nr_regions, sample_interval)
         self.last_max_nr_accesses = max_nr_accesses
 
         stop = False

@@ -7,7 +7,9 @@ the check before its read: with 100 ms of work per sample far more than the inte
 nr_accesses read high. The prepare and the check walk the regions in the same order, so a
 sample's mean write is at the prepare's midpoint and its mean read at the check's; the pacer
 sleeps until ``prepare midpoint + interval - (the last check's half duration)``, which puts the
-mean window at the interval (tests/test_core_pacing.py measures it).
+mean window at the interval (tests/test_core_pacing.py measures it). What that prediction
+misses steadily (sleeps that wake late on a loaded machine, a check slower than the last) is fed
+back: the mean of the windows' recent errors is taken off the next deadlines.
 
 On a virtual clock the work takes no time, so the deadline is exactly ``now + interval``, as
 before. When the work of one sample cannot fit in the interval the pacer says so once, in one
@@ -25,6 +27,9 @@ UNKNOWN = -1
 
 #: Mean windows this much over the interval (in per cent) are reported as not held.
 WINDOW_SLACK_PERCENT = 10
+#: How much of a sample's window error the next deadlines correct (1/8: an average over the
+#: last ~8 samples, so one late wakeup moves the next windows little).
+ERROR_GAIN = 1 / 8
 
 
 @dataclass
@@ -50,6 +55,10 @@ class SamplePacer:
     def __init__(self) -> None:
         #: time from a check's start to its mean read, from the last sample (us)
         self.check_lead_us = 0
+        #: the windows' recent mean error (us), taken off the deadlines; and whether the last
+        #: deadline fell before the prepare's end (work beyond the interval: no correction then)
+        self.correction_us = 0.0
+        self._overrun = False
         #: samples taken in the current aggregation, and the sum of their windows
         self.nr_samples = 0
         self.window_sum_us = 0
@@ -74,14 +83,21 @@ class SamplePacer:
     def deadline_us(self, prepare_start_us: int, prepare_end_us: int, interval_us: int) -> int:
         """When to start the check so that the mean access window is ``interval_us``."""
         mean_write_us = (prepare_start_us + prepare_end_us) // 2
-        return max(mean_write_us + interval_us - self.check_lead_us, prepare_end_us)
+        deadline = mean_write_us + interval_us - self.check_lead_us
+        # work beyond the interval, whatever the correction (which must not wind itself up)
+        self._overrun = deadline < prepare_end_us
+        return max(deadline - int(self.correction_us), prepare_end_us)
 
-    def sampled(self, times: SampleTimes, nr_regions: int) -> None:
+    def sampled(self, times: SampleTimes, nr_regions: int, interval_us: int) -> None:
         self.total_region_samples += nr_regions
         self.check_lead_us = (times.check_end_us - times.check_start_us) // 2
         self.nr_samples += 1
         self.total_samples += 1
         window = times.window_us
+        if not self._overrun:  # an overrun window is the work's, not the pacing's, error
+            error = window - interval_us
+            self.correction_us += ERROR_GAIN * error
+            self.correction_us = max(-interval_us, min(interval_us, self.correction_us))
         self.window_sum_us += window
         self.total_window_us += window
         self.sleep_sum_us += times.check_start_us - times.prepare_end_us

@@ -198,6 +198,11 @@ class InstanceState:
                 "max_nr_regions": a.max_nr_regions,
             },
         }
+        from pydamon.ops.probe import syscalls_per_region_sample
+
+        syscalls = syscalls_per_region_sample(ctx.targets)
+        if syscalls is not None:  # real memory only: what the access checks cost so far
+            status["syscalls_per_region_sample"] = round(syscalls, 3)
         if part is not None:
             from pydamon.report.wss import total_bytes, wss_bytes
 
@@ -415,6 +420,10 @@ def run_status(args: argparse.Namespace) -> int:
             )
         for line in _achieved_lines(s.get("achieved")):
             print(f"  {line}")
+        if "syscalls_per_region_sample" in s:
+            print(
+                f"  access checks: {s['syscalls_per_region_sample']} system calls per region-sample"
+            )
         if "wss_bytes" in s:
             print(f"  last snapshot: wss {s['wss_bytes']} of {s['total_bytes']} bytes")
         print(f"  record: {s.get('record')}")

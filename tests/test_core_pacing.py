@@ -140,9 +140,10 @@ def test_virtual_clock_sleeps_exactly_the_interval():
 
 
 def test_cpu_budget_keeps_the_process_cpu_near_it_by_stretching_the_interval():
-    # 30 regions x 0.1 ms of CPU, twice per sample: 6 ms of CPU per 5 ms sample, ~50%+ of a
-    # CPU unbounded; a 10% budget needs samples ~10x apart
-    ops = SlowOps(0.0001, burn=True)
+    # 30 regions x 0.05 ms of CPU, twice per sample: 3 ms of CPU per 5 ms sample, ~40-60% of a
+    # CPU unbounded; a 10% budget needs samples ~5x apart (within the 10x stretch limit: the
+    # regions are fixed, so the budget has nothing else to lower)
+    ops = SlowOps(0.00005, burn=True)
     asked = _fixed_regions(30, sample_interval_us=5_000, aggr_interval_us=50_000)
     ctx = Context(ops, [Target()], asked, cpu_budget=10)
     assert ctx.budget is not None

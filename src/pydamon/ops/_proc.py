@@ -45,14 +45,18 @@ def parse_maps(text: str) -> list[Mapping]:
 
 def read_maps(pid: int) -> list[Mapping]:
     """The mappings of process ``pid``; raises ``ProcessLookupError`` if it is gone."""
+    return user_mappings(parse_maps(read_maps_text(pid)))
+
+
+def read_maps_text(pid: int) -> str:
+    """``/proc/PID/maps`` as text; raises ``ProcessLookupError`` if the process is gone."""
     try:
         with open(f"/proc/{pid}/maps") as f:
-            text = f.read()
+            return f.read()
     except FileNotFoundError:
         raise ProcessLookupError(errno.ESRCH, f"process {pid} does not exist") from None
     except ProcessLookupError:
         raise ProcessLookupError(errno.ESRCH, f"process {pid} exited") from None
-    return user_mappings(parse_maps(text))
 
 
 def user_mappings(mappings: Sequence[Mapping]) -> list[Mapping]:

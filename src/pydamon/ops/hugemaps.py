@@ -56,8 +56,11 @@ class HugeMappings:
         self._events = -2  # never read
         #: when the next smaps read may be (time.monotonic())
         self._next_smaps = 0.0
-        #: number of smaps reads so far
+        #: number of smaps reads so far, and of maps reads found unchanged (not parsed again)
         self.nr_smaps_reads = 0
+        self.nr_maps_unchanged = 0
+        #: the last maps text parsed (None: none, or an smaps read came since)
+        self._maps_text: str | None = None
         #: the ranges, flat ``[start0, end0, start1, end1, ...]`` (what the C helper takes)
         self.ranges: IntArray = np.zeros(0, np.int64)
 
@@ -71,8 +74,16 @@ class HugeMappings:
             self.nr_smaps_reads += 1
             self._events = events
             self._next_smaps = now + SMAPS_COST_RATIO * (time.monotonic() - now)
+            self._maps_text = None  # the next maps read parses again
         else:
-            self.mappings = _proc.read_maps(self.pid)
+            text = _proc.read_maps_text(self.pid)
+            if text == self._maps_text:
+                # unchanged (the common case at each ops update): neither parse nor rebuild;
+                # a server's maps run to hundreds of lines, parsing them costs the interpreter
+                self.nr_maps_unchanged += 1
+                return self.mappings
+            self._maps_text = text
+            self.mappings = _proc.user_mappings(_proc.parse_maps(text))
         self._rebuild()
         return self.mappings
 

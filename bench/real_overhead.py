@@ -10,7 +10,7 @@ region-sample.
 
 pydamon's CPU time is its whole process's (utime+stime of every thread), measured around the
 monitoring run in a process of its own per path. Paths (see pydamon.ops._native): ``c`` (the
-helper that ``pip install`` compiled; one syscall per entry), ``python``.
+helper that ``pip install`` compiled; one syscall per run of adjacent entries), ``python``.
 
 Host part (``--host``): what does not need page_idle (region bookkeeping of the core, the
 pagemap and kpageflags reads of the sampling addresses) per region-sample, measured natively, so
@@ -173,6 +173,11 @@ def run_pydamon(args: argparse.Namespace, pid: int, phys_factory=None) -> dict:
     # the whole process: every thread
     ctx.run(duration_us=int(args.seconds * 1e6))
     end = os.times()
+    # system calls per region-sample of the access checks, over the whole run (a checkout from
+    # before the counters has none: nan)
+    states = [getattr(t.ops_private, "sampler", None) for t in ctx.targets]
+    counts = [s.syscalls_per_region_sample() for s in states if hasattr(s, "stats")]
+    syscalls = counts[0] if counts and counts[0] is not None else float("nan")
     if not measured["aggregations"]:
         sys.exit("real_overhead.py: pydamon made fewer than two aggregations; use --seconds")
     return {
@@ -184,6 +189,7 @@ def run_pydamon(args: argparse.Namespace, pid: int, phys_factory=None) -> dict:
         "wall_s": time.monotonic() - start["wall_s"],
         "region_samples": measured["region_samples"],
         "samples": ctx.passed_sample_intervals - start["samples"],
+        "syscalls_per_rs": syscalls,
         "regions": measured["region_samples"]
         / measured["aggregations"]
         / ctx.attrs.max_nr_accesses,
@@ -325,7 +331,8 @@ def in_guest(args: argparse.Namespace) -> None:
     )
     hdr = (
         f"{'size':>6} {'path':>12} {'samples py/k':>13} {'regions py/k':>13} {'py us/rs':>9} "
-        f"{'checks us/rs':>12} {'py %CPU':>8} {'kern us/rs':>11} {'kern %CPU':>9} {'ratio':>6} "
+        f"{'checks us/rs':>12} {'sc/rs':>6} {'py %CPU':>8} {'kern us/rs':>11} {'kern %CPU':>9} "
+        f"{'ratio':>6} "
         f"{'floor us':>9} {'floor/kern':>10}"
     )
     print(hdr)
@@ -336,6 +343,7 @@ def in_guest(args: argparse.Namespace) -> None:
             f"{py['regions']:>6.0f}/{kern['regions']:<6.0f} "
             f"{per_rs_us(py):>9.1f} "
             f"{py['checks_cpu_s'] * 1e6 / max(py['region_samples'], 1):>12.1f} "
+            f"{py.get('syscalls_per_rs', float('nan')):>6.2f} "
             f"{100 * py['cpu_s'] / py['wall_s']:>8.1f} "
             f"{per_rs_us(kern):>11.1f} {100 * kern['cpu_s'] / kern['wall_s']:>9.1f} "
             f"{per_rs_us(py) / kern_rs:>6.1f} {floor:>9.1f} {floor / kern_rs:>10.1f}"
@@ -372,12 +380,12 @@ def no_bitmap_phys():
                 return getattr(lib, name)
 
             @staticmethod
-            def pydamon_check(fd, pfns, n, accessed) -> int:
+            def pydamon_check(fd, kpf, pfns, n, accessed, stats) -> int:
                 ctypes.memset(accessed, 0, n)
                 return 0
 
             @staticmethod
-            def pydamon_check_update(fd, pfns, n, accessed, nr, bp, last, window, max_nr):
+            def pydamon_check_update(fd, kpf, pfns, n, accessed, nr, bp, last, window, max_nr, st):
                 ctypes.memset(accessed, 0, n)
                 top = lib.pydamon_update_rate(n, accessed, nr, bp, last, window)
                 ctypes.c_int64.from_address(max_nr).value = top
@@ -395,7 +403,7 @@ def host(args: argparse.Namespace) -> None:
     )
     print(
         f"{'size':>6} {'path':>12} {'regions':>8} {'samples':>8} {'us/region-sample':>17} "
-        f"{'%CPU':>6}"
+        f"{'%CPU':>6} {'syscalls/rs':>12}"
     )
     for size in args.sizes.split(","):
         proc, _ = start_workload(size)
@@ -404,7 +412,8 @@ def host(args: argparse.Namespace) -> None:
                 m = run_pydamon_in_process(args, proc.pid, path)
                 print(
                     f"{size:>6} {path:>12} {m['regions']:>8.0f} {m['samples']:>8} "
-                    f"{per_rs_us(m):>17.2f} {100 * m['cpu_s'] / m['wall_s']:>6.1f}",
+                    f"{per_rs_us(m):>17.2f} {100 * m['cpu_s'] / m['wall_s']:>6.1f} "
+                    f"{m.get('syscalls_per_rs', float('nan')):>12.2f}",
                     flush=True,
                 )
         finally:

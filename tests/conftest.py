@@ -14,9 +14,9 @@ Guest tests that change the system (swap through the ``zram_swap`` fixture, cgro
 DAMON, damo; marked ``changes_system``) never run natively outside the guest, even where this
 machine has page_idle: they go to the guest, or skip saying why.
 
-``PYDAMON_GUEST=off`` skips guest tests; ``PYDAMON_GUEST_MEM`` (default ``2G``),
-``PYDAMON_GUEST_CPUS`` (2) and ``PYDAMON_GUEST_TIMEOUT`` (seconds, 1800) tune the guest;
-``PYDAMON_GUEST_KERNEL`` boots another kernel image (e.g. the test bed's ``bzImage-6.1``).
+``PYDAMON_GUEST=off`` skips guest tests; ``PYDAMON_GUEST_KERNEL`` boots another kernel image
+(e.g. ``$PYDAMON_TESTBED/bzImage-6.1``); ``PYDAMON_GUEST_MEM`` (default ``2G``),
+``PYDAMON_GUEST_CPUS`` (2) and ``PYDAMON_GUEST_TIMEOUT`` (seconds, 1800) tune the guest.
 See docs/testing.md.
 """
 
@@ -70,6 +70,9 @@ def guest_unavailable_reason() -> str | None:
     tb = testbed_dir()
     if not (tb / "run-in-vm.sh").is_file() or not (tb / "bzImage").is_file():
         return f"no test bed at {tb} (run-in-vm.sh + bzImage); set PYDAMON_TESTBED to its directory"
+    kernel = os.environ.get("PYDAMON_GUEST_KERNEL", "")
+    if kernel and not os.path.isfile(kernel):
+        return f"PYDAMON_GUEST_KERNEL={kernel} is not a kernel image file"
     missing = [
         what
         for what, ok in (
@@ -252,11 +255,13 @@ def _boot_guest(config: pytest.Config) -> None:
         select.write_text("\n".join(run.nodeids) + "\n")
         results = results_dir / "results.jsonl"
         files = sorted({nodeid.split("::")[0] for nodeid in run.nodeids})
+        # the whole guest part takes ~10-12 min on a quiet 2-core machine, longer on a loaded one
         timeout_s = int(os.environ.get("PYDAMON_GUEST_TIMEOUT", "1800"))
-        kernel = os.environ.get("PYDAMON_GUEST_KERNEL")
+        kernel = os.environ.get("PYDAMON_GUEST_KERNEL", "")
         cmd = [
             "bash",
             str(testbed_dir() / "run-in-vm.sh"),
+            # another kernel of the test bed (e.g. bzImage-6.1); default: run-in-vm.sh's own
             *(["-k", kernel] if kernel else []),
             "-m",
             os.environ.get("PYDAMON_GUEST_MEM", "2G"),

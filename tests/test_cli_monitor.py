@@ -90,3 +90,27 @@ def test_status_of_a_killed_monitor_and_errors(tmp_path, env):
         res = pydamon(env, *argv, check=False, cwd=tmp_path)
         assert res.returncode != 0 and "Traceback" not in res.stderr
         assert len(res.stderr.strip().splitlines()) == 1 and words in res.stderr, res.stderr
+
+
+def test_status_shows_the_achieved_intervals_cpu_per_sample_and_the_budget(tmp_path, env):
+    pydamon(env, "start", "--sim", "hotcold", "--sim_speed", "20", "-a", "100ms",
+            "--cpu-budget", "100", cwd=tmp_path)  # fmt: skip
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            status = json.loads(pydamon(env, "status", "--json").stdout)
+            done = status[0].get("achieved") or {}
+            if done.get("last_nr_samples", -1) > 0:
+                break
+            time.sleep(0.3)
+        assert done["last_nr_samples"] == 20  # 100 ms of 5 ms samples, on the sim's clock
+        assert done["last_mean_access_window_us"] == 5_000
+        assert done["cpu_per_sample_us"] > 0 and done["cpu_per_region_sample_us"] > 0
+        # (a budget of one whole CPU, which this simulation never needs to stretch for)
+        assert done["cpu_budget"]["cpu_budget_percent"] == 100
+        assert done["cpu_budget"]["stretch"] == 1
+        text = pydamon(env, "status").stdout
+        assert "achieved: sampling 5.000 ms, mean access window 5.000 ms" in text
+        assert "us per region-sample" in text and "CPU budget 100%" in text
+    finally:
+        pydamon(env, "stop", check=False)

@@ -57,6 +57,8 @@ class KernelEngineContext(KernelContext):
     the kernel checks the watermarks itself)."""
 
     schemes_runner = None
+    #: a CPU budget steers the user-space engine only: kdamond's cost is the kernel's own
+    budget = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -64,6 +66,10 @@ class KernelEngineContext(KernelContext):
         self.seed = None
         self.kernel_ops = _KernelOps(self.ops)
         self._started_us = self.clock.now_us()
+        self.pacer = _KernelPacer(self)
+
+    def set_cpu_budget(self, budget: Any) -> None:
+        """Accepted for the user engine's API; no effect (the kernel's DAMON paces itself)."""
 
     @property
     def monitor_cpu_s(self) -> float:
@@ -97,6 +103,27 @@ class KernelEngineContext(KernelContext):
         super()._setup()
         self._started_us = self.clock.now_us()
         self.kernel_ops.init(self)
+
+
+class _KernelPacer:
+    """What :func:`pydamon.core.budget.achieved` reads of a context's pacing: the kernel does
+    not say how many samples an aggregation took, so those are unknown (None / -1); the CPU is
+    pydamon's reader's (kdamond's is the kernel's, seen in ``ps``)."""
+
+    def __init__(self, ctx: KernelContext) -> None:
+        self._ctx = ctx
+
+    def stats(self, sample_interval_us: int) -> dict[str, Any]:
+        return {
+            "nr_samples": None,
+            "sample_interval_us": sample_interval_us,
+            "last_aggregation_us": -1,
+            "last_nr_samples": None,
+            "last_mean_access_window_us": -1,
+            "cpu_per_sample_us": None,
+            "cpu_per_region_sample_us": None,
+            "reader_cpu_s": round(self._ctx.reader_cpu_s, 3),
+        }
 
 
 def ops_of(ctx: Any) -> Any:

@@ -19,6 +19,7 @@ from pydamon.ops.probe import (
     AccessCheckPath,
     Feature,
     access_check_path,
+    measure_access_check,
     page_features,
     require,
 )
@@ -109,6 +110,7 @@ def detect() -> dict[str, Feature]:
         _check_root(),
         *page_features().values(),
         _check_c_helper(),
+        measure_access_check(),
         _check_swap(),
         _check_thp(),
         _check_psi(),

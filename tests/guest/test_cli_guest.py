@@ -34,9 +34,10 @@ def test_record_a_running_process_and_report(workload, tmp_path, capsys):
     path = str(tmp_path / "real.data")
     # 15 s: the adaptive regions need ~8-10 aggregations (one region covers all areas and
     # the libraries around them at first) before a region holds only hot or only cold pages
-    # the user-space engine on real memory (the kernel backend: test_kernel_cli.py)
+    # the user-space engine on real memory (the kernel backend: test_kernel_cli.py);
+    # --cpu-budget 0: this tests what is recorded (hot found), not the budget's trade-off
     rc = main(["record", "--backend", "user", "-p", str(wl.pid), "-s", "50ms", "-a", "500ms",
-               "--timeout", "15", "-o", path, "-q", "--json"])  # fmt: skip
+               "--timeout", "15", "--cpu-budget", "0", "-o", path, "-q", "--json"])  # fmt: skip
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["stop_reason"] == "timeout" and summary["monitor_cpu_s"] > 0

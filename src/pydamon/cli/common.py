@@ -78,6 +78,31 @@ def positive_size(text: str) -> int:
     return value
 
 
+def cpu_budget_percent(text: str) -> float:
+    """argparse type: a CPU budget in per cent of one CPU, 0 (no budget) to 100 ("5", "5%")."""
+    try:
+        value = float(text.strip().removesuffix("%"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a per cent (e.g. 5 or 5%)") from None
+    if not math.isfinite(value) or not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: must be 0 (no budget) to 100 per cent of one CPU"
+        )
+    return value
+
+
+def add_cpu_budget_option(g: Any) -> None:
+    g.add_argument(
+        "--cpu-budget",
+        "--cpu_budget",
+        dest="cpu_budget",
+        type=cpu_budget_percent,
+        metavar="PERCENT",
+        help="keep the monitor's CPU within PERCENT of one CPU by stretching the intervals, "
+        "then lowering max_nr_regions (default 5 on real memory, none for --sim; 0: none)",
+    )
+
+
 def nr_regions(text: str) -> int:
     """argparse type: a number of regions (the kernel's minimum is 3)."""
     try:
@@ -138,6 +163,7 @@ def add_monitoring_options(p: argparse.ArgumentParser) -> None:
         metavar=("ACCESS_BP", "AGGRS", "MIN_SAMPLE_US", "MAX_SAMPLE_US"),
         help="auto-tune the intervals (kernel v6.15+ semantics)",
     )
+    add_cpu_budget_option(g)
     g.add_argument("--regions", metavar="S-E[,S-E..]", help="initial monitoring regions")
     g.add_argument("--ops", choices=OPS_NAMES, help="operations set (default: vaddr for a pid)")
     g.add_argument("--seed", type=int, help="random seed (reproduces a --sim run exactly)")
@@ -365,11 +391,18 @@ class PacedClock:
 
 
 def make_context(
-    setup: MonitorSetup, attrs: Attrs, seed: int | None, sim_speed: float | None = None
+    setup: MonitorSetup,
+    attrs: Attrs,
+    seed: int | None,
+    sim_speed: float | None = None,
+    cpu_budget: float | None = None,
 ) -> Context:
+    """``cpu_budget`` None: the operations set's default (5% on real memory, none in a sim)."""
     clock = PacedClock(sim_speed) if setup.ops_name == "sim" and sim_speed else None
     try:
-        return Context(setup.ops, setup.targets, attrs, seed=seed, clock=clock)
+        return Context(
+            setup.ops, setup.targets, attrs, seed=seed, clock=clock, cpu_budget=cpu_budget
+        )
     except AttrsError as err:
         raise CliError(f"invalid monitoring attributes: {err}", EXIT_USAGE) from None
 

@@ -94,7 +94,13 @@ def make_cli_context(
     info = BackendInfo(backend, reason, root)
     ctx: Any
     if backend == "user":
-        ctx = make_context(setup, attrs, args.seed, getattr(args, "sim_speed", None))
+        ctx = make_context(
+            setup,
+            attrs,
+            args.seed,
+            getattr(args, "sim_speed", None),
+            getattr(args, "cpu_budget", None),
+        )
         if schemes:
             ctx.set_schemes(schemes)
     else:

@@ -118,6 +118,9 @@ def _seconds_or_zero(text: str) -> float:
 
 def add_runner_options(g: Any) -> None:
     """How ``module run``/``start`` run a module (the rest of the words are its parameters)."""
+    from pydamon.cli.common import add_cpu_budget_option
+
+    add_cpu_budget_option(g)
     g.add_argument("--instance", default=None, help="instance name (default: the module's)")
     g.add_argument(
         "--run-dir", type=Path, default=None, help="where instances keep their state files"
@@ -171,6 +174,7 @@ def split_params(
                 "report_interval",
                 "backend",
                 "damon_root",
+                "cpu_budget",
             )
             if hasattr(given, k)
         }  # fmt: skip
@@ -282,7 +286,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         files.claim()
     except ModuleError as err:
         raise CliError(str(err)) from None
-    runner = ModuleRunner(module, duration_s=opts.duration, ref=ref)
+    runner = ModuleRunner(module, duration_s=opts.duration, ref=ref, cpu_budget=opts.cpu_budget)
     interval = cls.report_interval_s if opts.report_interval is None else opts.report_interval
     try:
         _say_backend_when_monitoring(module)
@@ -352,6 +356,8 @@ def cmd_start(args: argparse.Namespace) -> int:
     cmd += ["--instance", instance, "--run-dir", str(run_dir), "--report-interval", "0"]
     if opts.duration is not None:
         cmd += ["--duration", str(opts.duration)]
+    if opts.cpu_budget is not None:
+        cmd += ["--cpu-budget", str(opts.cpu_budget)]
     for key, value in params.items():
         cmd += [f"--{key}", value]
     with open(files.log_file, "ab") as log:

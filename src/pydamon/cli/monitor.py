@@ -196,7 +196,9 @@ class InstanceState:
         result: dict[str, Any]
         try:
             req = rundir.read_json(os.path.join(self.path, "tune.json"))
-            new = replace(ctx.attrs, **req["attrs"])
+            # over what was asked, not over a CPU budget's stretch of it
+            asked = ctx.attrs if ctx.budget is None else ctx.budget.asked
+            new = replace(asked, **req["attrs"])
             ctx.set_attrs(new)
             result = {"id": req.get("id"), "ok": True}
         except Exception as err:  # a bad request must not end the monitor
@@ -214,6 +216,8 @@ class InstanceState:
         self._write_status(ctx, part, nr_snapshots, "running")
 
     def _write_status(self, ctx: Any, part: Any, nr_snapshots: int, state: str) -> None:
+        from pydamon.core.budget import achieved
+
         a = ctx.attrs
         status: dict[str, Any] = {
             "state": state,
@@ -226,6 +230,7 @@ class InstanceState:
             "nr_aggregations": ctx.nr_aggregations,
             "nr_regions": ctx.nr_regions,
             "monitor_cpu_s": round(ctx.monitor_cpu_s, 3),
+            "achieved": achieved(ctx),
             "record": self.out,
             **self.backend,
             "attrs": {
@@ -236,6 +241,11 @@ class InstanceState:
                 "max_nr_regions": a.max_nr_regions,
             },
         }
+        from pydamon.ops.probe import syscalls_per_region_sample
+
+        syscalls = syscalls_per_region_sample(ctx.targets)
+        if syscalls is not None:  # real memory only: what the access checks cost so far
+            status["syscalls_per_region_sample"] = round(syscalls, 3)
         if part is not None:
             from pydamon.report.wss import total_bytes, wss_bytes
 
@@ -469,12 +479,57 @@ def run_status(args: argparse.Namespace) -> int:
                 f"update {a['ops_update_interval_us']} us, regions "
                 f"[{a['min_nr_regions']}, {a['max_nr_regions']}]"
             )
+        for line in _achieved_lines(s.get("achieved")):
+            print(f"  {line}")
+        if "syscalls_per_region_sample" in s:
+            print(
+                f"  access checks: {s['syscalls_per_region_sample']} system calls per region-sample"
+            )
         if "wss_bytes" in s:
             print(f"  last snapshot: wss {s['wss_bytes']} of {s['total_bytes']} bytes")
         if "backend" in s:
             print(f"  backend: {s['backend']} ({s.get('backend_reason', '')})")
         print(f"  record: {s.get('record')}")
     return 0
+
+
+def _achieved_lines(done: dict[str, Any] | None) -> list[str]:
+    """``status``'s lines on what the monitor achieved: intervals against those asked, CPU per
+    sample and per region-sample, and what its CPU budget chose."""
+    if not done:
+        return []
+    from pydamon.units import format_duration_us as dur
+
+    lines = []
+    sample, asked = done["sample_interval_us"], done["asked_sample_interval_us"]
+    line = f"achieved: sampling {dur(sample)}" + (
+        f" (asked {dur(asked)})" if sample != asked else ""
+    )
+    if done.get("last_mean_access_window_us", -1) >= 0:
+        line += f", mean access window {dur(done['last_mean_access_window_us'])}"
+    if done.get("last_aggregation_us", -1) >= 0:
+        line += (
+            f", last aggregation {dur(done['last_aggregation_us'])} for "
+            f"{done['last_nr_samples']} samples (asked {dur(done['asked_aggr_interval_us'])})"
+        )
+    lines.append(line)
+    if done.get("cpu_per_sample_us") is not None:
+        lines.append(
+            f"CPU {done['cpu_per_sample_us']:g} us per sample, "
+            f"{done['cpu_per_region_sample_us']:g} us per region-sample"
+        )
+    budget = done.get("cpu_budget")
+    if budget:
+        used = budget.get("cpu_usage_percent")
+        lines.append(
+            f"CPU budget {budget['cpu_budget_percent']:g}%"
+            + (f" (using {used:g}%)" if used is not None else " (measuring)")
+            + f": sampling stretched {budget['stretch']:g}x, max_nr_regions "
+            f"{budget['max_nr_regions']} (asked {budget['asked_max_nr_regions']})"
+        )
+    else:
+        lines.append("CPU budget: none")
+    return lines
 
 
 def run_tune(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ from pydamon.cli.common import (
 from pydamon.cli.engine import add_backend_options, make_cli_context
 from pydamon.cli.main import EXIT_UNSUPPORTED, EXIT_USAGE, CliError
 from pydamon.core import Context
+from pydamon.core.budget import achieved
 from pydamon.core.errors import FeatureMissing
 from pydamon.runstate import pid_alive
 from pydamon.units import format_bytes, format_duration_us
@@ -247,7 +248,7 @@ def _record(
 
     ctx, backend = make_cli_context(args, setup, attrs, schemes)
     stream_path = out if args.output_type == "pydamon" else f"{out}.part"
-    meta = {
+    meta: dict[str, Any] = {
         "ops": setup.ops_name,
         "command": sys.argv[1:],
         "targets": [
@@ -258,6 +259,7 @@ def _record(
     meta.update(backend.meta())
     if setup.ops_name == "sim":
         meta["sim_workload"] = args.sim
+    meta["cpu_budget_percent"] = 0.0 if ctx.budget is None else ctx.budget.percent
     progress = Progress(is_tty() and not args.quiet and not state)
     recorder_box: list[Any] = []
 
@@ -328,7 +330,7 @@ def _record(
             signal.signal(s, h)
         progress.update(ctx, recorder.nr_snapshots, force=True)
         progress.done()
-        recorder.close({"stop_reason": stop_reason[0]})
+        recorder.close({"stop_reason": stop_reason[0], "achieved": achieved(ctx)})
         if setup.process is not None and setup.process.poll() is None:
             setup.process.terminate()
             try:
@@ -370,6 +372,7 @@ def _record(
         "monitored_us": ctx.clock.now_us() - progress.monitor_start_us,
         "wall_s": round(time.monotonic() - wall_start, 3),
         "monitor_cpu_s": round(ctx.monitor_cpu_s, 3),
+        "achieved": achieved(ctx),
         "stop_reason": stop_reason[0],
         "file_bytes": os.path.getsize(out),
     }
@@ -380,7 +383,21 @@ def _record(
             f"recorded {summary['nr_snapshots']} snapshots "
             f"({format_duration_us(summary['monitored_us'])} monitored, "
             f"stopped: {summary['stop_reason']}) to {out} "
-            f"({format_bytes(summary['file_bytes'])}); monitor CPU {summary['monitor_cpu_s']} s",
+            f"({format_bytes(summary['file_bytes'])}); monitor CPU {summary['monitor_cpu_s']} s"
+            f"{_budget_note(summary['achieved'])}",
             file=sys.stderr,
         )
     return 0
+
+
+def _budget_note(done: dict[str, Any]) -> str:
+    """What a CPU budget did to the intervals, for the closing line ("" if nothing)."""
+    budget = done.get("cpu_budget")
+    if not budget or budget["sample_interval_us"] == budget["asked_sample_interval_us"]:
+        return ""
+    return (
+        f" (CPU budget {budget['cpu_budget_percent']:g}%: sampling "
+        f"{format_duration_us(budget['asked_sample_interval_us'])} stretched to "
+        f"{format_duration_us(budget['sample_interval_us'])}, max_nr_regions "
+        f"{budget['max_nr_regions']})"
+    )

@@ -9,6 +9,7 @@ and before termination.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
@@ -17,9 +18,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from pydamon.core import tuning
+from pydamon.core import adjust, tuning
 from pydamon.core.attrs import Attrs
+from pydamon.core.budget import BudgetGovernor, CpuBudget, as_budget
 from pydamon.core.clock import Clock, RealClock
+from pydamon.core.pacing import SamplePacer, SampleTimes
 from pydamon.core.regions import PAGE_SIZE, Regions
 from pydamon.core.schemes import SchemesRunner, new_schemes_runner
 from pydamon.core.snapshot import Snapshot
@@ -81,7 +84,9 @@ class Context:
         seed: int | None = None,
         clock: Clock | None = None,
         min_region_sz: int = PAGE_SIZE,
+        cpu_budget: CpuBudget | float | None = None,
     ) -> None:
+        # cpu_budget: see set_cpu_budget(); None takes the operations set's default
         attrs = (attrs or Attrs()).with_aggr_samples()
         attrs.validate()
         self.ops = ops
@@ -112,6 +117,13 @@ class Context:
         self.monitor_cpu_s = 0.0
         self._cpu_start_s = 0.0
         self._run_end_us: int | None = None
+        #: paces the samples (honest access windows) and counts what each aggregation achieved
+        self.pacer = SamplePacer()
+        #: keeps the process's CPU within a budget, if one is set (:meth:`set_cpu_budget`)
+        self.budget: BudgetGovernor | None = None
+        #: gets the loop's one-line warnings (default: stderr)
+        self.on_warning: Callable[[str], object] = _print_warning
+        self._set_cpu_budget(ops.default_cpu_budget() if cpu_budget is None else cpu_budget)
 
         self._calls: list[_CallRequest] = []
         self._calls_lock = threading.Lock()
@@ -139,9 +151,13 @@ class Context:
         else:
             self._set_attrs(attrs)
 
-    def _set_attrs(self, attrs: Attrs) -> None:
+    def _set_attrs(self, attrs: Attrs, by_budget: bool = False) -> None:
         attrs = attrs.with_aggr_samples()
         attrs.validate()
+        if self.budget is not None and not by_budget:
+            # what is asked changes; the budget's stretch applies to it at once
+            self.budget.asked = attrs
+            attrs = self.budget.chosen()
         sample = attrs.sample_interval_us or 1
         aggregating = self.passed_sample_intervals < self.next_aggregation_sis
         self.next_aggregation_sis = self.passed_sample_intervals + attrs.aggr_interval_us // sample
@@ -169,6 +185,20 @@ class Context:
                 (old.aggr_interval_us, new.aggr_interval_us),
                 aggregating,
             )
+
+    def set_cpu_budget(self, budget: CpuBudget | float | None) -> None:
+        """Keep the whole process's CPU within ``budget`` per cent of one CPU (or a
+        :class:`CpuBudget`, see :mod:`pydamon.core.budget`); 0 or None: no budget."""
+        if self._running and threading.current_thread() is not self._loop_thread:
+            self.call(lambda ctx: ctx._set_cpu_budget(budget))
+        else:
+            self._set_cpu_budget(budget)
+
+    def _set_cpu_budget(self, value: CpuBudget | float | None) -> None:
+        budget, old, self.budget = as_budget(value), self.budget, None
+        if old is not None and old.asked != self._attrs:
+            self._set_attrs(old.asked)  # what was asked, unstretched
+        self.budget = None if budget is None else BudgetGovernor(budget, self._attrs)
 
     # -- schemes ------------------------------------------------------------------------------
     def set_schemes(self, schemes: Sequence[Any]) -> None:
@@ -272,6 +302,8 @@ class Context:
             end_us=self.clock.now_us(),
             sample_interval_us=self._attrs.sample_interval_us,
             aggr_interval_us=self._attrs.aggr_interval_us,
+            nr_samples=self.pacer.nr_samples,
+            mean_window_us=self.pacer.mean_window_us,
             starts=r.start.copy(),
             ends=r.end.copy(),
             nr_accesses=r.nr_accesses.copy(),
@@ -388,6 +420,9 @@ class Context:
             self.ops.init(self)
             self._sz_limit = self._region_sz_limit()
             self._init_loop_state()
+            self.pacer.start()
+            if self.budget is not None:
+                self.budget.start()
             end_us = None if duration_us is None else self.clock.now_us() + duration_us
             self._run_end_us = end_us
             target_aggregations = (
@@ -429,13 +464,6 @@ class Context:
             sz //= self._attrs.min_nr_regions
         return max(sz, self.min_region_sz)
 
-    def _sleep_sample_interval(self, interval_us: int) -> None:
-        # Like kdamond_usleep(): always the full interval between preparing the access checks
-        # and checking them, however long the loop's own work took. (Sleeping to a deadline
-        # instead kept the sampling rate but let a late loop shrink the window in which an
-        # access can be seen, towards zero, so busy pages read as idle.)
-        self.clock.sleep_until(self.clock.now_us() + interval_us)
-
     def _wait_activation(self) -> bool:
         """``kdamond_wait_activation()``: True if monitoring should stop."""
         runner = self.schemes_runner
@@ -467,10 +495,18 @@ class Context:
 
         if self._wait_activation():
             return True
+        # The mean access window is the interval, whatever the prepare and the check take
+        # (pydamon.core.pacing); on a virtual clock this sleeps exactly the interval.
+        clock = self.clock
+        prepare_start = clock.now_us()
         self.ops.prepare_access_checks(self)
-        self._sleep_sample_interval(sample_interval)
+        prepare_end = clock.now_us()
+        clock.sleep_until(self.pacer.deadline_us(prepare_start, prepare_end, sample_interval))
+        check_start = clock.now_us()
         self.passed_sample_intervals += 1
         max_nr_accesses = self.ops.check_accesses(self)
+        times = SampleTimes(prepare_start, prepare_end, check_start, clock.now_us())
+        self.pacer.sampled(times, self.nr_regions, sample_interval)
         self.last_max_nr_accesses = max_nr_accesses
 
         stop = False
@@ -480,6 +516,13 @@ class Context:
             self.nr_aggregations += 1
             # refreshed once per aggregation (not per sample), before the callbacks read it
             self.monitor_cpu_s = time.thread_time() - self._cpu_start_s
+            end_us = clock.now_us()
+            # with a budget, work beyond the interval is the budget's to fix (it stretches it)
+            warning = self.pacer.aggregation_ended(
+                self.aggregation_start_us, end_us, sample_interval, warn=self.budget is None
+            )
+            if warning is not None:
+                self.on_warning(warning)
             stop = self._run_callbacks("after_aggregation")
         if stop:
             return True
@@ -497,6 +540,11 @@ class Context:
                 self.next_intervals_tune_sis += self._attrs.aggr_samples * goal.aggrs
                 self._tune_intervals()
                 sample_interval = self._attrs.sample_interval_us or 1
+            chosen = None if self.budget is None else self.budget.step()
+            if chosen is not None:
+                self.next_aggregation_sis = next_aggregation_sis  # as for the tuning above
+                self._set_attrs(chosen, by_budget=True)
+                sample_interval = self._attrs.sample_interval_us or 1
             self.next_aggregation_sis = (
                 next_aggregation_sis + self._attrs.aggr_interval_us // sample_interval
             )
@@ -513,43 +561,16 @@ class Context:
 
     # -- adaptive regions adjustment --------------------------------------------------------------
     def _merge_regions(self, threshold: int, sz_limit: int) -> None:
-        """``kdamond_merge_regions()``: merge, doubling the threshold while too many regions."""
-        attrs = self._attrs
-        max_thres = attrs.aggr_interval_us // (attrs.sample_interval_us or 1)
-        while True:
-            nr_regions = 0
-            for t in self.targets:
-                t.regions.merge_regions(threshold, sz_limit)
-                nr_regions += len(t.regions)
-            threshold = max(1, threshold * 2)
-            if not (nr_regions > attrs.max_nr_regions and threshold // 2 < max_thres):
-                break
+        adjust.merge_regions(self, threshold, sz_limit)
 
     def _reset_aggregated(self) -> None:
         for t in self.targets:
             t.regions.reset_aggregated()
         self.aggregation_start_us = self.clock.now_us()
+        self.pacer.reset()
 
     def _split_regions(self) -> None:
-        """``kdamond_split_regions()``: split into 2 (or 3 if stuck) while under max/2.
-
-        Kernel version: this follows mainline as the reference describes it (v6.16..v7.1): no
-        split above max_nr_regions / 2, ``sz_limit = total / min_nr_regions`` (newer mm-tree
-        work, ``damon_apply_min_nr_regions()`` and partial splits above max/2, is not
-        followed). The kernel keeps ``last_nr_regions`` in a function-static variable shared by
-        all contexts; here it is per context.
-        """
-        nr_regions = self.nr_regions
-        max_nr = self._attrs.max_nr_regions
-        if nr_regions > max_nr // 2:
-            return
-        nr_subs = 2
-        # Maybe the middle of the region has a different access frequency.
-        if self._last_nr_regions_at_split == nr_regions and nr_regions < max_nr // 3:
-            nr_subs = 3
-        for t in self.targets:
-            t.regions.split_regions(nr_subs, self.rng, self.min_region_sz)
-        self._last_nr_regions_at_split = nr_regions
+        self._last_nr_regions_at_split = adjust.split_regions(self, self._last_nr_regions_at_split)
 
     # -- monitoring intervals auto-tuning (pydamon.core.tuning) ------------------------------
     def _regions_accesses(self) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -563,6 +584,12 @@ class Context:
         return tuning.intervals_adaptation_bp(self.intervals_score_bp())
 
     def _tune_intervals(self) -> None:
-        attrs = tuning.tuned_attrs(self._attrs, self._regions_accesses())
+        # tuned from what was asked, not from a CPU budget's stretch of it
+        asked = self._attrs if self.budget is None else self.budget.asked
+        attrs = tuning.tuned_attrs(asked, self._regions_accesses())
         if attrs is not None:
             self._set_attrs(attrs)
+
+
+def _print_warning(message: str) -> None:
+    print(f"pydamon: warning: {message}", file=sys.stderr, flush=True)

@@ -57,6 +57,10 @@ class Operations(ABC, Generic[SchemeT]):
         """The clock a context uses with this operations set when none is given."""
         return None
 
+    def default_cpu_budget(self) -> float | None:
+        """The CPU budget (per cent of one CPU) of a context that sets none; None: no budget."""
+        return None
+
     def init(self, ctx: Context) -> None:  # noqa: B027 - optional hook
         """Set up targets before monitoring starts."""
 

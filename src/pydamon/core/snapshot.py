@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from pydamon.core.pacing import UNKNOWN
 from pydamon.core.regions import IntArray
 
 
@@ -20,6 +21,10 @@ class Snapshot:
     Times are in microseconds on the monitor's clock (virtual time for simulations).
     ``nr_accesses`` counts samples that found the region accessed in this aggregation (at most
     ``aggr_interval_us // sample_interval_us``); ``age`` counts aggregation intervals.
+
+    ``nr_samples`` is the number of samples the aggregation really took and ``mean_window_us``
+    their measured mean access window (a page's idle-bit write to its read), both
+    :data:`UNKNOWN` where not measured (older records, the kernel's snapshots).
     """
 
     target_index: int
@@ -32,6 +37,8 @@ class Snapshot:
     ends: IntArray
     nr_accesses: IntArray
     age: IntArray
+    nr_samples: int = UNKNOWN
+    mean_window_us: int = UNKNOWN
 
     @property
     def nr_regions(self) -> int:
@@ -68,6 +75,8 @@ class Snapshot:
             "end_us": self.end_us,
             "sample_interval_us": self.sample_interval_us,
             "aggr_interval_us": self.aggr_interval_us,
+            "nr_samples": self.nr_samples,
+            "mean_window_us": self.mean_window_us,
             "regions": [
                 {"start": s, "end": e, "nr_accesses": n, "age": a}
                 for s, e, n, a in zip(
@@ -97,4 +106,6 @@ class Snapshot:
             ends=col("end"),
             nr_accesses=col("nr_accesses"),
             age=col("age"),
+            nr_samples=int(data.get("nr_samples", UNKNOWN)),
+            mean_window_us=int(data.get("mean_window_us", UNKNOWN)),
         )

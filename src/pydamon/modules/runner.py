@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pydamon.core import Context
+from pydamon.core.budget import achieved
 from pydamon.modules.base import Module, ModuleError, ParamError, Params
 from pydamon.runstate import base_run_dir, pid_alive
 
@@ -31,9 +32,16 @@ class ModuleRunner:
     """Run one module's contexts in background threads; reconfigure them online."""
 
     def __init__(
-        self, module: Module, *, duration_s: float | None = None, ref: str | None = None
+        self,
+        module: Module,
+        *,
+        duration_s: float | None = None,
+        ref: str | None = None,
+        cpu_budget: float | None = None,
     ) -> None:
         self.module = module
+        #: the contexts' CPU budget (per cent of one CPU, 0: none); None keeps their default
+        self.cpu_budget = cpu_budget
         #: How the module was named when loaded (built-in name or file path), for ``set``.
         self.ref = ref or module.name
         self.duration_s = duration_s
@@ -48,6 +56,8 @@ class ModuleRunner:
         self.module.contexts = contexts
         self.contexts = contexts
         for ctx in contexts:
+            if self.cpu_budget is not None:
+                ctx.set_cpu_budget(self.cpu_budget)
             ctx.add_callback("after_aggregation", self.module.after_aggregation)
             ctx.add_callback("after_wmarks_check", self.module.after_wmarks_check)
             if self.duration_s is not None:
@@ -120,6 +130,7 @@ class ModuleRunner:
                     "sample_interval_us": attrs.sample_interval_us,
                     "aggr_interval_us": attrs.aggr_interval_us,
                     "monitor_cpu_s": round(ctx.monitor_cpu_s, 3),
+                    "achieved": achieved(ctx),
                 }
             )
         return {

@@ -45,14 +45,18 @@ def parse_maps(text: str) -> list[Mapping]:
 
 def read_maps(pid: int) -> list[Mapping]:
     """The mappings of process ``pid``; raises ``ProcessLookupError`` if it is gone."""
+    return user_mappings(parse_maps(read_maps_text(pid)))
+
+
+def read_maps_text(pid: int) -> str:
+    """``/proc/PID/maps`` as text; raises ``ProcessLookupError`` if the process is gone."""
     try:
         with open(f"/proc/{pid}/maps") as f:
-            text = f.read()
+            return f.read()
     except FileNotFoundError:
         raise ProcessLookupError(errno.ESRCH, f"process {pid} does not exist") from None
     except ProcessLookupError:
         raise ProcessLookupError(errno.ESRCH, f"process {pid} exited") from None
-    return user_mappings(parse_maps(text))
 
 
 def user_mappings(mappings: Sequence[Mapping]) -> list[Mapping]:
@@ -136,3 +140,68 @@ def largest_system_ram(text: str) -> tuple[int, int] | None:
     if not ranges or all(s == 0 and e <= 1 for s, e in ranges):
         return None  # none, or addresses hidden (non-root readers see zeros)
     return max(ranges, key=lambda r: (r[1] - r[0], -r[0]))
+
+
+# -- /proc/PID/smaps: where huge pages are ---------------------------------------------------------
+
+#: smaps fields (kB) that count PMD-mapped huge pages in a mapping
+SMAPS_HUGE_FIELDS = ("AnonHugePages:", "ShmemPmdMapped:", "FilePmdMapped:")
+
+
+def parse_smaps(text: str) -> tuple[list[Mapping], list[tuple[int, int]]]:
+    """``/proc/PID/smaps`` text: the mappings (as :func:`parse_maps` gives them), and those of
+    them that map huge pages (a :data:`SMAPS_HUGE_FIELDS` field above 0 kB)."""
+    header: list[str] = []
+    huge: list[tuple[int, int]] = []
+    current: tuple[int, int] | None = None
+    for line in text.splitlines():
+        first = line.split(None, 1)[0] if line else ""
+        if first.endswith(":"):
+            if current is not None and first in SMAPS_HUGE_FIELDS:
+                fields = line.split()
+                if len(fields) > 1 and fields[1] != "0" and (not huge or huge[-1] != current):
+                    huge.append(current)
+            continue
+        if "-" in first:  # a mapping's header line, as in /proc/PID/maps
+            header.append(line)
+            lo, _, hi = first.partition("-")
+            try:
+                current = (int(lo, 16), int(hi, 16))
+            except ValueError:
+                current = None
+    return user_mappings(parse_maps("\n".join(header))), huge
+
+
+def read_smaps(pid: int) -> tuple[list[Mapping], list[tuple[int, int]]]:
+    """:func:`parse_smaps` of process ``pid``; raises ``ProcessLookupError`` if it is gone.
+
+    Costs a walk of the process's page tables in the kernel (milliseconds per GiB mapped):
+    read at an ops update only, and only when :func:`thp_events` moved.
+    """
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ProcessLookupError(errno.ESRCH, f"process {pid} does not exist") from None
+    except ProcessLookupError:
+        raise ProcessLookupError(errno.ESRCH, f"process {pid} exited") from None
+    return parse_smaps(text)
+
+
+#: /proc/vmstat counters that move when a huge page is made or mapped anywhere in the system
+THP_EVENTS = ("thp_fault_alloc", "thp_collapse_alloc", "thp_file_alloc", "thp_file_mapped")
+
+
+def thp_events(vmstat: str = "/proc/vmstat") -> int:
+    """The sum of the :data:`THP_EVENTS` counters (-1 if unreadable: assume they moved)."""
+    try:
+        with open(vmstat) as f:
+            text = f.read()
+    except OSError:
+        return -1
+    total = 0
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in THP_EVENTS:
+            total += int(value)
+    return total

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pydamon.core.budget import DEFAULT_REAL_CPU_BUDGET_PERCENT
 from pydamon.core.errors import FeatureMissing
 from pydamon.core.operations import ApplyResult, update_regions_access
 from pydamon.core.regions import PAGE_SIZE, Regions, align_down, align_up
@@ -90,6 +91,10 @@ class PaddrOperations(DamosOperations):
         self.nr_rmap_builds = 0
         #: ranges an action failed on, per errno (counted, never fatal)
         self.apply_errors: dict[int, int] = {}
+
+    def default_cpu_budget(self) -> float | None:
+        # real memory: bounded cost by default (docs/real-memory.md says why 5%)
+        return DEFAULT_REAL_CPU_BUDGET_PERCENT
 
     def init(self, ctx: Context) -> None:
         require(self.name)

@@ -102,6 +102,62 @@ def read_entries(fd: int, indices: IntArray) -> U64Array:
     return values[inverse]
 
 
+#: entries read or written in one system call at most by the access check's batches
+RUN_MAX = 512
+
+
+def _run_ends(indices: list[int], max_gap: int) -> list[int]:
+    """Cut sorted ``indices`` into runs at most ``max_gap + 1`` apart, each spanning fewer
+    than :data:`RUN_MAX` entries: the end position of each run (the C helper's batches)."""
+    ends = []
+    first = 0
+    for j in range(1, len(indices)):
+        if indices[j] - indices[j - 1] > max_gap + 1 or indices[j] - indices[first] >= RUN_MAX:
+            ends.append(j)
+            first = j
+    if indices:
+        ends.append(len(indices))
+    return ends
+
+
+def batch_read(fd: int, indices: Sequence[int], max_gap: int, stats: IntArray) -> list[int]:
+    """The 8-byte entries ``indices`` of ``fd`` (0 where unreadable), read in ascending order,
+    one ``pread`` per run of entries at most ``max_gap + 1`` apart (the gaps are read and
+    dropped); ``stats[0]`` counts the calls. The access check's reads, as ``batch_read()`` of
+    ``_fastpath.c`` makes them."""
+    order = sorted(range(len(indices)), key=indices.__getitem__)
+    ordered = [indices[i] for i in order]
+    out = [0] * len(indices)
+    start = 0
+    for end in _run_ends(ordered, max_gap):
+        first = ordered[start]
+        try:
+            data = os.pread(fd, 8 * (ordered[end - 1] - first + 1), 8 * first)
+        except OSError:
+            data = b""
+        stats[0] += 1
+        for k in range(start, end):
+            at = 8 * (ordered[k] - first)
+            if at + 8 <= len(data):
+                out[order[k]] = int.from_bytes(data[at : at + 8], "little")
+        start = end
+    return out
+
+
+def batch_write(fd: int, words: Sequence[int], values: Sequence[int], stats: IntArray) -> None:
+    """Write ``values`` to the entries ``words`` (sorted, distinct), one ``pwrite`` per run of
+    adjacent entries (a failed write, past the end of memory: nothing to mark there)."""
+    start = 0
+    for end in _run_ends(list(words), 0):
+        data = b"".join(v.to_bytes(8, "little") for v in values[start:end])
+        try:
+            os.pwrite(fd, data, 8 * words[start])
+        except OSError:
+            pass
+        stats[0] += 1
+        start = end
+
+
 def _read_u64(fd: int, index: int) -> int:
     """One 8-byte entry (0 if it cannot be read)."""
     try:

@@ -9,9 +9,12 @@ Targets are pids. The access check of a region uses its sampling address's page:
   swapped out, not on an LRU list (e.g. still in a per-CPU LRU-add batch: page_idle cannot track
   it) or unmapped counts as not accessed.
 
-The PFN of prepare time is re-used at check time, so each region costs one pagemap read, one
-kpageflags read and one bitmap write at prepare and one bitmap read at check (in C when the helper
-of :mod:`pydamon.ops._native` builds, else in Python). Nothing walks a whole region.
+The PFN of prepare time is re-used at check time, so each region costs one pagemap read and a
+share of one bitmap write at prepare (the addresses whose frames share a 64-frame bitmap word
+share its write) and a share of one bitmap read at check; kpageflags are read at prepare only
+where huge pages may be (:mod:`pydamon.ops.hugemaps`, re-learnt at each ops update, fvaddr's
+too), elsewhere at check time for the frames whose bit reads "accessed" (in C when the helper of
+:mod:`pydamon.ops._native` builds, else in Python). Nothing walks a whole region.
 
 ``vaddr`` starts from the kernel's three regions (all mappings minus the two biggest unmapped gaps,
 evenly split into ``min_nr_regions``-sized pieces) and re-reads ``/proc/PID/maps`` every
@@ -33,12 +36,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pydamon.core.budget import DEFAULT_REAL_CPU_BUDGET_PERCENT
 from pydamon.core.errors import FeatureMissing, RealMemoryError, TargetGone
 from pydamon.core.operations import ApplyResult, update_regions_access
 from pydamon.core.regions import PAGE_SIZE, Regions, align_down, align_up
 from pydamon.damos.filters import needed_facts, ops_filters_pass, passing_ranges
 from pydamon.damos.scheme import Scheme
 from pydamon.ops import _native, _proc, pagefacts
+from pydamon.ops.hugemaps import HugeMappings
 from pydamon.ops.madvise import (
     MADV,
     REMOTE_ADVICE,
@@ -69,6 +74,8 @@ class _VaState:
     pagemap: pagefacts.Pagemap
     #: the per-sample access checks of this target (sampling addresses, PFNs checked)
     sampler: _native.Sampler
+    #: where this target's huge pages may be (the sampler reads kpageflags only there)
+    huge: HugeMappings
     gone: bool = False
     poller: select.poll | None = None
     #: mappings cached for apply_scheme, with the aggregation count they were read at
@@ -110,6 +117,10 @@ class VaddrOperations(DamosOperations):
         self.phys: pagefacts.PhysPages | None = None
         #: ranges an action failed on, per errno (counted, never fatal)
         self.apply_errors: dict[int, int] = {}
+
+    def default_cpu_budget(self) -> float | None:
+        # real memory: bounded cost by default (docs/real-memory.md says why 5%)
+        return DEFAULT_REAL_CPU_BUDGET_PERCENT
 
     # -- setup -----------------------------------------------------------------------------------
     def init(self, ctx: Context) -> None:
@@ -166,7 +177,20 @@ class VaddrOperations(DamosOperations):
             raise FeatureMissing(
                 f"cannot read /proc/{pid}/pagemap: permission denied; run as root"
             ) from None
-        t.ops_private = _VaState(pid, pidfd, pagemap, _native.Sampler(ctx.rng, self.native))
+        state = _VaState(
+            pid, pidfd, pagemap, _native.Sampler(ctx.rng, self.native), HugeMappings(pid)
+        )
+        t.ops_private = state
+
+        def tails_seen(addrs: IntArray) -> None:
+            state.huge.tails_seen(addrs)
+            state.sampler.huge = state.huge.ranges
+
+        state.sampler.on_tails_seen = tails_seen
+        try:
+            maps = self._refresh_huge(state)
+        except ProcessLookupError:
+            raise TargetGone(f"process {pid} exited before monitoring started") from None
         if t.ranges:
             t.regions = Regions(
                 [
@@ -177,10 +201,6 @@ class VaddrOperations(DamosOperations):
             return
         if len(t.regions):
             return  # regions set by the user directly
-        try:
-            maps = _proc.read_maps(pid)
-        except ProcessLookupError:
-            raise TargetGone(f"process {pid} exited before monitoring started") from None
         ranges = _proc.three_regions(maps, ctx.min_region_sz)
         if ranges is None:
             if not maps:
@@ -194,17 +214,28 @@ class VaddrOperations(DamosOperations):
         t.regions = Regions(ranges)
         evenly_split_init(t.regions, ctx.attrs.min_nr_regions, ctx.min_region_sz)
 
+    @staticmethod
+    def _refresh_huge(state: _VaState) -> list[_proc.Mapping]:
+        """Where the target's huge pages may be, re-learnt (see hugemaps); its mappings."""
+        try:
+            maps = state.huge.update()
+        except PermissionError:  # smaps unreadable: huge pages may be anywhere
+            state.sampler.huge = None
+            return _proc.read_maps(state.pid)
+        state.sampler.huge = state.huge.ranges
+        return maps
+
     def update(self, ctx: Context) -> None:
-        if self.fixed_ranges:
-            return
         for t in ctx.targets:
             state = t.ops_private
-            if t.ranges or not isinstance(state, _VaState) or state.gone:
+            if not isinstance(state, _VaState) or state.gone:
                 continue
             try:
-                maps = _proc.read_maps(state.pid)
+                maps = self._refresh_huge(state)
             except ProcessLookupError:
                 continue  # target_valid() ends it
+            if self.fixed_ranges or t.ranges:
+                continue
             ranges = _proc.three_regions(maps, ctx.min_region_sz)
             if ranges is not None:
                 t.regions.set_regions(ranges, ctx.min_region_sz)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from pydamon.record.model import Record, RecordError, TargetInfo
+from pydamon.record.model import UNKNOWN, Record, RecordError, TargetInfo
 
 _BLOCK = struct.Struct("<IQBBH")  # nr_snapshots, nr_regions, flags, nr_columns, reserved
 _COLUMN = struct.Struct("<BBBBI")  # column id, dtype code, shift, codec, stored bytes
@@ -26,9 +26,14 @@ COL_RSS, COL_VSZ, COL_SYS_FREE, COL_SYS_TOTAL, COL_NR_REGIONS = 5, 6, 7, 8, 9
 COL_GAP_INDEX, COL_GAP_VALUE, COL_SIZE, COL_NR_ACCESSES, COL_AGE = 10, 11, 12, 13, 14
 #: Version 2 only: start of region ``region_offsets[i]`` for each snapshot ``i`` (0 past the end).
 COL_FIRST_START = 15
+#: Optional per-snapshot columns (absent from older records: UNKNOWN): the samples each
+#: aggregation really took and their measured mean access window.
+COL_NR_SAMPLES, COL_WINDOW = 16, 17
+OPTIONAL_SNAP = ((COL_NR_SAMPLES, "snap_nr_samples"), (COL_WINDOW, "snap_window_us"))
 COLUMN_NAMES = (
     "target start_us duration_us sample_us aggr_us rss_bytes vsz_bytes sys_free_bytes "
-    "sys_total_bytes nr_regions gap_index gap_value size nr_accesses age first_start"
+    "sys_total_bytes nr_regions gap_index gap_value size nr_accesses age first_start "
+    "nr_samples window_us"
 ).split()
 
 DTYPES = ["|u1", "<u2", "<u4", "<u8", "|i1", "<i2", "<i4", "<i8"]
@@ -96,6 +101,8 @@ def encode_block(part: Record, compress: int = 0) -> bytes:
         (COL_SIZE, sizes >> shift, shift),
         (COL_NR_ACCESSES, part.nr_accesses, 0),
         (COL_AGE, part.age, 0),
+        (COL_NR_SAMPLES, part.snap_nr_samples, 0),
+        (COL_WINDOW, part.snap_window_us, 0),
     ]
     out = [_BLOCK.pack(n, m, 0, len(columns), 0)]
     out += [_pack_column(cid, np.asarray(arr), sh, compress) for cid, arr, sh in columns]
@@ -141,7 +148,7 @@ def parse_block(payload: memoryview) -> tuple[int, int, Columns]:
                 raise RecordError(f"column shifted by {shift} bits")
             pos += nbytes
             dtype = np.dtype(DTYPES[dtype_code])
-            want = n if col_id < COL_GAP_INDEX else m
+            want = n if col_id < COL_GAP_INDEX or col_id >= COL_FIRST_START else m
             if want * dtype.itemsize > max(nbytes, 64) * _ZLIB_MAX_RATIO:
                 raise RecordError("block claims more values than its size allows")
             data: bytes | memoryview = raw
@@ -163,6 +170,7 @@ def parse_block(payload: memoryview) -> tuple[int, int, Columns]:
         and len(cols[COL_GAP_INDEX][0]) == len(cols[COL_GAP_VALUE][0]) <= m
         and not (nr_regions.dtype.kind == "i" and n and int(nr_regions.min()) < 0)
         and int(nr_regions.sum(dtype=np.int64)) == m
+        and all(len(cols[c][0]) == n for c, _ in OPTIONAL_SNAP if c in cols)
     ):
         raise RecordError("snapshot block columns disagree in length")
     gap_index = cols[COL_GAP_INDEX][0]
@@ -210,6 +218,8 @@ def decode_into(block: tuple[int, int, Columns], out: Record, n0: int, m0: int) 
     n1, m1 = n0 + n, m0 + m
     for col_id, name in _SNAP_COLUMNS:
         getattr(out, name)[n0:n1] = cols[col_id][0]
+    for col_id, name in OPTIONAL_SNAP:
+        getattr(out, name)[n0:n1] = cols[col_id][0] if col_id in cols else UNKNOWN
     out.snap_end_us[n0:n1] = out.snap_start_us[n0:n1]
     out.snap_end_us[n0:n1] += cols[COL_DURATION][0].astype(np.int64)
     np.cumsum(cols[COL_NR_REGIONS][0], out=out.region_offsets[n0 + 1 : n1 + 1])

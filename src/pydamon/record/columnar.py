@@ -51,7 +51,12 @@ SNAP_COLUMNS = (
 REGION_COLUMNS = (
     blk.COL_GAP_INDEX, blk.COL_GAP_VALUE, blk.COL_SIZE, blk.COL_NR_ACCESSES, blk.COL_AGE
 )  # fmt: skip
-ALL_COLUMNS = tuple(c for c, _ in SNAP_COLUMNS) + REGION_COLUMNS
+#: Per-snapshot columns older records lack (read as UNKNOWN): real sample counts, windows.
+OPTIONAL_SNAP_COLUMNS = blk.OPTIONAL_SNAP
+#: The columns a record cannot be read without.
+REQUIRED_COLUMNS = tuple(c for c, _ in SNAP_COLUMNS) + REGION_COLUMNS
+#: The columns written, in file order (the per-snapshot ones first: a torn file loses regions).
+ALL_COLUMNS = tuple(c for c, _ in SNAP_COLUMNS + OPTIONAL_SNAP_COLUMNS) + REGION_COLUMNS
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -270,7 +275,7 @@ def read_columns(
     for pos, payload in chunks:
         col = MappedColumn(path, payload, pos)
         cols[col.col_id] = col
-    missing = [blk.COLUMN_NAMES[c] for c in ALL_COLUMNS if c not in cols]
+    missing = [blk.COLUMN_NAMES[c] for c in REQUIRED_COLUMNS if c not in cols]
     if missing and damaged:
         a, b, _ = damaged[0]
         raise RecordError(
@@ -283,7 +288,8 @@ def read_columns(
             "unreadable); the snapshots cannot be rebuilt without it"
         )
     n = cols[blk.COL_START].count
-    if any(cols[c].count != n for c, _ in SNAP_COLUMNS):
+    optional = [(c, name) for c, name in OPTIONAL_SNAP_COLUMNS if c in cols]
+    if any(cols[c].count != n for c, _ in SNAP_COLUMNS + tuple(optional)):
         raise RecordError(f"{path}: per-snapshot columns disagree in length")
     if verify:
         from pydamon.record.salvage import damaged_snapshots
@@ -311,6 +317,8 @@ def read_columns(
         sys_free_bytes=snap(blk.COL_SYS_FREE), sys_total_bytes=snap(blk.COL_SYS_TOTAL),
         region_offsets=offsets, store=store,
     )  # fmt: skip
+    for c, name in optional:
+        setattr(rec, name, snap(c))
     if not verify or not bad[0].any():
         return rec
     from pydamon.record.salvage import without
@@ -359,7 +367,9 @@ def _gaps_of(part: Record, prev_end: int | None) -> tuple[np.ndarray, np.ndarray
 
 
 def _plan(parts: Iterator[Record]) -> _Plan:
-    snap_lists: dict[int, list[np.ndarray]] = {c: [] for c, _ in SNAP_COLUMNS}
+    snap_lists: dict[int, list[np.ndarray]] = {
+        c: [] for c, _ in SNAP_COLUMNS + OPTIONAL_SNAP_COLUMNS
+    }
     counted = (blk.COL_SIZE, blk.COL_NR_ACCESSES, blk.COL_AGE, blk.COL_GAP_VALUE)
     ranges = {c: _Range() for c in counted}
     m = nr_gaps = 0
@@ -406,7 +416,7 @@ def _snapshot_values(part: Record) -> dict[int, np.ndarray]:
         blk.COL_NR_REGIONS: part.nr_regions.astype(np.int64),
         blk.COL_FIRST_START: first,
     }
-    for col_id, name in SNAP_COLUMNS:
+    for col_id, name in SNAP_COLUMNS + OPTIONAL_SNAP_COLUMNS:
         if name:
             out[col_id] = np.asarray(getattr(part, name), np.int64)
     return out
@@ -457,7 +467,7 @@ def write_columns(
     instead."""
     plan = _plan(parts())
     n, m = len(plan.snap[blk.COL_START]), plan.nr_regions_total
-    counts = {c: n for c, _ in SNAP_COLUMNS}
+    counts = {c: n for c, _ in SNAP_COLUMNS + OPTIONAL_SNAP_COLUMNS}
     counts.update({blk.COL_GAP_INDEX: plan.nr_gaps, blk.COL_GAP_VALUE: plan.nr_gaps})
     counts.update({blk.COL_SIZE: m, blk.COL_NR_ACCESSES: m, blk.COL_AGE: m})
     header = bf.header_bytes(meta, bf.VERSION_COLUMNS)

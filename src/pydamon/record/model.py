@@ -138,6 +138,8 @@ class Record:
         store: RegionStore | None = None,
         store_snapshot: int = 0,
         store_region: int = 0,
+        snap_nr_samples: np.ndarray | None = None,  # int64 [N], UNKNOWN where not measured
+        snap_window_us: np.ndarray | None = None,  # int64 [N]: measured mean access window
     ) -> None:
         self.meta = meta
         self.targets = targets
@@ -150,6 +152,11 @@ class Record:
         self.vsz_bytes = vsz_bytes
         self.sys_free_bytes = sys_free_bytes
         self.sys_total_bytes = sys_total_bytes
+        unknown = np.full(len(snap_start_us), UNKNOWN, np.int64)
+        #: samples each aggregation really took, and their mean access window (UNKNOWN: older
+        #: records, kernel snapshots)
+        self.snap_nr_samples = unknown if snap_nr_samples is None else snap_nr_samples
+        self.snap_window_us = unknown.copy() if snap_window_us is None else snap_window_us
         self.region_offsets = region_offsets
         #: True if the file was finalized; False for a record still being written or cut short.
         self.complete = complete
@@ -319,6 +326,8 @@ class Record:
             ends=self.ends[lo:hi].astype(np.int64, copy=True),
             nr_accesses=self.nr_accesses[lo:hi].astype(np.int64, copy=True),
             age=self.age[lo:hi].astype(np.int64, copy=True),
+            nr_samples=int(self.snap_nr_samples[i]),
+            mean_window_us=int(self.snap_window_us[i]),
         )
 
     def slice(self, lo: int, hi: int) -> Record:
@@ -345,6 +354,7 @@ class Record:
             complete=self.complete, source_format=self.source_format, warnings=self.warnings,
             store=self._store, store_snapshot=self._store_snapshot + lo,
             store_region=self._store_region + r0,
+            snap_nr_samples=self.snap_nr_samples[lo:hi], snap_window_us=self.snap_window_us[lo:hi],
         )  # fmt: skip
 
     def chunk_bounds(self, max_regions: int = 1 << 18) -> list[tuple[int, int]]:
@@ -415,6 +425,8 @@ class Record:
             complete=self.complete,
             source_format=self.source_format,
             warnings=list(self.warnings),
+            snap_nr_samples=self.snap_nr_samples[idx],
+            snap_window_us=self.snap_window_us[idx],
         )
 
     def for_target(self, target_index: int) -> Record:
@@ -471,6 +483,8 @@ class Record:
             age=cat("age"),
             complete=complete,
             source_format=source_format,
+            snap_nr_samples=col([s.nr_samples for s in snapshots]),
+            snap_window_us=col([s.mean_window_us for s in snapshots]),
         )
 
     @classmethod
@@ -505,4 +519,6 @@ class Record:
             age=cat("age"),
             complete=all(p.complete for p in parts),
             source_format=first.source_format,
+            snap_nr_samples=cat("snap_nr_samples"),
+            snap_window_us=cat("snap_window_us"),
         )

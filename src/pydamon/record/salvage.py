@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from pydamon.record import blocks as blk
-from pydamon.record.columnar import SNAP_COLUMNS, MappedColumn
+from pydamon.record.columnar import OPTIONAL_SNAP_COLUMNS, SNAP_COLUMNS, MappedColumn
 from pydamon.record.model import Damage, Record, RecordError
 
 
@@ -50,7 +50,9 @@ def damaged_snapshots(
         end = min(pos + col.segment_bytes, col.data_pos + len(col.raw))
         found.append((pos, end, f"corrupted {col.name} column", this))
 
-    for col_id, _ in SNAP_COLUMNS:
+    for col_id, _ in SNAP_COLUMNS + OPTIONAL_SNAP_COLUMNS:
+        if col_id not in cols:
+            continue  # an optional column an older writer did not write
         for lo, hi, pos in cols[col_id].bad_values():
             mark(lo, hi, pos, cols[col_id], False)
     for col_id in (blk.COL_SIZE, blk.COL_NR_ACCESSES, blk.COL_AGE):
@@ -97,6 +99,7 @@ def without(
                 sys_free_bytes=part.sys_free_bytes, sys_total_bytes=part.sys_total_bytes,
                 region_offsets=part.region_offsets, starts=part.starts, ends=part.ends,
                 nr_accesses=part.nr_accesses, age=part.age,
+                snap_nr_samples=part.snap_nr_samples, snap_window_us=part.snap_window_us,
             )
         )  # fmt: skip
     out = Record.concatenate(parts, meta=rec.meta) if parts else rec.select(keep)

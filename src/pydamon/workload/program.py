@@ -48,6 +48,8 @@ from pydamon.ops.sim.workloads import (
 
 WORDS_PER_PAGE = PAGE_SIZE // 8
 MADV_HUGEPAGE = 14
+#: a PMD-mapped transparent huge page (x86-64)
+HPAGE_SIZE = 2 << 20
 
 
 class WorkloadArea:
@@ -58,18 +60,30 @@ class WorkloadArea:
         self.index = index
         self.size_bytes = size_bytes
         self.nr_pages = size_bytes // PAGE_SIZE
-        self._map: mmap.mmap | None = mmap.mmap(-1, size_bytes, flags=mmap.MAP_PRIVATE)
+        # With THP the area starts on a huge-page boundary and its last huge page lies in its
+        # own mapping: else (kernels before 6.7 do not align anonymous mappings) a huge page
+        # can straddle two adjacent areas, and a cold area's edge reads hot with its neighbour.
+        slack = (-size_bytes % HPAGE_SIZE) + HPAGE_SIZE if thp else 0
+        self._map: mmap.mmap | None = mmap.mmap(-1, size_bytes + slack, flags=mmap.MAP_PRIVATE)
         if thp:
             try:
                 self._map.madvise(MADV_HUGEPAGE)
             except OSError:
                 pass  # THP not available: run with small pages
-        words = np.frombuffer(self._map, dtype=np.uint64)
+        base = int(np.frombuffer(self._map, dtype=np.uint8, count=1).ctypes.data)
+        self._offset = -base % HPAGE_SIZE if thp else 0
+        words = self._words()
         self.start = int(words.ctypes.data)
         self.end = self.start + size_bytes
         #: The header word of every page (a strided view: touching it touches one word per page).
         self.headers: npt.NDArray[np.uint64] | None = words[::WORDS_PER_PAGE]
         del words
+
+    def _words(self) -> npt.NDArray[np.uint64]:
+        """The area's memory as 8-byte words."""
+        assert self._map is not None
+        count = self.size_bytes // 8
+        return np.frombuffer(self._map, dtype=np.uint64, count=count, offset=self._offset)
 
     def expected_headers(self) -> npt.NDArray[np.uint64]:
         return (np.uint64(self.index) << np.uint64(48)) | np.arange(self.nr_pages, dtype=np.uint64)
@@ -89,7 +103,7 @@ class WorkloadArea:
     def verify(self) -> int:
         """Number of pages whose content is not what was written (reads every page)."""
         assert self._map is not None and self.headers is not None
-        pages = np.frombuffer(self._map, dtype=np.uint64).reshape(self.nr_pages, WORDS_PER_PAGE)
+        pages = self._words().reshape(self.nr_pages, WORDS_PER_PAGE)
         bad = self.headers != self.expected_headers()
         bad |= pages[:, 1:].any(axis=1)
         del pages

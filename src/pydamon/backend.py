@@ -23,6 +23,7 @@ from pydamon.core.operations import select_operations
 from pydamon.kernel.capabilities import missing_features, probe
 from pydamon.kernel.config import KERNEL_OPERATIONS, ContextConfig
 from pydamon.kernel.context import KernelContext
+from pydamon.kernel.emulate import native_contexts, plan
 from pydamon.kernel.pool import KdamondPool
 from pydamon.kernel.sysfs import DamonSysfs
 from pydamon.kernel.sysfs_common import (
@@ -123,6 +124,8 @@ class _KernelPacer:
             "cpu_per_sample_us": None,
             "cpu_per_region_sample_us": None,
             "reader_cpu_s": round(self._ctx.reader_cpu_s, 3),
+            # what this kernel lacks and pydamon runs on top of it (kernel/emulate.py)
+            "emulated": self._ctx.emulation.describe(),
         }
 
 
@@ -206,7 +209,9 @@ def _kernel_unfit(
     if not caps.inspected:
         return f"cannot tell what the kernel's DAMON supports ({caps.probed_by})"
     config = ContextConfig(ops=ops, attrs=attrs, targets=list(targets), schemes=list(schemes))
-    missing = missing_features(caps, [config])
+    # what pydamon can run on top of this kernel is not missing (kernel/emulate.py)
+    emulation = plan(caps, attrs, schemes, len(targets))
+    missing = missing_features(caps, native_contexts(emulation, [config], {}))
     if missing:
         return str(KernelFeatureMissing(missing))
     try:

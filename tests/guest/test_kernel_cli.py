@@ -23,6 +23,9 @@ from test_cli_guest import mean_rate
 from test_damo_interop import damo_command
 from test_modules_guest import page_states, watching
 
+from pydamon.core import Attrs, Snapshot
+from pydamon.core.attrs import IntervalsGoal
+from pydamon.core.tuning import intervals_score_bp
 from pydamon.modules.reclaim import ReclaimModule
 from pydamon.modules.runner import ModuleRunner
 from pydamon.record import read_record
@@ -250,3 +253,37 @@ def test_reclaim_module_on_a_pydamon_kdamond(env, zram_swap, workload) -> None:
     assert stats["bytes_reclaim_tried_regions"] >= stats["bytes_reclaimed_regions"]
     # the module's monitor_region_start/end are fixed ranges of the process: fvaddr
     assert status["backend"] == "kernel" and status["contexts"][0]["ops"] == "fvaddr"
+
+
+def test_intervals_tuning_emulated_on_a_kernel_without_it(env, hotcold, tmp_path) -> None:
+    """6.12 and 6.1 have no intervals_goal (6.15): pydamon tunes from the snapshots and commits.
+    A goal of 50% of the most access events is far more than the workload shows at 20 ms (its
+    hot area is a tenth of it), so the sampling interval must grow every 2 aggregations, within
+    the goal's limits, and the access events per snapshot with it."""
+    if os.path.exists(f"{ADMIN}/kdamonds/0/contexts/0/monitoring_attrs/intervals/intervals_goal"):
+        pytest.skip("this kernel tunes the intervals itself")
+    out = str(tmp_path / "tuned.data")
+    done = pydamon(env, "record", "--backend", "kernel", "-p", str(hotcold.pid), "-s", "20ms",
+                   "-a", "400ms", "--monitoring_nr_regions_range", "10", "100",
+                   "--monitoring_intervals_goal", "5000", "2", "20ms", "2s",
+                   "--timeout", "20", "-o", out, "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "pydamon runs on top: intervals auto-tuning" in done.stderr, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["achieved"]["emulated"] == ["intervals auto-tuning (native since 6.15)"]
+    snaps = list(read_record(out).snapshots())
+    intervals = [s.sample_interval_us for s in snaps]
+    assert intervals[0] == 20_000 and intervals[-1] > 2 * intervals[0], intervals
+    assert intervals == sorted(intervals) and intervals[-1] <= 2_000_000, intervals
+    # each aggregation keeps its 20 samples
+    assert all(s.aggr_interval_us == 20 * s.sample_interval_us for s in snaps)
+    # toward the goal: the longer the sampling, the more of the warm area each sample sees
+    goal = IntervalsGoal(access_bp=5000, aggrs=2, min_sample_us=20_000, max_sample_us=2_000_000)
+
+    def score(s: Snapshot) -> int:
+        attrs = Attrs(sample_interval_us=s.sample_interval_us, aggr_interval_us=s.aggr_interval_us,
+                      intervals_goal=goal).with_aggr_samples()  # fmt: skip
+        return intervals_score_bp(attrs, [(s.sizes, s.nr_accesses)])
+
+    first, last = [score(s) for s in snaps[1:3]], [score(s) for s in snaps[-2:]]
+    assert max(first) < 10_000 and min(last) > max(first), (first, last)

@@ -113,14 +113,23 @@ def make_cli_context(
     return ctx, info
 
 
+def _emulated_note(ctx: Any) -> str:
+    """ "; pydamon runs on top: ..." for what the kernel lacks and pydamon emulates ("" if none)."""
+    emulation = getattr(ctx, "emulation", None)
+    if emulation is None or not emulation.any:
+        return ""
+    return f"; pydamon runs on top: {', '.join(emulation.describe())}"
+
+
 def say_when_monitoring(ctx: Any, line: str) -> None:
-    """Print ``line`` once monitoring runs (so that an error before stays the only line)."""
+    """Print ``line`` once monitoring runs (so that an error before stays the only line), with
+    what pydamon runs on top of the kernel, known by then."""
     ops = ops_of(ctx)
     init = ops.init
 
     def init_then_say(c: Any) -> None:
         init(c)
-        print(line, file=sys.stderr)
+        print(line + _emulated_note(ctx), file=sys.stderr)
 
     ops.init = init_then_say
 

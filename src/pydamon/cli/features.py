@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
             "features": features.as_dict(),
             "access_check": asdict(features.access_check_path()),
             "ops": {name: {"usable": not why, "reason": why} for name, why in usable.items()},
-            "kernel_damon": kernel.to_dict()
+            "kernel_damon": {**kernel.to_dict(), "emulated_by_pydamon": _emulated(kernel)}
             if isinstance(kernel, KernelCapabilities)
             else {"root": args.damon_root, "error": kernel},
         }
@@ -85,6 +85,13 @@ def print_kernel_damon(kernel: KernelCapabilities | str, root: str) -> None:
         "quota goal tuners": kernel.goal_tuners,
         "features": tuple(name for name, present in kernel.files.items() if present),
         "features missing": tuple(name for name, present in kernel.files.items() if not present),
+        "emulated by pydamon": tuple(_emulated(kernel)),
     }
     for name, values in rows.items():
         print(f"  {name:<18}  {', '.join(values) or '-'}")
+
+
+def _emulated(kernel: KernelCapabilities) -> list[str]:
+    from pydamon.kernel.emulate import emulated_here
+
+    return emulated_here(kernel) if kernel.sysfs and kernel.inspected else []

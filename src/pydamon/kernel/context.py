@@ -28,6 +28,7 @@ from pydamon.core.snapshot import Snapshot
 from pydamon.damos.scheme import Scheme, Stats, TriedRegion
 from pydamon.kernel.capabilities import KernelCapabilities, probe, require
 from pydamon.kernel.config import ContextConfig
+from pydamon.kernel.emulate import Emulation, Emulator, native_contexts, plan
 from pydamon.kernel.pool import KdamondPool
 from pydamon.kernel.results import (
     RESULT_SOURCES,
@@ -113,6 +114,9 @@ class KernelContext:
             "before_terminate": [],
         }
         self.caps: KernelCapabilities | None = None
+        #: what this kernel lacks and pydamon runs on top (:mod:`.emulate`), known at start
+        self.emulation = Emulation()
+        self.emulator: Emulator | None = None
         #: "tracefs" or "tried_regions" once chosen (at start), and why.
         self.results: str | None = None
         self.results_reason = ""
@@ -166,6 +170,7 @@ class KernelContext:
             "root": self.sysfs.fs.root,
             "pool": self.pool.path if self.pool is not None else None,
             "dropped_aggregations": self.dropped_aggregations,
+            "emulated": self.emulation.describe(),
         }
 
     # -- callbacks ------------------------------------------------------------------------------
@@ -343,6 +348,7 @@ class KernelContext:
                         break  # every target is gone: the kdamond stopped itself
                     continue
                 self._deliver(result)
+                self._emulate()
                 stop = self._run_callbacks("after_aggregation")
                 self.reader_cpu_s = time.thread_time() - cpu_start
                 if stop:
@@ -413,6 +419,14 @@ class KernelContext:
         ]
         self.nr_aggregations += 1
 
+    def _emulate(self) -> None:
+        """Step what pydamon runs on top of this kernel; commit what changed."""
+        if self.emulator is None or not self.emulation.any:
+            return
+        attrs, quotas_changed = self.emulator.after_aggregation(self._attrs, self._snapshots)
+        if attrs is not None or quotas_changed:
+            self.set_attrs(attrs or self._attrs)
+
     def _attrs_at(self, end_us: int) -> Attrs:
         if self._source is None or not self._source.monotonic:
             return self._attrs
@@ -434,7 +448,9 @@ class KernelContext:
         schemes = list(self.schemes)
         if self.results == TRIED_REGIONS:
             schemes += snapshot_schemes(len(self.targets))
-        return [ContextConfig(ops=self.ops, attrs=attrs, targets=self.targets, schemes=schemes)]
+        asked = [ContextConfig(ops=self.ops, attrs=attrs, targets=self.targets, schemes=schemes)]
+        sizes = self.emulator.quota_sizes if self.emulator is not None else {}
+        return native_contexts(self.emulation, asked, sizes)
 
     def _setup(self) -> None:
         for i, t in enumerate(self.targets):
@@ -454,6 +470,9 @@ class KernelContext:
         spare = self.sysfs.owned if self.kdamond is None else {self.kdamond}
         self.caps = probe(self.root, self.sysfs.fs.io, stage=True, owned=spare)
         self._choose_results(self.caps)
+        self.emulation = plan(self.caps, self._attrs, self.schemes, len(self.targets))
+        self.emulator = Emulator(self.emulation, self.schemes)
+        self.emulator.start()
         contexts = self._contexts(self._attrs)
         require(self.caps, contexts)
         self._nr_kdamonds_before = nr

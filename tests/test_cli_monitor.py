@@ -50,6 +50,12 @@ def test_start_status_tune_live_access_stop(tmp_path, env):
         assert time.time() - status[0]["updated_unix"] < 5
         live = json.loads(pydamon(env, "report", "access", "--live", "--json").stdout)
         assert live["regions"] and live["total_bytes"] > 0
+        user = pydamon(env, "report", "access", "--live", "--backend", "user", "--json")
+        assert json.loads(user.stdout)["regions"]  # the sim monitor runs on the user engine
+        kernel = pydamon(env, "report", "access", "--live", "--backend", "kernel", check=False)
+        assert kernel.returncode == 2 and kernel.stderr.strip().endswith(
+            "no running background monitor on the kernel backend; see 'pydamon status'"
+        ), kernel.stderr
         text = pydamon(env, "status").stdout
         assert "sim-hotcold: running" in text
         tuned = pydamon(env, "tune", "-s", "10ms", "-a", "400ms")

@@ -153,6 +153,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="read the latest snapshot of a running background monitor",
     )
     ac.add_argument(
+        "--backend",
+        choices=("auto", "kernel", "user"),
+        default="auto",
+        help="with --live: only a monitor on this engine (default auto: any)",
+    )
+    ac.add_argument(
         "--sort_regions_by",
         choices=tuple(access.REGION_ORDERS),
         default="address",

@@ -13,16 +13,24 @@ import numpy as np
 from pydamon.cli.common import human_bytes, human_time_us
 from pydamon.cli.main import EXIT_USAGE, CliError
 from pydamon.cli.report import _emit_json, load
+from pydamon.cli.rundir import Instance
 from pydamon.record import Record, RecordError, read_record
 from pydamon.report import access, render
 from pydamon.report.info import record_info
 
 
 # -- access ----------------------------------------------------------------------------------------
-def _load_live(name: str) -> Record:
+def _load_live(name: str, backend: str = "auto") -> Record:
     from pydamon.cli import rundir
 
     insts = [i for i in rundir.instances() if i.alive]
+    if backend != "auto":  # only the monitors running on that engine
+        insts = [i for i in insts if _backend_of(i) == backend]
+        if not insts:
+            raise CliError(
+                f"no running background monitor on the {backend} backend; see 'pydamon status'",
+                EXIT_USAGE,
+            )
     if name:
         insts = [i for i in insts if i.name == name]
         if not insts:
@@ -41,9 +49,20 @@ def _load_live(name: str) -> Record:
         raise CliError(str(err)) from None
 
 
+def _backend_of(inst: Instance) -> str:
+    """The engine a background monitor runs on, from its status file (user if unsaid)."""
+    from pydamon.cli import rundir
+
+    try:
+        status = rundir.read_json(inst.file("status.json"))
+    except (OSError, ValueError):
+        return "user"
+    return str(status.get("backend", "user"))
+
+
 def report_access(args: argparse.Namespace) -> int:
     if args.live is not None:
-        rec = _load_live(args.live)
+        rec = _load_live(args.live, getattr(args, "backend", "auto"))
         if args.target is not None:
             rec = rec.for_target(args.target)
     else:

@@ -59,7 +59,7 @@ def test_pageout_cold_area_with_quota(workload, zram_swap):
         quota=Quota(sz=quota_sz, reset_interval_ms=1000),
     )
     ranges = sorted(areas[n] for n in ("cold", "warm", "hot"))
-    ctx = Context(FvaddrOperations(), [Target(pid=wl.pid, ranges=ranges)], ATTRS)
+    ctx = Context(FvaddrOperations(), [Target(pid=wl.pid, ranges=ranges)], ATTRS, cpu_budget=0)
     ctx.set_schemes([scheme])
     applied: Counter[int] = Counter()
     assert ctx.schemes_runner is not None
@@ -91,7 +91,9 @@ def test_watermarks_switch_the_scheme_with_free_memory(workload):
     wm = Watermarks(WmarkMetric.FREE_MEM_RATE, 200_000, high=free0 - 100, mid=free0 - 150, low=10)
     scheme = Scheme(action=Action.STAT, wmarks=wm)
     wl = workload("hotcold", "--tick-ms", "20", size="8M")
-    ctx = Context(FvaddrOperations(), [Target(pid=wl.pid, ranges=[wl.areas["hot"]])], ATTRS)
+    ctx = Context(
+        FvaddrOperations(), [Target(pid=wl.pid, ranges=[wl.areas["hot"]])], ATTRS, cpu_budget=0
+    )
     ctx.set_schemes([scheme])
     states: list[tuple[float, bool, int]] = []
     ctx.add_callback(
@@ -173,7 +175,7 @@ def test_collapse_hot_area_into_huge_pages(workload):
         filters=[Filter(FilterType.ADDR, allow=True, addr_start=aligned[0], addr_end=aligned[1])],
     )
     ranges = sorted(wl.areas[n] for n in ("cold", "warm", "hot"))
-    ctx = Context(FvaddrOperations(), [Target(pid=wl.pid, ranges=ranges)], ATTRS)
+    ctx = Context(FvaddrOperations(), [Target(pid=wl.pid, ranges=ranges)], ATTRS, cpu_budget=0)
     ctx.set_schemes([scheme])
     ok = run_until(ctx, lambda: thp_bytes(wl.pid, hot) >= HPAGE, 90)
     assert ok, f"AnonHugePages {thp_bytes(wl.pid, hot)} (before {before})"
@@ -192,7 +194,7 @@ def test_ops_filters_on_vaddr_spare_the_pages_they_reject(workload, zram_swap):
         Action.PAGEOUT,
         filters=[Filter(FilterType.ANON, allow=False)],
     )
-    ctx = Context(FvaddrOperations(), [Target(pid=wl.pid, ranges=[cold])], ATTRS)
+    ctx = Context(FvaddrOperations(), [Target(pid=wl.pid, ranges=[cold])], ATTRS, cpu_budget=0)
     ctx.set_schemes([scheme])
     assert run_until(ctx, lambda: scheme.stats.nr_tried >= 3, 60)
     st = scheme.stats
@@ -204,7 +206,7 @@ def test_ops_filters_on_vaddr_spare_the_pages_they_reject(workload, zram_swap):
         Action.PAGEOUT,
         filters=[Filter(FilterType.ANON, allow=True)],
     )
-    ctx = Context(FvaddrOperations(), [Target(pid=wl.pid, ranges=[cold])], ATTRS)
+    ctx = Context(FvaddrOperations(), [Target(pid=wl.pid, ranges=[cold])], ATTRS, cpu_budget=0)
     ctx.set_schemes([allow])
     assert run_until(ctx, lambda: allow.stats.sz_applied > 0, 60)
     assert allow.stats.sz_ops_filter_passed >= allow.stats.sz_applied > 0

@@ -91,7 +91,7 @@ def test_reclaim_idle_above_high_watermark_then_pages_out_cold_area(zram_swap, w
         wmarks_mid=5,
         wmarks_low=0,
     )
-    runner = ModuleRunner(module)
+    runner = ModuleRunner(module, cpu_budget=0)
     runner.start()
     try:
         assert wait_for(lambda: module.stats().get("active") is False, 30)
@@ -144,7 +144,7 @@ def test_reclaim_of_a_cgroups_processes(zram_swap, workload) -> None:
         wmarks_low=0,
         **MONITORING,
     )
-    runner = ModuleRunner(module)
+    runner = ModuleRunner(module, cpu_budget=0)
     runner.start()
     try:
         assert [t.pid for t in runner.contexts[0].targets] == [wl.pid]
@@ -170,7 +170,7 @@ def test_thp_collapses_hot_areas_only(workload) -> None:
         # hot: ~96% of 100 ms samples see an access; warm ~36%; cold none
         hot_thres_access_freq=500,
     )
-    runner = ModuleRunner(module)
+    runner = ModuleRunner(module, cpu_budget=0)
     runner.start()
     try:
         ok = wait_for(lambda: page_states(wl.pid, *hot)["thp"] >= 0.5 * aligned_hot, 60)
@@ -205,7 +205,7 @@ def test_lru_sort_deactivates_cold_memory_and_leaves_hot_memory_active(workload)
         wmarks_mid=999,
         wmarks_low=0,
     )
-    runner = ModuleRunner(module)
+    runner = ModuleRunner(module, cpu_budget=0)
     runner.start()
     try:
         deactivated = wait_for(lambda: active_share(wl.pid, cold) <= 0.1, 45)
@@ -238,7 +238,7 @@ def test_stat_puts_the_cold_bytes_at_high_idle_times(workload) -> None:
         autotune_intervals=False,
         refresh_interval_ms=0,
     )
-    runner = ModuleRunner(module)
+    runner = ModuleRunner(module, cpu_budget=0)
     runner.start()
     try:
         assert wait_for(lambda: module.stats().get("nr_aggregations", 0) >= 15, 90)
@@ -261,7 +261,7 @@ def test_stat_puts_the_cold_bytes_at_high_idle_times(workload) -> None:
 
 def test_stat_on_physical_memory() -> None:
     module = StatModule(ops="paddr", autotune_intervals=False, refresh_interval_ms=0, **MONITORING)
-    runner = ModuleRunner(module)
+    runner = ModuleRunner(module, cpu_budget=0)
     runner.start()
     try:
         assert wait_for(lambda: module.stats().get("nr_aggregations", 0) >= 8, 60)

@@ -71,7 +71,7 @@ def test_access_check_on_huge_pages_hot_is_hot_and_cold_stays_cold(workload) -> 
     # fvaddr on exactly the hot and the cold area: what is judged is the access check on huge
     # pages, not how fast adaptive regions find the areas' edges in a whole address space
     target = Target(pid=wl.pid, ranges=[(hot_start, hot_end), (cold_start, cold_end)])
-    ctx = Context(FvaddrOperations(), [target], attrs, seed=7)
+    ctx = Context(FvaddrOperations(), [target], attrs, seed=7, cpu_budget=0)
     snaps: list[Snapshot] = []
     ctx.add_callback("after_aggregation", lambda c: snaps.append(c.snapshots()[0]))
     before = wl.command("info")
@@ -134,7 +134,9 @@ def test_young_filter_on_huge_pages_sees_idle_ones_as_not_young() -> None:
     assert filter_process_ranges(pid, [busy], allow_young) == ([busy], size)
 
     # the same through a scheme applied by the monitoring of the idle area: nothing passes
-    ctx = Context(FvaddrOperations(), [Target(pid=pid, ranges=[idle])], ATTRS_IDLE, seed=3)
+    ctx = Context(
+        FvaddrOperations(), [Target(pid=pid, ranges=[idle])], ATTRS_IDLE, seed=3, cpu_budget=0
+    )
     ctx.set_schemes([allow_young])
     allow_young.stats.sz_ops_filter_passed = 0
     ctx.run(nr_aggregations=3)

@@ -55,7 +55,7 @@ def test_vaddr_finds_hot_area_and_cold_stays_cold(hotcold: WorkloadProcess) -> N
         min_nr_regions=10,
         max_nr_regions=100,
     )
-    ctx = Context(VaddrOperations(), [Target(pid=hotcold.pid)], attrs, seed=1)
+    ctx = Context(VaddrOperations(), [Target(pid=hotcold.pid)], attrs, seed=1, cpu_budget=0)
     # The expectation for the judged aggregations comes from the workload's ticks during them.
     # (Averaged over the whole run, a workload starved in bursts by a loaded host looked busy
     # enough while it had hardly run during the judged aggregations: flaky "hot reads 0".) The
@@ -101,7 +101,7 @@ def test_vaddr_finds_hot_area_and_cold_stays_cold(hotcold: WorkloadProcess) -> N
 def test_target_that_exits_ends_only_its_monitoring(hotcold: WorkloadProcess) -> None:
     short = subprocess.Popen(["sleep", "2"])
     targets = [Target(pid=short.pid), Target(pid=hotcold.pid)]
-    ctx = Context(VaddrOperations(), targets, ATTRS, seed=2)
+    ctx = Context(VaddrOperations(), targets, ATTRS, seed=2, cpu_budget=0)
     aggregations_after_exit: list[int] = []
 
     def after(c: Context) -> None:
@@ -116,7 +116,7 @@ def test_target_that_exits_ends_only_its_monitoring(hotcold: WorkloadProcess) ->
 
     # the loop ends by itself once every target is gone
     alone = subprocess.Popen(["sleep", "2"])
-    ctx2 = Context(VaddrOperations(), [Target(pid=alone.pid)], ATTRS, seed=3)
+    ctx2 = Context(VaddrOperations(), [Target(pid=alone.pid)], ATTRS, seed=3, cpu_budget=0)
     started = time.monotonic()
     ctx2.run(duration_us=120_000_000)
     assert time.monotonic() - started < 100
@@ -127,7 +127,7 @@ def test_target_that_exits_ends_only_its_monitoring(hotcold: WorkloadProcess) ->
 def test_moved_hot_spot_is_followed(workload) -> None:
     # phases: area a hot for 4 s, then b hot for 4 s, repeating (12 aggregations: 1.5 cycles)
     wl = workload("phases", "--time-scale", "0.8", "--tick-ms", "10", size="16M")
-    ctx = Context(VaddrOperations(), [Target(pid=wl.pid)], ATTRS, seed=4)
+    ctx = Context(VaddrOperations(), [Target(pid=wl.pid)], ATTRS, seed=4, cpu_budget=0)
     before = wl.command("info")
     snaps = [s[0] for s in run_collect(ctx, 12)]
     after = wl.command("info")
@@ -160,7 +160,7 @@ def _covered(regions: list[tuple[int, int]], start: int, end: int) -> int:
 
 def test_vaddr_layout_follows_mmap_and_munmap(hotcold: WorkloadProcess) -> None:
     wl = hotcold
-    ctx = Context(VaddrOperations(), [Target(pid=wl.pid)], ATTRS, seed=5)
+    ctx = Context(VaddrOperations(), [Target(pid=wl.pid)], ATTRS, seed=5, cpu_budget=0)
     layouts: list[list[tuple[int, int]]] = []
     ctx.add_callback("after_aggregation", lambda c: layouts.append(c.targets[0].regions.ranges()))
     ctx.start()
@@ -220,7 +220,7 @@ def test_paddr_sees_the_workload_pages_as_accessed(hotcold: WorkloadProcess) -> 
         max_nr_regions=200,
     )
     targets = [Target(ranges=hot), Target(ranges=cold)]
-    snaps = run_collect(Context(PaddrOperations(), targets, attrs, seed=6), 4)
+    snaps = run_collect(Context(PaddrOperations(), targets, attrs, seed=6, cpu_budget=0), 4)
     hot_snap, cold_snap = snaps[-1]
     hot_rate = float((hot_snap.sizes * hot_snap.nr_accesses).sum() / hot_snap.sizes.sum())
     cold_rate = float((cold_snap.sizes * cold_snap.nr_accesses).sum() / cold_snap.sizes.sum())
@@ -232,7 +232,7 @@ def test_fvaddr_monitors_only_the_given_ranges(hotcold: WorkloadProcess) -> None
     hot = hotcold.areas["hot"]
     cold = hotcold.areas["cold"]
     target = Target(pid=hotcold.pid, ranges=[hot, cold])
-    snaps = run_collect(Context(FvaddrOperations(), [target], ATTRS, seed=7), 3)
+    snaps = run_collect(Context(FvaddrOperations(), [target], ATTRS, seed=7, cpu_budget=0), 3)
     snap = snaps[-1][0]
     assert int(snap.starts.min()) == hot[0] or int(snap.starts.min()) == cold[0]
     assert snap.total_bytes == (hot[1] - hot[0]) + (cold[1] - cold[0])
@@ -276,7 +276,7 @@ def test_pageout_action_swaps_out_and_data_survives(hotcold: WorkloadProcess, zr
     wl = hotcold
     ops = VaddrOperations()
     target = Target(pid=wl.pid)
-    ctx = Context(ops, [target], ATTRS, seed=8)
+    ctx = Context(ops, [target], ATTRS, seed=8, cpu_budget=0)
     cold_start, cold_end = wl.areas["cold"]
     ops.init(ctx)
     try:

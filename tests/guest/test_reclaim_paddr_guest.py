@@ -51,7 +51,7 @@ def test_reclaim_on_physical_memory_pages_out_the_cold_area_only(zram_swap, work
         skip_anon=True,
         **MONITORING,
     )
-    runner = ModuleRunner(module)
+    runner = ModuleRunner(module, cpu_budget=0)
     runner.start()
     try:
         # skip_anon: cold physical regions are tried (twice: the first pass only marks the
@@ -108,7 +108,7 @@ def test_lru_deprio_on_physical_memory_deactivates_the_cold_area(workload) -> No
     attrs = Attrs(
         sample_interval_us=100_000, aggr_interval_us=1_000_000, min_nr_regions=3, max_nr_regions=10
     )
-    ctx = Context(PaddrOperations(), [Target(ranges=[span])], attrs, schemes=[scheme])
+    ctx = Context(PaddrOperations(), [Target(ranges=[span])], attrs, schemes=[scheme], cpu_budget=0)
     ctx.start()
     try:
         deactivated = wait_for(lambda: active_share(wl.pid, cold) <= 0.1, 30)

@@ -195,6 +195,11 @@ class FakeKernel(SysfsIO):
     #: Raise EACCES on every write, or every read (an unprivileged process).
     deny_writes: bool = False
     deny_reads: bool = False
+    #: The next ``busy`` reads and writes fail with EBUSY, as the kernel's do while another user
+    #: holds damon_sysfs_lock (its show/store handlers take it with mutex_trylock).
+    busy: int = 0
+    #: How many reads and writes met EBUSY.
+    nr_busy: int = 0
     #: What the kernel would report on the state commands, by (kdamond, context, scheme).
     kernel_stats: dict[tuple[int, int, int], dict[str, int]] = field(default_factory=dict)
     kernel_tried: dict[tuple[int, int, int], list[dict[str, int]]] = field(default_factory=dict)
@@ -277,14 +282,22 @@ class FakeKernel(SysfsIO):
             self._make(kind, f"{parent}/{i}")
 
     # -- the kernel's side of reads and writes ------------------------------------------------
+    def _lock(self, path: str) -> None:
+        if self.busy > 0:
+            self.busy -= 1
+            self.nr_busy += 1
+            raise _oserror(errno.EBUSY, path)
+
     def read(self, path: str) -> str:
         if self.deny_reads:
             raise _oserror(errno.EACCES, path)
+        self._lock(path)
         return super().read(path)
 
     def write(self, path: str, value: str) -> None:
         if self.deny_writes:
             raise _oserror(errno.EACCES, path)
+        self._lock(path)
         rel = os.path.relpath(path, self.root)
         if rel.startswith("..") or not os.path.isfile(path):
             raise _oserror(errno.ENOENT, path)

@@ -427,6 +427,29 @@ def test_missing_privileges_give_one_line_run_as_root(tmp_path: Path) -> None:
         damon.kdamonds()
 
 
+def test_a_busy_sysfs_lock_is_waited_for_then_named_in_one_line(tmp_path: Path) -> None:
+    kernel = fake_kernel(tmp_path, LINUX_7_1)
+    damon, k = new_kdamond(kernel)
+    damon.write(k, full_config())
+    # someone else holds damon_sysfs_lock for a while (another kdamond's commit, a tried-regions
+    # update waiting for its kdamond): reads and writes wait for it instead of failing
+    kernel.busy = 5
+    damon.start(k)
+    assert kernel.nr_busy == 5 and damon.state(k) == "on"
+    kernel.busy, kernel.nr_busy = 3, 0
+    assert damon.pid(k) == 4242 and kernel.nr_busy == 3
+    # held for longer than the wait: one line naming the file and what to do
+    damon.fs.busy_timeout_s = 0.05
+    kernel.busy = 10**9
+    with pytest.raises(KernelSysfsError) as err:
+        damon.state(k)
+    message = str(err.value)
+    assert "\n" not in message and f"kdamonds/{k}/state" in message and "busy" in message
+    assert "retry" in message
+    with pytest.raises(KernelSysfsError, match=r"refused 'off' for .*state: busy for 0.05 s"):
+        damon.stop(k)
+
+
 def test_plain_io_never_creates_a_file_the_kernel_lacks(tmp_path: Path) -> None:
     kernel = fake_kernel(tmp_path, LINUX_6_1)
     damon, k = new_kdamond(kernel)

@@ -106,6 +106,22 @@ def ticks_per_sample(before: dict[str, Any], after: dict[str, Any], sample_us: i
 PAGE = 4096
 
 
+def read_sysfs(path: str, busy_timeout_s: float = 15.0) -> str:
+    """A DAMON sysfs file's text; retried while the kernel answers EBUSY (its files take one
+    lock with mutex_trylock, held by whoever else is reading or committing)."""
+    import errno
+
+    deadline = time.monotonic() + busy_timeout_s
+    while True:
+        try:
+            with open(path) as f:
+                return f.read()
+        except OSError as err:
+            if err.errno != errno.EBUSY or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.01)
+
+
 def wait_for(cond: Any, timeout_s: float, poll_s: float = 1.0) -> bool:
     """Poll ``cond()`` every ``poll_s`` until it holds (True) or ``timeout_s`` passes (False)."""
     deadline = time.monotonic() + timeout_s

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from realmem import WorkloadProcess, wait_for
+from realmem import WorkloadProcess, read_sysfs, wait_for
 from test_cli_guest import mean_rate
 from test_damo_interop import damo_command
 from test_modules_guest import page_states, watching
@@ -42,8 +42,7 @@ MiB = 1 << 20
 
 
 def read(path: str) -> str:
-    with open(path) as f:
-        return f.read().strip()
+    return read_sysfs(path).strip()
 
 
 def write(path: str, value: str) -> None:

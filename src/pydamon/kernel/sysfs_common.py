@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from pydamon.core.errors import FeatureMissing, RealMemoryError
 
@@ -18,6 +20,10 @@ from pydamon.core.errors import FeatureMissing, RealMemoryError
 DEFAULT_ROOT = "/sys/kernel/mm/damon/admin"
 #: The kernel's ``ULONG_MAX``; sysfs ``unsigned long`` files take nothing larger.
 ULONG_MAX = 2**64 - 1
+#: How long a read or write that meets ``EBUSY`` is retried (see :meth:`Sysfs._retry_busy`).
+BUSY_TIMEOUT_S = 15.0
+
+_T = TypeVar("_T")
 
 
 class SysfsIO:
@@ -86,9 +92,34 @@ class Sysfs:
     ``Y``/``N``, as the kernel's ``kstrto*`` parsers take them.
     """
 
-    def __init__(self, root: str = DEFAULT_ROOT, io: SysfsIO | None = None) -> None:
+    def __init__(
+        self,
+        root: str = DEFAULT_ROOT,
+        io: SysfsIO | None = None,
+        busy_timeout_s: float = BUSY_TIMEOUT_S,
+    ) -> None:
         self.root = root.rstrip("/") or "/"
         self.io = io if io is not None else SysfsIO()
+        self.busy_timeout_s = busy_timeout_s
+
+    def _retry_busy(self, op: Callable[[], _T]) -> _T:
+        """``op()``, again while it fails with ``EBUSY``, for up to :attr:`busy_timeout_s`.
+
+        The kernel's DAMON sysfs files take one lock for the whole tree with ``mutex_trylock``
+        and return ``-EBUSY`` while anyone else holds it: another kdamond's ``commit``, or an
+        ``update_schemes_tried_regions`` that holds it until its kdamond has answered (an
+        aggregation or more). Two pydamon kdamonds, or pydamon beside damo, meet it routinely.
+        """
+        deadline = time.monotonic() + self.busy_timeout_s
+        pause = 0.001
+        while True:
+            try:
+                return op()
+            except OSError as err:
+                if err.errno != errno.EBUSY or time.monotonic() >= deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     def path(self, rel: str) -> str:
         return os.path.join(self.root, rel) if rel else self.root
@@ -106,8 +137,9 @@ class Sysfs:
             raise _read_error("list", self.path(rel), err) from None
 
     def read(self, rel: str) -> str:
+        path = self.path(rel)
         try:
-            return self.io.read(self.path(rel)).strip()
+            return self._retry_busy(lambda: self.io.read(path)).strip()
         except OSError as err:
             raise _read_error("read", self.path(rel), err) from None
 
@@ -132,11 +164,17 @@ class Sysfs:
             text = value
         path = self.path(rel)
         try:
-            self.io.write(path, text)
+            self._retry_busy(lambda: self.io.write(path, text))
         except OSError as err:
             if err.errno in (errno.EACCES, errno.EPERM):
                 raise KernelPrivilegeMissing(
                     f"cannot write {path}: {os_error_text(err)}; run as root"
+                ) from None
+            if err.errno == errno.EBUSY:
+                raise KernelSysfsError(
+                    f"the kernel refused {text!r} for {path}: busy for {self.busy_timeout_s:g} s "
+                    "(a running kdamond, or another DAMON sysfs user holding its lock); retry "
+                    "once it is done"
                 ) from None
             raise KernelSysfsError(
                 f"the kernel refused {text!r} for {path}: {os_error_text(err)}"
@@ -156,6 +194,11 @@ class Sysfs:
 def _read_error(verb: str, path: str, err: OSError) -> RealMemoryError:
     if err.errno in (errno.EACCES, errno.EPERM):
         return KernelPrivilegeMissing(f"cannot {verb} {path}: {os_error_text(err)}; run as root")
+    if err.errno == errno.EBUSY:
+        return KernelSysfsError(
+            f"cannot {verb} {path}: DAMON's sysfs stayed busy (another user holds its lock); "
+            "retry once it is done"
+        )
     return KernelSysfsError(f"cannot {verb} {path}: {os_error_text(err)}")
 
 

@@ -241,6 +241,10 @@ def in_guest(args: argparse.Namespace) -> None:
         sys.exit("kernel_backend.py: the guest's DAMON already has kdamonds")
     with open("/proc/sys/kernel/randomize_va_space", "w") as f:
         f.write("0")
+    # enabling a trace event with record-cmd on live-patches the scheduler's tracepoints, which
+    # crashes the TCG guest now and then (docs/testing.md)
+    with open("/sys/kernel/tracing/options/record-cmd", "w") as f:
+        f.write("0")
     wl = [sys.executable, "-m", "pydamon.workload", "hotcold", "--size", args.size]
     wl = ["taskset", "-c", args.cpu, *wl, "--tick-ms", "50"]
     work = subprocess.Popen(wl, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
